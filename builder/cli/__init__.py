@@ -1,0 +1,69 @@
+"""The `prewheel` command: parse, call the `builder` library, print, exit.
+
+Each subcommand lives in its own module; errors are caught once, here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import PrewheelError
+
+# Subcommand modules; each defines a click command named `command`.
+_SUBCOMMANDS = (
+    "plan", "build", "serve", "push", "targets", "show", "index", "dockerfile", "lint_dockerfile",
+)
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        debug = ctx.params.get("debug") or os.environ.get("PREWHEEL_DEBUG")
+        try:
+            return super().invoke(ctx)
+        except PrewheelError as exc:
+            if debug:
+                raise
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            cause = exc.__cause__
+            while cause is not None:
+                click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                cause = cause.__cause__
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="prewheel")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+def main(debug: bool) -> None:
+    """Prebuild manylinux wheels for pinned requirements, per target, and serve them.
+
+    \b
+    Typical use:
+      prewheel plan  -r requirements.txt      which pins have no wheel for my targets?
+      prewheel build -r requirements.txt      fetch, build, repair, verify, publish
+      prewheel serve                          http://127.0.0.1:8080/cpu/simple/
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s %(package)s%(message)s",
+    )
+
+
+for _name in _SUBCOMMANDS:
+    try:
+        _mod = importlib.import_module(f"{__name__}.{_name}")
+    except ModuleNotFoundError as _exc:  # a subcommand not written yet
+        if _exc.name != f"{__name__}.{_name}":
+            raise
+        continue
+    main.add_command(_mod.command)
+

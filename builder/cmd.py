@@ -1,0 +1,109 @@
+"""Every subprocess goes through `run`: logged, captured to a log file, timed out, typed errors."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from .errors import CommandError
+from .log import get_logger
+
+log = get_logger("cmd")
+
+TAIL_LINES = 40
+
+
+def tail(text: str, lines: int = TAIL_LINES) -> str:
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def run(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    step: str,
+    log_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run `argv`, appending its output to `log_file`; raise CommandError on failure.
+
+    The child gets its own process group so a timeout or Ctrl-C kills the whole tree
+    (compilers started by a build backend included), leaving no orphans.
+    """
+    args = [os.fspath(a) for a in argv]
+    pretty = shlex.join(args)
+    log.debug("$ %s", pretty)
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=dict(env) if env is not None else None,
+        cwd=cwd,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    )
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        _kill_group(proc)
+        out, _ = proc.communicate()
+    except BaseException:
+        _kill_group(proc)
+        proc.communicate()
+        raise
+    elapsed = time.monotonic() - started
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with log_file.open("a", encoding="utf-8") as fh:
+            fh.write(f"$ {pretty}\n{out}")
+            fh.write(f"[exit {proc.returncode} after {elapsed:.1f}s]\n\n")
+    result = subprocess.CompletedProcess(args, proc.returncode, out, "")
+    if timed_out:
+        raise CommandError(
+            f"{step} timed out after {timeout:.0f}s: {args[0]}",
+            step=step, log=str(log_file) if log_file else None, tail=tail(out),
+            hint="raise the time limit (build_timeout in the config) if the package is just slow",
+        )
+    if check and proc.returncode != 0:
+        raise CommandError(
+            f"{step} failed (exit {proc.returncode}): {pretty}",
+            step=step, log=str(log_file) if log_file else None, tail=tail(out),
+        )
+    return result
+
+
+def _kill_group(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for pip and builds: no user pip configuration leaks in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    env.pop("PYTHONPATH", None)
+    env["PIP_CONFIG_FILE"] = os.devnull
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    env["PIP_NO_INPUT"] = "1"
+    if "PIP_CERT" in os.environ:
+        env["PIP_CERT"] = os.environ["PIP_CERT"]
+    if extra:
+        env.update(extra)
+    return env

@@ -1,0 +1,307 @@
+"""The configuration file, loaded into frozen models that reject unknown keys.
+
+Every problem is collected and reported at once, each with its place
+(`packages.annoy.evn: unknown key, did you mean 'env'?`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PYPI_SIMPLE = "https://pypi.org/simple/"
+DEFAULT_CONFIG = Path("config/prewheel.toml")
+DEFAULT_BUILD_TIMEOUT = 1800.0
+
+# Libraries a CUDA runtime image or the nvidia-* wheels provide; never grafted.
+CUDA_EXCLUDES = (
+    "libcuda.so.1",
+    "libcudart.so.*",
+    "libcublas.so.*",
+    "libcublasLt.so.*",
+    "libcufft.so.*",
+    "libcurand.so.*",
+    "libcusparse.so.*",
+    "libcusolver.so.*",
+    "libnvrtc.so.*",
+    "libnvJitLink.so.*",
+    "libcudnn*.so.*",
+    "libnccl.so.*",
+    "libnvToolsExt.so.*",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccelConfig:
+    name: str
+    cuda_home: str | None = None
+    arch_list: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackageConfig:
+    name: str
+    env: Mapping[str, str] = field(default_factory=dict)
+    config_settings: Mapping[str, str] = field(default_factory=dict)
+    build_requires: tuple[str, ...] = ()
+    python: SpecifierSet | None = None
+    skip: str | None = None
+    heavy: bool = False
+    accel_specific: bool = False
+    force_build: bool = False
+    import_names: tuple[str, ...] | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetSpec:
+    """One requested target, before its interpreter is looked for."""
+
+    python: str
+    accel: str
+    policy: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    source: str
+    upstream: str = PYPI_SIMPLE
+    build_timeout: float = DEFAULT_BUILD_TIMEOUT
+    jobs: int = 0
+    strip: bool = False
+    build_constraints: str | None = None
+    targets: tuple[TargetSpec, ...] = ()
+    accels: Mapping[str, AccelConfig] = field(default_factory=dict)
+    packages: Mapping[str, PackageConfig] = field(default_factory=dict)
+
+    def package(self, name: str) -> PackageConfig:
+        key = canonicalize_name(name)
+        return self.packages.get(key) or PackageConfig(name=key)
+
+    def accel(self, name: str) -> AccelConfig:
+        return self.accels.get(name) or AccelConfig(name=name)
+
+
+_TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
+_INDEX_KEYS = ("upstream",)
+_BUILD_KEYS = ("timeout", "jobs", "strip", "constraints")
+_MATRIX_KEYS = ("python", "accel", "policy")
+_ACCEL_KEYS = ("cuda_home", "arch_list", "exclude")
+_PACKAGE_KEYS = (
+    "env", "config_settings", "build_requires", "python", "skip", "heavy",
+    "accel_specific", "force_build", "import_names", "timeout",
+)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: list[str] = []
+
+    def add(self, where: str, msg: str) -> None:
+        self.items.append(f"{where}: {msg}")
+
+    def unknown_keys(self, table: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+        for key in table:
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f", did you mean '{close[0]}'?" if close else f" (valid: {', '.join(allowed)})"
+                self.add(f"{where}.{key}" if where else key, f"unknown key{hint}")
+
+    def table(self, value: Any, where: str) -> Mapping[str, Any]:
+        if isinstance(value, Mapping):
+            return value
+        self.add(where, f"expected a table, got {type(value).__name__}")
+        return {}
+
+    def str_list(self, value: Any, where: str) -> tuple[str, ...]:
+        if isinstance(value, str):
+            return (value,)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        self.add(where, "expected a string or a list of strings")
+        return ()
+
+    def str_map(self, value: Any, where: str) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for k, v in self.table(value, where).items():
+            if isinstance(v, (str, int, float, bool)):
+                out[str(k)] = str(v)
+            else:
+                self.add(f"{where}.{k}", "expected a string")
+        return out
+
+    def typed(self, value: Any, kind: type | tuple[type, ...], where: str) -> Any:
+        if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
+            return value
+        names = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        self.add(where, f"expected {names}, got {value!r}")
+        return None
+
+
+def default_config() -> Config:
+    """Built-in defaults: the running interpreter, `cpu`, the lowest policy auditwheel reaches."""
+    return Config(
+        source="<defaults>",
+        targets=(TargetSpec(python="current", accel="cpu", policy="auto"),),
+    )
+
+
+def load_config(path: Path | None) -> Config:
+    """Load `path`, or `config/prewheel.toml` if present, or the built-in defaults."""
+    if path is None:
+        if not DEFAULT_CONFIG.is_file():
+            return default_config()
+        path = DEFAULT_CONFIG
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(["file not found"], source=str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
+    p = _Problems()
+    p.unknown_keys(raw, _TOP_KEYS, "")
+
+    index = p.table(raw.get("index", {}), "index")
+    p.unknown_keys(index, _INDEX_KEYS, "index")
+    upstream = p.typed(index.get("upstream", PYPI_SIMPLE), str, "index.upstream") or PYPI_SIMPLE
+    if not upstream.endswith("/"):
+        upstream += "/"
+
+    build = p.table(raw.get("build", {}), "build")
+    p.unknown_keys(build, _BUILD_KEYS, "build")
+    timeout = p.typed(build.get("timeout", DEFAULT_BUILD_TIMEOUT), (int, float), "build.timeout")
+    jobs = p.typed(build.get("jobs", 0), int, "build.jobs")
+    strip = p.typed(build.get("strip", False), bool, "build.strip")
+    constraints = build.get("constraints")
+    if constraints is not None:
+        constraints = p.typed(constraints, str, "build.constraints")
+
+    targets = _parse_targets(raw, p)
+    accels = _parse_accels(raw, p)
+    packages = _parse_packages(raw, p)
+
+    if p.items:
+        raise ConfigError(p.items, source=source)
+    return Config(
+        source=source,
+        upstream=upstream,
+        build_timeout=float(timeout or DEFAULT_BUILD_TIMEOUT),
+        jobs=jobs or 0,
+        strip=bool(strip),
+        build_constraints=constraints,
+        targets=targets,
+        accels=accels,
+        packages=packages,
+    )
+
+
+def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ...]:
+    specs: list[TargetSpec] = []
+    matrix = p.table(raw.get("targets", {}), "targets")
+    p.unknown_keys(matrix, _MATRIX_KEYS, "targets")
+    if matrix or "target" not in raw:
+        pythons = p.str_list(matrix.get("python", ["current"]), "targets.python")
+        accels = p.str_list(matrix.get("accel", ["cpu"]), "targets.accel")
+        policies = p.str_list(matrix.get("policy", ["auto"]), "targets.policy")
+        specs += [
+            TargetSpec(python=py, accel=acc, policy=pol)
+            for py in pythons for acc in accels for pol in policies
+        ]
+    explicit = raw.get("target", [])
+    if not isinstance(explicit, list):
+        p.add("target", "expected an array of tables ([[target]])")
+        explicit = []
+    for i, entry in enumerate(explicit):
+        where = f"target[{i}]"
+        tbl = p.table(entry, where)
+        p.unknown_keys(tbl, _MATRIX_KEYS, where)
+        py = p.typed(tbl.get("python", "current"), str, f"{where}.python")
+        acc = p.typed(tbl.get("accel", "cpu"), str, f"{where}.accel")
+        pol = p.typed(tbl.get("policy", "auto"), str, f"{where}.policy")
+        if py and acc and pol:
+            specs.append(TargetSpec(python=py, accel=acc, policy=pol))
+    for i, spec in enumerate(specs):
+        if not _valid_accel(spec.accel):
+            p.add(f"targets[{i}].accel", f"'{spec.accel}' is not 'cpu' or a CUDA variant like 'cu128'")
+        if spec.policy != "auto" and not spec.policy.startswith(("manylinux", "musllinux")):
+            p.add(f"targets[{i}].policy", f"'{spec.policy}' is not 'auto' or a manylinux policy")
+    return tuple(dict.fromkeys(specs))
+
+
+def _valid_accel(name: str) -> bool:
+    return name == "cpu" or (name.startswith("cu") and name[2:].isdigit() and len(name) >= 4)
+
+
+def _parse_accels(raw: Mapping[str, Any], p: _Problems) -> dict[str, AccelConfig]:
+    out: dict[str, AccelConfig] = {}
+    for name, value in p.table(raw.get("accel", {}), "accel").items():
+        where = f"accel.{name}"
+        tbl = p.table(value, where)
+        p.unknown_keys(tbl, _ACCEL_KEYS, where)
+        if not _valid_accel(name):
+            p.add(where, "accelerator names are 'cpu' or CUDA variants like 'cu128'")
+        cuda_home = tbl.get("cuda_home")
+        out[name] = AccelConfig(
+            name=name,
+            cuda_home=p.typed(cuda_home, str, f"{where}.cuda_home") if cuda_home else None,
+            arch_list=p.str_list(tbl.get("arch_list", []), f"{where}.arch_list"),
+            exclude=p.str_list(tbl.get("exclude", []), f"{where}.exclude"),
+        )
+    return out
+
+
+def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageConfig]:
+    out: dict[str, PackageConfig] = {}
+    for name, value in p.table(raw.get("packages", {}), "packages").items():
+        where = f"packages.{name}"
+        tbl = p.table(value, where)
+        p.unknown_keys(tbl, _PACKAGE_KEYS, where)
+        spec = None
+        if "python" in tbl:
+            try:
+                spec = SpecifierSet(str(tbl["python"]))
+            except InvalidSpecifier:
+                p.add(f"{where}.python", f"not a version specifier: {tbl['python']!r}")
+        skip = tbl.get("skip")
+        timeout = tbl.get("timeout")
+        imports = tbl.get("import_names")
+        out[canonicalize_name(name)] = PackageConfig(
+            name=canonicalize_name(name),
+            env=p.str_map(tbl.get("env", {}), f"{where}.env"),
+            config_settings=p.str_map(tbl.get("config_settings", {}), f"{where}.config_settings"),
+            build_requires=p.str_list(tbl.get("build_requires", []), f"{where}.build_requires"),
+            python=spec,
+            skip=p.typed(skip, str, f"{where}.skip") if skip is not None else None,
+            heavy=bool(p.typed(tbl.get("heavy", False), bool, f"{where}.heavy")),
+            accel_specific=bool(
+                p.typed(tbl.get("accel_specific", False), bool, f"{where}.accel_specific")
+            ),
+            force_build=bool(p.typed(tbl.get("force_build", False), bool, f"{where}.force_build")),
+            import_names=(
+                p.str_list(imports, f"{where}.import_names") if imports is not None else None
+            ),
+            timeout=(
+                float(p.typed(timeout, (int, float), f"{where}.timeout") or 0) or None
+                if timeout is not None else None
+            ),
+        )
+    return out

@@ -1,0 +1,77 @@
+"""Every error prewheel raises on purpose, with the exit code the CLI uses for it.
+
+The library raises; only `builder.cli` catches, prints and exits.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+
+class PrewheelError(Exception):
+    """Base class: a message for the user and, where one exists, a hint that names the fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class ConfigError(PrewheelError):
+    """The configuration file is invalid; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[str], *, source: str) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} configuration problem(s):\n{lines}")
+
+
+class RequirementsError(PrewheelError):
+    """A requirements file or lock is malformed, unpinned or names something unknown."""
+
+
+class TargetError(PrewheelError):
+    """A target cannot be used (unknown name, missing interpreter or toolkit)."""
+
+
+class ResolutionError(PrewheelError):
+    """The closure could not be resolved against the upstream index."""
+
+
+class UpstreamError(PrewheelError):
+    """The upstream index could not be read."""
+
+
+class StepError(PrewheelError):
+    """One package failed a step (fetch, build, repair, verify); the others go on."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(
+        self, message: str, *, step: str, log: str | None = None, tail: str = "",
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.step = step
+        self.log = log
+        self.tail = tail
+
+
+class CommandError(StepError):
+    """A subprocess failed or ran out of time."""
+
+
+class HashMismatchError(StepError):
+    """Downloaded bytes do not match the hash the index or the lock promised."""
+
+
+class WheelhouseError(PrewheelError):
+    """The wheelhouse is damaged or cannot be written."""
+
+
+class PushError(PrewheelError):
+    """Uploading to a devpi-server failed."""
