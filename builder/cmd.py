@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +17,18 @@ from .log import get_logger
 log = get_logger("cmd")
 
 TAIL_LINES = 40
+
+# Children still running, so an interrupt can stop every process tree at once.
+_active: set[subprocess.Popen[str]] = set()
+_active_lock = threading.Lock()
+
+
+def stop_all() -> None:
+    """Kill every running child's process group (used on Ctrl-C)."""
+    with _active_lock:
+        procs = list(_active)
+    for proc in procs:
+        _kill_group(proc)
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -52,6 +65,8 @@ def run(
         errors="replace",
         start_new_session=True,
     )
+    with _active_lock:
+        _active.add(proc)
     timed_out = False
     try:
         out, _ = proc.communicate(timeout=timeout)
@@ -63,6 +78,9 @@ def run(
         _kill_group(proc)
         proc.communicate()
         raise
+    finally:
+        with _active_lock:
+            _active.discard(proc)
     elapsed = time.monotonic() - started
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -20,10 +20,11 @@ from .config import CUDA_EXCLUDES, Config, TargetSpec
 
 ARCH = platform.machine() or "x86_64"
 _PROBE = (
-    "import json, platform, sys, sysconfig;"
+    "import importlib.util, json, platform, sys, sysconfig;"
     "print(json.dumps({'version': list(sys.version_info[:3]),"
     " 'implementation': sys.implementation.name,"
     " 'gil_disabled': bool(sysconfig.get_config_var('Py_GIL_DISABLED')),"
+    " 'has_pip': importlib.util.find_spec('pip') is not None,"
     " 'libc': platform.libc_ver(), 'executable': sys.executable}))"
 )
 DEFAULT_ARCH_LIST = ("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0+PTX")
@@ -35,6 +36,16 @@ class Interpreter:
     version: tuple[int, int, int]
     implementation: str
     gil_disabled: bool
+    has_pip: bool = True
+
+    def pip(self, python: Path | None = None) -> list[str]:
+        """Run pip for `python` (a venv of this interpreter; default: itself).
+
+        Uses this interpreter's own pip where it has one, else ours with `--python`.
+        """
+        if self.has_pip:
+            return [str(self.path), "-m", "pip", *(["--python", str(python)] if python else [])]
+        return [sys.executable, "-m", "pip", "--python", str(python or self.path)]
 
     @property
     def abi(self) -> str:
@@ -162,6 +173,7 @@ def probe_interpreter(path: str) -> Interpreter | None:
     return Interpreter(
         path=Path(path), version=tuple(info["version"]),  # type: ignore[arg-type]
         implementation=info["implementation"], gil_disabled=info["gil_disabled"],
+        has_pip=info["has_pip"],
     )
 
 

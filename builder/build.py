@@ -1,0 +1,151 @@
+"""Building one sdist into a wheel: PEP 517, isolated, with the target's interpreter.
+
+The isolated environment is made by us (a venv of the target interpreter) so that the
+build requirements are resolved by pip with a report (their versions go into the build
+record), honour the configured constraints, and the backend itself can run with the
+network off.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from build import BuildBackendException, BuildException, ProjectBuilder
+
+from .cmd import clean_env, run, tail
+from .config import Config, PackageConfig
+from .errors import CommandError, StepError
+from .targets import Target
+
+DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildResult:
+    wheel: Path
+    build_deps: dict[str, str]
+    has_native_sources: bool
+
+
+@functools.lru_cache(maxsize=1)
+def _netns_prefix() -> tuple[str, ...]:
+    """`unshare --net` where it works (root, a kernel that allows it): builds go offline."""
+    exe = shutil.which("unshare")
+    if exe is None:
+        return ()
+    try:
+        ok = subprocess.run([exe, "--net", "true"], capture_output=True, timeout=10).returncode
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (exe, "--net", "--") if ok == 0 else ()
+
+
+def cuda_env(target: Target) -> dict[str, str]:
+    if target.toolkit is None:
+        return {}
+    home = str(target.toolkit.cuda_home)
+    archs = target.arch_list
+    cmake = [a.replace(".", "").replace("+PTX", "") + ("" if "+PTX" in a else "-real")
+             for a in archs]
+    return {
+        "CUDA_HOME": home,
+        "CUDA_PATH": home,
+        "CUDACXX": str(target.toolkit.nvcc),
+        "PATH": f"{home}/bin:{os.environ.get('PATH', '')}",
+        "TORCH_CUDA_ARCH_LIST": ";".join(archs),
+        "CMAKE_CUDA_ARCHITECTURES": ";".join(cmake),
+    }
+
+
+def unpack_sdist(sdist: Path, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
+    if sdist.name.endswith(".zip"):
+        with zipfile.ZipFile(sdist) as zf:
+            zf.extractall(dest)
+    else:
+        with tarfile.open(sdist) as tf:
+            tf.extractall(dest, filter="data")
+    tops = [p for p in dest.iterdir() if p.is_dir()]
+    if len(tops) != 1:
+        raise StepError(f"{sdist.name}: expected one top-level directory", step="build")
+    return tops[0]
+
+
+def has_native_sources(src: Path) -> bool:
+    suffixes = {".c", ".cc", ".cpp", ".cxx", ".pyx", ".cu", ".rs", ".f90", ".f"}
+    return any(p.suffix in suffixes for p in src.rglob("*") if ".git" not in p.parts)
+
+
+def build_wheel(
+    *, sdist: Path, target: Target, config: Config, pkg: PackageConfig, workdir: Path,
+    log_file: Path, accel_env: bool,
+) -> BuildResult:
+    """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure."""
+    assert target.interpreter is not None
+    deadline = time.monotonic() + (pkg.timeout or config.build_timeout)
+    src = unpack_sdist(sdist, workdir / "src")
+    env_dir = workdir / "env"
+    run([target.interpreter.path, "-m", "venv", "--without-pip", env_dir], step="build-env",
+        log_file=log_file, timeout=120)
+    env_python = env_dir / "bin" / "python"
+    build_env = clean_env({**pkg.env, **(cuda_env(target) if accel_env else {})})
+    build_env["VIRTUAL_ENV"] = str(env_dir)
+    build_env["PATH"] = f"{env_dir / 'bin'}:{build_env.get('PATH', '')}"
+    deps: dict[str, str] = {}
+
+    def install(reqs: Sequence[str], tag: str) -> None:
+        if not reqs:
+            return
+        report = workdir / f"build-deps-{tag}.json"
+        argv: list[str | os.PathLike[str]] = [
+            *target.interpreter.pip(env_python), "install",
+            "--quiet", "--index-url", config.upstream, "--report", report,
+            "--only-binary", ":all:", *reqs,
+        ]
+        if config.build_constraints:
+            argv += ["-c", str(Path(config.build_constraints).resolve())]
+        run(argv, step="build-deps", log_file=log_file, env=clean_env(),
+            timeout=max(1.0, deadline - time.monotonic()))
+        for item in json.loads(report.read_text())["install"]:
+            deps[item["metadata"]["name"]] = item["metadata"]["version"]
+
+    def runner(cmd: Sequence[str], cwd: str | None = None,
+               extra_environ: Mapping[str, str] | None = None) -> None:
+        run([*_netns_prefix(), *cmd], step="build", log_file=log_file,
+            env={**build_env, **(extra_environ or {})}, cwd=Path(cwd) if cwd else None,
+            timeout=max(1.0, deadline - time.monotonic()))
+
+    settings = dict(pkg.config_settings) or None
+    try:
+        builder = ProjectBuilder(src, python_executable=str(env_python), runner=runner)
+        install([*builder.build_system_requires, *pkg.build_requires], "system")
+        extra = builder.get_requires_for_build("wheel", settings)
+        install(sorted(extra - set(builder.build_system_requires)), "backend")
+        out = Path(builder.build("wheel", workdir / "dist", settings))
+    except BuildBackendException as exc:
+        inner = exc.exception
+        if isinstance(inner, CommandError):
+            raise inner from None
+        raise StepError(f"build backend failed: {exc}", step="build", log=str(log_file),
+                        tail=_tail_of(log_file)) from None
+    except BuildException as exc:
+        raise StepError(f"cannot build: {exc}", step="build", log=str(log_file)) from None
+    return BuildResult(wheel=out, build_deps=deps, has_native_sources=has_native_sources(src))
+
+
+def _tail_of(log_file: Path) -> str:
+    try:
+        return tail(log_file.read_text(errors="replace"))
+    except FileNotFoundError:
+        return ""
+

@@ -1,0 +1,89 @@
+"""The cache key: a digest of everything that can change a built wheel's bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any
+
+from . import RECIPE_VERSION
+from .config import Config, PackageConfig
+from .targets import ARCH, Target
+
+# The part of the key a pure wheel does not depend on is called the source key: a pure
+# wheel built for one Python serves every Python its metadata allows.
+_TARGET_FIELDS = ("interpreter", "policy", "arch", "accel", "toolkit")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheKey:
+    key: str
+    source_key: str
+    inputs: dict[str, Any]
+
+    @property
+    def short(self) -> str:
+        return self.key[:12]
+
+
+def _digest(data: dict[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def repair_options(target: Target, config: Config) -> dict[str, Any]:
+    return {
+        "plat": target.policy,
+        "strip": config.strip,
+        "exclude": sorted(target.repair_excludes),
+    }
+
+
+def accel_specific(pkg: PackageConfig) -> bool:
+    return pkg.accel_specific
+
+
+def compute(
+    *, name: str, version: str, sdist_sha256: str, target: Target, config: Config,
+) -> CacheKey:
+    assert target.interpreter is not None
+    pkg = config.package(name)
+    per_accel = accel_specific(pkg) and target.accel != "cpu"
+    constraints = None
+    if config.build_constraints:
+        path = Path(config.build_constraints)
+        constraints = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    inputs: dict[str, Any] = {
+        "recipe": RECIPE_VERSION,
+        "name": name,
+        "version": version,
+        "sdist_sha256": sdist_sha256,
+        "env": dict(sorted(pkg.env.items())),
+        "config_settings": dict(sorted(pkg.config_settings.items())),
+        "build_requires": sorted(pkg.build_requires),
+        "build_constraints_sha256": constraints,
+        "auditwheel": dist_version("auditwheel"),
+        "repair": repair_options(target, config),
+        "interpreter": {
+            "implementation": target.interpreter.implementation,
+            "version": ".".join(map(str, target.interpreter.version)),
+            "abi": target.interpreter.abi,
+        },
+        "policy": target.policy,
+        "arch": ARCH,
+        "accel": target.accel if per_accel else "any",
+        "toolkit": target.toolkit.version if per_accel and target.toolkit else None,
+    }
+    if not per_accel:
+        # Repair options for an accelerator-neutral build are the cpu ones.
+        inputs["repair"] = {**inputs["repair"], "exclude": []}
+    source = {k: v for k, v in inputs.items() if k not in _TARGET_FIELDS and k != "repair"}
+    return CacheKey(key=_digest(inputs), source_key="src-" + _digest(source), inputs=inputs)
+
+
+def build_tag(key: CacheKey, when: float) -> str:
+    """A wheel build tag that sorts newer for later builds and names the key."""
+    return f"{int(when)}_{key.short}"

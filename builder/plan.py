@@ -1,0 +1,212 @@
+"""The plan: per (target, package) of the resolved closure, `cached`, `download` or `build`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
+from packaging.utils import parse_wheel_filename
+from packaging.version import Version
+
+from .cachekey import CacheKey, compute
+from .config import Config
+from .errors import RequirementsError, ResolutionError
+from .requirements import Pin, unpinned
+from .resolve import resolve_closure
+from .targets import Target
+from .upstream import UpstreamFile, project_files
+from .wheelhouse import Wheelhouse
+
+ACTIONS = ("cached", "download", "build", "skip")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlanItem:
+    target: Target
+    name: str
+    version: str
+    action: str
+    reason: str
+    file: UpstreamFile | None = None  # the wheel to download or the sdist to build
+    hashes: frozenset[str] = frozenset()  # --hash pins from the requirements
+    key: CacheKey | None = None  # build items (and cached builds)
+    cached_file: str | None = None  # cached items: the wheelhouse file name
+    requested: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target.name,
+            "accel": self.target.accel,
+            "name": self.name,
+            "version": self.version,
+            "action": self.action,
+            "reason": self.reason,
+            "file": self.file.filename if self.file else self.cached_file,
+            "url": self.file.url if self.file else None,
+            "sha256": self.file.sha256 if self.file else None,
+            "cache_key": self.key.key if self.key else None,
+            "requested": self.requested,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    items: tuple[PlanItem, ...]
+    skipped_targets: tuple[Target, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "items": [i.to_json() for i in self.items],
+            "skipped_targets": [
+                {"target": t.name, "reason": t.missing} for t in self.skipped_targets
+            ],
+        }
+
+
+def check_pins(pins: list[Pin], *, allow_unpinned: bool) -> None:
+    loose = unpinned(pins)
+    if loose and not allow_unpinned:
+        listing = ", ".join(f"{p.requirement} ({p.where})" for p in loose)
+        raise RequirementsError(
+            f"{len(loose)} requirement(s) not pinned with ==: {listing}",
+            hint="pin every requirement (name==version), or pass --allow-unpinned to let the "
+            "resolver choose and print the pins",
+        )
+
+
+def check_upstream(pins: list[Pin], upstream: str) -> None:
+    """Every direct pin must exist upstream: a clear error now beats pip's later."""
+    problems = []
+    for pin in pins:
+        files = project_files(upstream, pin.name)
+        if files is None:
+            problems.append(f"{pin.name} ({pin.where}): no such project on {upstream}")
+            continue
+        if pin.version is not None and not any(
+            f.version == Version(pin.version) for f in files
+        ):
+            versions = sorted({f.version for f in files if f.version is not None})
+            shown = ", ".join(map(str, versions[-8:])) or "none"
+            problems.append(
+                f"{pin.name}=={pin.version} ({pin.where}): no such version on {upstream} "
+                f"(latest: {shown})"
+            )
+    if problems:
+        raise ResolutionError("not found upstream:\n  " + "\n  ".join(problems))
+
+
+def _requires_python_ok(f: UpstreamFile, target: Target) -> bool:
+    if not f.requires_python or target.interpreter is None:
+        return True
+    try:
+        spec = SpecifierSet(f.requires_python)
+    except InvalidSpecifier:
+        return True
+    return spec.contains(".".join(map(str, target.interpreter.version)), prereleases=True)
+
+
+def best_wheel(files: list[UpstreamFile], target_tags: list[Tag]) -> UpstreamFile | None:
+    """The wheel whose best tag ranks highest in the target's tag priority."""
+    rank = {t: i for i, t in enumerate(target_tags)}
+    best: tuple[int, UpstreamFile] | None = None
+    for f in files:
+        if not f.is_wheel:
+            continue
+        score = min((rank[t] for t in parse_wheel_filename(f.filename)[3] if t in rank),
+                    default=None)
+        if score is not None and (best is None or score < best[0]):
+            best = (score, f)
+    return best[1] if best else None
+
+
+def plan_target(
+    target: Target, pins: list[Pin], config: Config, wh: Wheelhouse,
+) -> list[PlanItem]:
+    closure = resolve_closure(target, pins, config.upstream)
+    pin_hashes = {p.name: p.hashes for p in pins}
+    return [
+        plan_item(target, r.name, r.version, pin_hashes.get(r.name, frozenset()), config, wh,
+                  requested=r.requested)
+        for r in closure
+    ]
+
+
+def plan_item(
+    target: Target, name: str, version: str, hashes: frozenset[str], config: Config,
+    wh: Wheelhouse, *, requested: bool = False,
+) -> PlanItem:
+    pkg = config.package(name)
+    base = {"target": target, "name": name, "version": version, "hashes": hashes,
+            "requested": requested}
+    assert target.interpreter is not None
+    if pkg.skip:
+        return PlanItem(action="skip", reason=pkg.skip, **base)  # type: ignore[arg-type]
+    if pkg.python and not pkg.python.contains(target.interpreter.short + ".0", prereleases=True):
+        return PlanItem(action="skip", reason=f"config: python {pkg.python}",
+                        **base)  # type: ignore[arg-type]
+    files = [f for f in project_files(config.upstream, name) or ()
+             if f.version == Version(version) and _requires_python_ok(f, target)]
+    if hashes:
+        files = [f for f in files if f.sha256 is None or f.sha256 in hashes]
+    if not pkg.force_build:
+        wheel = best_wheel(files, target.tag_set())
+        if wheel is not None:
+            have = wh.has_file(wheel.filename, wheel.sha256)
+            if have is not None:
+                return PlanItem(action="cached", reason="wheel already in the wheelhouse",
+                                file=wheel, cached_file=have.filename,
+                                **base)  # type: ignore[arg-type]
+            return PlanItem(action="download", reason="upstream wheel fits the target",
+                            file=wheel, **base)  # type: ignore[arg-type]
+    sdists = [f for f in files if f.is_sdist]
+    if not sdists:
+        raise ResolutionError(
+            f"{name}=={version}: no wheel for {target.name} and no sdist on {config.upstream}"
+            + (" matching the --hash pins" if hashes else ""),
+        )
+    sdist = next((f for f in sdists if f.filename.endswith(".tar.gz")), sdists[0])
+    why = "forced by config" if pkg.force_build else "no wheel fits the target"
+    if sdist.sha256 is None:
+        return PlanItem(action="build", reason=why, file=sdist, **base)  # type: ignore[arg-type]
+    key = compute(name=name, version=version, sdist_sha256=sdist.sha256, target=target,
+                  config=config)
+    cached = cached_build(wh, key, target)
+    if cached is not None:
+        return PlanItem(action="cached", reason="built before under the same cache key",
+                        file=sdist, key=key, cached_file=cached, **base)  # type: ignore[arg-type]
+    return PlanItem(action="build", reason=why, file=sdist, key=key,
+                    **base)  # type: ignore[arg-type]
+
+
+def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
+    """The wheelhouse file built under `key`, or a pure wheel from the same source."""
+    for k in (key.key, key.source_key):
+        rec = wh.read_record(k)
+        if not rec or rec.get("result") != "ok":
+            continue
+        filename = rec["wheel"]
+        if k == key.source_key and not _fits(filename, target):
+            continue
+        if wh.has_file(filename, rec.get("sha256")) is not None:
+            return str(filename)
+    return None
+
+
+def _fits(filename: str, target: Target) -> bool:
+    wtags = parse_wheel_filename(filename)[3]
+    return bool(set(wtags) & set(target.tag_set()))
+
+
+def make_plan(
+    targets: list[Target], pins: list[Pin], config: Config, wh: Wheelhouse,
+    *, allow_unpinned: bool = False,
+) -> Plan:
+    check_pins(pins, allow_unpinned=allow_unpinned)
+    check_upstream(pins, config.upstream)
+    usable = [t for t in targets if t.missing is None]
+    items: list[PlanItem] = []
+    for target in usable:
+        items += plan_target(target, pins, config, wh)
+    return Plan(items=tuple(items), skipped_targets=tuple(t for t in targets if t.missing))

@@ -1,0 +1,159 @@
+"""Reading an upstream index (PEP 691 JSON, or PEP 503 HTML) and downloading from it."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from html.parser import HTMLParser
+from pathlib import Path
+
+from packaging.utils import (
+    InvalidSdistFilename,
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
+from packaging.version import InvalidVersion, Version
+
+from .errors import HashMismatchError, UpstreamError
+
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+TIMEOUT = 60
+
+
+@dataclass(frozen=True, kw_only=True)
+class UpstreamFile:
+    filename: str
+    url: str
+    sha256: str | None
+    requires_python: str | None
+    yanked: bool
+    version: Version | None
+    is_wheel: bool
+
+    @property
+    def is_sdist(self) -> bool:
+        return not self.is_wheel and self.version is not None
+
+
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
+
+
+def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
+    req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:  # noqa: S310
+            return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise FileNotFoundError(url) from None
+        raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+class _LinkParser(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.links.append(dict(attrs))
+
+
+def _parse_file(filename: str, url: str, hashes: dict[str, str], requires_python: str | None,
+                yanked: object) -> UpstreamFile | None:
+    try:
+        if filename.endswith(".whl"):
+            version: Version | None = parse_wheel_filename(filename)[1]
+            is_wheel = True
+        elif filename.endswith((".tar.gz", ".zip")):
+            version = parse_sdist_filename(filename)[1]
+            is_wheel = False
+        else:
+            return None
+    except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
+        return None
+    return UpstreamFile(
+        filename=filename, url=url, sha256=hashes.get("sha256"),
+        requires_python=requires_python or None, yanked=bool(yanked),
+        version=version, is_wheel=is_wheel,
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | None:
+    """All files of `project` on the index; None if the index does not know the project."""
+    base = index_url if index_url.endswith("/") else index_url + "/"
+    url = urllib.parse.urljoin(base, canonicalize_name(project) + "/")
+    try:
+        body, ctype, final = _open(url, ACCEPT)
+    except FileNotFoundError:
+        return None
+    files: list[UpstreamFile] = []
+    if ctype.split(";")[0].strip() == JSON_TYPE:
+        data = json.loads(body)
+        for f in data.get("files", []):
+            parsed = _parse_file(f["filename"], urllib.parse.urljoin(final, f["url"]),
+                                 f.get("hashes", {}), f.get("requires-python"), f.get("yanked"))
+            if parsed:
+                files.append(parsed)
+        return tuple(files)
+    parser = _LinkParser()
+    parser.feed(body.decode("utf-8", "replace"))
+    for attrs in parser.links:
+        href = attrs.get("href")
+        if not href:
+            continue
+        full = urllib.parse.urljoin(final, href)
+        clean, _, frag = full.partition("#")
+        algo, _, digest = frag.partition("=")
+        filename = urllib.parse.unquote(clean.rsplit("/", 1)[-1])
+        parsed = _parse_file(filename, clean, {algo: digest} if digest else {},
+                             attrs.get("data-requires-python"), "data-yanked" in attrs)
+        if parsed:
+            files.append(parsed)
+    return tuple(files)
+
+
+def download(url: str, dest: Path, *, expect: set[str]) -> str:
+    """Stream `url` to `dest` (via a temp name), hashing as it goes.
+
+    `expect` holds acceptable sha256 digests (index hash, lock pins); an empty set accepts
+    any. On mismatch the file is removed and HashMismatchError raised.
+    """
+    tmp = dest.with_name(dest.name + ".part")
+    h = hashlib.sha256()
+    req = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp, \
+                tmp.open("wb") as out:  # noqa: S310
+            while chunk := resp.read(1 << 20):
+                h.update(chunk)
+                out.write(chunk)
+    except (urllib.error.URLError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise UpstreamError(f"download of {url} failed: {getattr(exc, 'reason', exc)}") from None
+    digest = h.hexdigest()
+    if expect and digest not in expect:
+        tmp.unlink(missing_ok=True)
+        raise HashMismatchError(
+            f"{dest.name}: sha256 {digest} does not match the expected "
+            f"{', '.join(sorted(expect))}",
+            step="fetch",
+            hint="the upstream file changed or a --hash pin is wrong; nothing was published",
+        )
+    tmp.replace(dest)
+    return digest
