@@ -1,0 +1,46 @@
+"""`prewheel index`: rebuild the static tree, or check it against the bytes on disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import index as index_lib
+from ..errors import EXIT_FAILED
+from ..wheelhouse import Wheelhouse
+from ._options import json_option, wheelhouse_option
+
+
+@click.group("index")
+def command() -> None:
+    """Maintain the static PEP 503 / PEP 691 index of the wheelhouse."""
+
+
+@command.command("rebuild")
+@wheelhouse_option
+def rebuild(wheelhouse: Path) -> None:
+    """Regenerate every accelerator's index and the status page from the catalog."""
+    wh = Wheelhouse(wheelhouse)
+    index_lib.rebuild(wh)
+    click.echo(f"rebuilt {', '.join(index_lib.indexed_accelerators(wh))} in {wheelhouse}")
+
+
+@command.command("check")
+@wheelhouse_option
+@json_option
+def check(wheelhouse: Path, as_json: bool) -> None:
+    """Check that every link resolves and every hash matches; exit 1 listing the problems."""
+    problems = index_lib.check(Wheelhouse(wheelhouse))
+    if as_json:
+        click.echo(json.dumps({"ok": not problems, "problems": problems}, indent=2))
+    elif problems:
+        for p in problems:
+            click.echo(f"problem: {p}", err=True)
+        click.echo(f"{len(problems)} problem(s) in {wheelhouse}", err=True)
+    else:
+        click.echo(f"index OK: {wheelhouse}")
+    if problems:
+        sys.exit(EXIT_FAILED)

@@ -1,0 +1,391 @@
+"""The static index: one PEP 503 / PEP 691 tree per accelerator, generated from the catalog.
+
+The tree is plain files so that the embedded server, nginx, S3 or a CDN serve it as it is:
+
+    <accel>/simple/index.html, index.json              the root project list
+    <accel>/simple/<project>/index.html, index.json    one page per project
+
+Links are relative (`../../../files/ab/name.whl`), so the tree works under any prefix. Every
+page is written atomically and only when its bytes change, so readers never see a torn page
+and unchanged pages keep their ETag. Publishing one wheel rewrites only that project's pages
+and the root lists, which is what keeps an update of a large index fast.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import html
+import json
+import os
+import shutil
+import zipfile
+from collections.abc import Iterable
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import quote, unquote
+
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .errors import WheelhouseError
+from .status_page import write_status
+from .wheelfile import read_metadata
+from .wheelhouse import CatalogEntry, Wheelhouse, atomic_write_bytes, sha256_file
+
+API_VERSION = "1.1"
+JSON_TYPE = "application/vnd.pypi.simple.v1+json"
+HTML_TYPE = "application/vnd.pypi.simple.v1+html"
+PAGE_NAMES = ("index.html", "index.json")
+# Top-level names in the wheelhouse that are never an accelerator's index.
+RESERVED = frozenset({"files", "catalog", "builds", "logs", "simple", "static"})
+
+
+# -- the model ---------------------------------------------------------------------------------
+
+
+def _version_key(version: str) -> tuple[int, Version | str]:
+    try:
+        return (1, Version(version))
+    except InvalidVersion:
+        return (0, version)
+
+
+def newest_builds(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
+    """Keep, for each (version, tags), only the wheel with the highest build tag.
+
+    A rebuild under a new cache key gets a new build tag; installers would pick the highest
+    anyway, and listing only that one keeps pages short and the choice explicit.
+    """
+    best: dict[tuple[str, frozenset[str]], tuple[tuple[()] | tuple[int, str], CatalogEntry]] = {}
+    for e in entries:
+        _, version, build, wtags = parse_wheel_filename(e.filename)
+        key = (str(version), frozenset(str(t) for t in wtags))
+        cur = best.get(key)
+        if cur is None or build > cur[0]:
+            best[key] = (build, e)
+    return sorted((e for _, e in best.values()), key=lambda e: e.filename)
+
+
+def listing(wh: Wheelhouse, project: str, accel: str) -> list[CatalogEntry]:
+    """The wheels of `project` that the `accel` index lists."""
+    return newest_builds(e for e in wh.entries(project) if e.listed_in(accel))
+
+
+def file_url(entry: CatalogEntry) -> str:
+    """A link from a project page to the file, relative so the tree can move."""
+    head, _, name = entry.path.rpartition("/")
+    return f"../../../{quote(head)}/{quote(name, safe='')}"
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+def _attr(value: str) -> str:
+    return html.escape(value, quote=True)
+
+
+def render_project_html(project: str, entries: list[CatalogEntry]) -> bytes:
+    name = html.escape(project)
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        f"<title>Links for {name}</title>",
+        "</head>",
+        "<body>",
+        f"<h1>Links for {name}</h1>",
+    ]
+    for e in entries:
+        attrs = [f'href="{_attr(file_url(e))}#sha256={e.sha256}"']
+        if e.requires_python:
+            attrs.append(f'data-requires-python="{_attr(e.requires_python)}"')
+        attrs.append(f'data-dist-info-metadata="sha256={e.metadata_sha256}"')
+        attrs.append(f'data-core-metadata="sha256={e.metadata_sha256}"')
+        if e.yanked is not False:
+            reason = "" if e.yanked is True else str(e.yanked)
+            attrs.append(f'data-yanked="{_attr(reason)}"')
+        attrs.append(f'data-size="{e.size}"')
+        attrs.append(f'data-upload-time="{_attr(e.upload_time)}"')
+        lines.append(f"<a {' '.join(attrs)}>{html.escape(e.filename)}</a><br>")
+    lines += ["</body>", "</html>", ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+def _file_json(e: CatalogEntry) -> dict[str, object]:
+    d: dict[str, object] = {
+        "filename": e.filename,
+        "url": file_url(e),
+        "hashes": {"sha256": e.sha256},
+    }
+    if e.requires_python:
+        d["requires-python"] = e.requires_python
+    d["core-metadata"] = {"sha256": e.metadata_sha256}
+    d["dist-info-metadata"] = {"sha256": e.metadata_sha256}
+    d["size"] = e.size
+    d["upload-time"] = e.upload_time
+    d["yanked"] = e.yanked
+    return d
+
+
+def render_project_json(project: str, entries: list[CatalogEntry]) -> bytes:
+    versions = sorted({e.version for e in entries}, key=_version_key)
+    doc = {
+        "meta": {"api-version": API_VERSION},
+        "name": project,
+        "versions": versions,
+        "files": [_file_json(e) for e in entries],
+    }
+    return (json.dumps(doc, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def render_root_html(projects: list[str]) -> bytes:
+    lines = [
+        "<!DOCTYPE html>",
+        "<html>",
+        "<head>",
+        f'<meta name="pypi:repository-version" content="{API_VERSION}">',
+        "<title>Simple index</title>",
+        "</head>",
+        "<body>",
+    ]
+    lines += [f'<a href="{quote(p)}/">{html.escape(p)}</a><br>' for p in projects]
+    lines += ["</body>", "</html>", ""]
+    return "\n".join(lines).encode("utf-8")
+
+
+def render_root_json(projects: list[str]) -> bytes:
+    doc = {"meta": {"api-version": API_VERSION}, "projects": [{"name": p} for p in projects]}
+    return (json.dumps(doc, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+# -- writing -----------------------------------------------------------------------------------
+
+
+def _write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomic write, skipped when the bytes are already there (keeps mtime and ETag)."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
+
+
+def simple_dir(wh: Wheelhouse, accel: str) -> Path:
+    return wh.root / accel / "simple"
+
+
+def indexed_accelerators(wh: Wheelhouse) -> list[str]:
+    """Accelerators that already have a tree on disk (cheap: no catalog is read)."""
+    found: set[str] = set()
+    with contextlib.suppress(FileNotFoundError), os.scandir(wh.root) as it:
+        for d in it:
+            if d.name not in RESERVED and d.is_dir() and Path(d.path, "simple").is_dir():
+                found.add(d.name)
+    return sorted(found)
+
+
+def _known_accelerators(wh: Wheelhouse, entries: list[CatalogEntry]) -> list[str]:
+    """Like `Wheelhouse.accelerators()`, without reading every project's catalog."""
+    known = {"cpu", *indexed_accelerators(wh)}
+    state = wh.root / "accelerators.json"
+    if state.is_file():
+        known |= set(json.loads(state.read_text(encoding="utf-8")))
+    for e in entries:
+        known |= set(e.accels or ())
+    return sorted(known)
+
+
+def listed_projects(wh: Wheelhouse, accel: str) -> list[str]:
+    """Projects with a page in the `accel` tree: the directory is the source of truth."""
+    out = []
+    with contextlib.suppress(FileNotFoundError), os.scandir(simple_dir(wh, accel)) as it:
+        for d in it:
+            if d.is_dir() and Path(d.path, "index.html").is_file():
+                out.append(d.name)
+    return sorted(out)
+
+
+def write_root(wh: Wheelhouse, accel: str) -> None:
+    projects = listed_projects(wh, accel)
+    base = simple_dir(wh, accel)
+    _write_if_changed(base / "index.json", render_root_json(projects))
+    _write_if_changed(base / "index.html", render_root_html(projects))
+
+
+def _write_project(wh: Wheelhouse, accel: str, project: str, entries: list[CatalogEntry]) -> None:
+    pdir = simple_dir(wh, accel) / project
+    if entries:
+        # JSON first: the HTML page is what marks a project as listed (see listed_projects).
+        _write_if_changed(pdir / "index.json", render_project_json(project, entries))
+        _write_if_changed(pdir / "index.html", render_project_html(project, entries))
+    elif pdir.is_dir():
+        for name in ("index.html", "index.json"):
+            with contextlib.suppress(FileNotFoundError):
+                (pdir / name).unlink()
+        shutil.rmtree(pdir, ignore_errors=True)
+
+
+def update_project(wh: Wheelhouse, project: str) -> None:
+    """Rewrite one project's pages in every accelerator tree, then the root lists.
+
+    Called by the pipeline after each publish; costs one catalog read and a directory scan
+    per accelerator, however large the index is.
+    """
+    project = canonicalize_name(project)
+    entries = wh.entries(project)
+    for accel in _known_accelerators(wh, entries):
+        _write_project(wh, accel, project, newest_builds(e for e in entries if e.listed_in(accel)))
+        write_root(wh, accel)
+
+
+def rebuild(wh: Wheelhouse) -> None:
+    """Regenerate every tree from the catalog, removing pages of projects no longer listed."""
+    catalog = {p: wh.entries(p) for p in wh.projects()}
+    accels = sorted(set(wh.accelerators()) | set(indexed_accelerators(wh)))
+    for accel in accels:
+        wanted: set[str] = set()
+        for project, entries in catalog.items():
+            listed = newest_builds(e for e in entries if e.listed_in(accel))
+            if listed:
+                wanted.add(project)
+                _write_project(wh, accel, project, listed)
+        for stale in set(listed_projects(wh, accel)) - wanted:
+            _write_project(wh, accel, stale, [])
+        write_root(wh, accel)
+    write_status(wh)
+
+
+# -- checking ----------------------------------------------------------------------------------
+
+
+class _Links(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchors: list[dict[str, str | None]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "a":
+            self.anchors.append(dict(attrs))
+
+
+class _Checker:
+    """Walks the trees and the store, hashing each file once."""
+
+    def __init__(self, wh: Wheelhouse) -> None:
+        self.wh = wh
+        self.root = wh.root.resolve()
+        self.problems: list[str] = []
+        self._hashes: dict[Path, str | None] = {}
+
+    def sha256(self, path: Path) -> str | None:
+        if path not in self._hashes:
+            try:
+                self._hashes[path] = sha256_file(path)
+            except OSError:
+                self._hashes[path] = None
+        return self._hashes[path]
+
+    def resolve(self, page: Path, href: str) -> Path | None:
+        target = (page.parent / unquote(href.partition("#")[0])).resolve()
+        return target if target.is_relative_to(self.root) else None
+
+    def check_store(self) -> None:
+        """Every catalog entry's bytes and metadata match what the catalog promises."""
+        for project, e in self.wh.all_entries():
+            path = self.wh.root / e.path
+            digest = self.sha256(path)
+            if digest is None:
+                self.problems.append(f"{project}: {e.path} is missing")
+                continue
+            if digest != e.sha256:
+                self.problems.append(f"{project}: {e.path}: sha256 {digest} != catalog {e.sha256}")
+            meta = path.with_name(path.name + ".metadata")
+            if self.sha256(meta) is None:
+                self.problems.append(f"{project}: {e.path}.metadata is missing")
+            elif self.sha256(meta) != e.metadata_sha256:
+                self.problems.append(f"{project}: {e.path}.metadata: sha256 does not match")
+            elif digest == e.sha256 and _wheel_metadata(path) != meta.read_bytes():
+                self.problems.append(f"{project}: {e.path}.metadata differs from the wheel's")
+        for wheel in sorted(self.wh.files_dir.glob("*/*.whl")):
+            if self.wh.find(wheel.name) is None:
+                self.problems.append(f"{wheel.relative_to(self.wh.root)} is in no catalog")
+
+    def check_page(self, accel: str, project: str, entries: list[CatalogEntry]) -> None:
+        pdir = simple_dir(self.wh, accel) / project
+        where = f"{accel}/simple/{project}/"
+        page = pdir / "index.html"
+        try:
+            html_bytes, json_bytes = page.read_bytes(), (pdir / "index.json").read_bytes()
+        except FileNotFoundError as exc:
+            self.problems.append(f"{where}: {Path(str(exc.filename)).name} is missing")
+            return
+        if html_bytes != render_project_html(project, entries):
+            self.problems.append(f"{where}index.html does not list what the catalog holds")
+        if json_bytes != render_project_json(project, entries):
+            self.problems.append(f"{where}index.json does not list what the catalog holds")
+        parser = _Links()
+        parser.feed(html_bytes.decode("utf-8", "replace"))
+        for a in parser.anchors:
+            href = a.get("href") or ""
+            target = self.resolve(page, href)
+            if target is None or not target.is_file():
+                self.problems.append(f"{where}: link {href} does not resolve to a file")
+                continue
+            _, _, frag = href.partition("#sha256=")
+            if frag and self.sha256(target) != frag:
+                self.problems.append(f"{where}: {target.name}: bytes do not match #sha256")
+            meta_hash = (a.get("data-core-metadata") or "").removeprefix("sha256=")
+            meta = target.with_name(target.name + ".metadata")
+            if meta_hash and self.sha256(meta) is None:
+                self.problems.append(f"{where}: {meta.name} is missing")
+            elif meta_hash and self.sha256(meta) != meta_hash:
+                self.problems.append(f"{where}: {meta.name}: bytes do not match its hash")
+
+    def check_tree(self, accel: str, catalog: dict[str, list[CatalogEntry]]) -> None:
+        wanted = {}
+        for project, entries in catalog.items():
+            listed = newest_builds(e for e in entries if e.listed_in(accel))
+            if listed:
+                wanted[project] = listed
+        on_disk = set(listed_projects(self.wh, accel))
+        for project in sorted(set(wanted) - on_disk):
+            self.problems.append(f"{accel}/simple/{project}/ is missing")
+        for project in sorted(on_disk - set(wanted)):
+            self.problems.append(f"{accel}/simple/{project}/ lists a project with no wheels")
+        for project in sorted(set(wanted) & on_disk):
+            self.check_page(accel, project, wanted[project])
+        base = simple_dir(self.wh, accel)
+        projects = sorted(wanted)
+        for name, expected in (
+            ("index.html", render_root_html(projects)),
+            ("index.json", render_root_json(projects)),
+        ):
+            try:
+                if (base / name).read_bytes() != expected:
+                    self.problems.append(f"{accel}/simple/{name} does not list every project")
+            except FileNotFoundError:
+                self.problems.append(f"{accel}/simple/{name} is missing")
+
+
+def _wheel_metadata(path: Path) -> bytes | None:
+    try:
+        return read_metadata(path)
+    except (OSError, zipfile.BadZipFile, KeyError, WheelhouseError):
+        return None
+
+
+def check(wh: Wheelhouse) -> list[str]:
+    """Every problem that would make an installer fail or see something other than the store.
+
+    Links must resolve inside the wheelhouse, hashes must match the bytes, and each page must
+    be exactly what the catalog renders to: a stale or hand-edited page is a problem too.
+    """
+    checker = _Checker(wh)
+    checker.check_store()
+    catalog = {p: wh.entries(p) for p in wh.projects()}
+    for accel in sorted(set(wh.accelerators()) | set(indexed_accelerators(wh))):
+        checker.check_tree(accel, catalog)
+    return checker.problems
