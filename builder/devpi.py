@@ -316,10 +316,22 @@ class DevpiClient:
             return None
 
 
+def _uploader(link: dict[str, Any]) -> str | None:
+    for entry in link.get("log", []):
+        if entry.get("what") == "upload":
+            who = entry.get("who")
+            return str(who) if who else None
+    return None
+
+
 def files_from_project_json(result: dict[str, Any]) -> dict[str, DevpiFile]:
-    """Release files and their attached records from devpi's project JSON (`GET /u/i/p`)."""
-    files: dict[str, DevpiFile] = {}
-    records: dict[str, list[str]] = {}
+    """Release files and their attached records from devpi's project JSON (`GET /u/i/p`).
+
+    Only records attached by the user who uploaded the file count: on an index that lets
+    anyone attach results, a stranger's record must not vouch for a wheel's cache key.
+    """
+    files: dict[str, tuple[DevpiFile, str | None]] = {}
+    records: list[tuple[str, str, str | None]] = []  # (for_href, href, uploader)
     for verdata in result.values():
         if not isinstance(verdata, dict):
             continue
@@ -327,21 +339,18 @@ def files_from_project_json(result: dict[str, Any]) -> dict[str, DevpiFile]:
             href = link.get("href", "")
             if link.get("rel") == "releasefile":
                 fname = href.rsplit("/", 1)[-1]
-                files[fname] = DevpiFile(
-                    filename=fname,
-                    url=href,
-                    sha256=link.get("hashes", {}).get("sha256"),
-                )
+                sha = link.get("hashes", {}).get("sha256")
+                files[fname] = (DevpiFile(filename=fname, url=href, sha256=sha), _uploader(link))
             elif link.get("rel") == "toxresult":
-                records.setdefault(link.get("for_href", ""), []).append(href)
+                records.append((link.get("for_href", ""), href, _uploader(link)))
     return {
         n: DevpiFile(
             filename=f.filename,
             url=f.url,
             sha256=f.sha256,
-            record_urls=tuple(records.get(f.url, ())),
+            record_urls=tuple(h for fo, h, who in records if fo == f.url and who == owner),
         )
-        for n, f in files.items()
+        for n, (f, owner) in files.items()
     }
 
 

@@ -34,10 +34,10 @@ def _summary(report: PushReport) -> None:
             fg="red",
             err=True,
         )
-    for item, remote in report.verify_failures:
+    for item, got in report.verify_failures:
         click.secho(
             f"verify failed: {item.filename} on {item.index}: server sha256 "
-            f"{remote or 'missing'}, local {item.sha256}",
+            f"{got or 'missing'}, local {item.sha256}",
             fg="red",
             err=True,
         )
