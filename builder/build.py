@@ -8,6 +8,7 @@ network off.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import os
@@ -15,19 +16,44 @@ import shutil
 import subprocess
 import tarfile
 import time
+import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from build import BuildBackendException, BuildException, ProjectBuilder
+from pyproject_hooks import BuildBackendWarning
 
 from .cmd import clean_env, run, tail
 from .config import Config, PackageConfig
 from .errors import CommandError, StepError
 from .targets import Target
 
-DEFAULT_BUILD_REQUIRES = ("setuptools>=40.8.0",)
+# Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
+# log of the build that raised them, not on the terminal.
+_build_log: contextvars.ContextVar[Path | None] = contextvars.ContextVar("build_log", default=None)
+_show_warning = warnings.showwarning
+
+
+def _route_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    log_file = _build_log.get()
+    if log_file is None or not issubclass(category, BuildBackendWarning):
+        _show_warning(message, category, filename, lineno, file, line)
+        return
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+
+warnings.showwarning = _route_warning
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,8 +81,9 @@ def cuda_env(target: Target) -> dict[str, str]:
         return {}
     home = str(target.toolkit.cuda_home)
     archs = target.arch_list
-    cmake = [a.replace(".", "").replace("+PTX", "") + ("" if "+PTX" in a else "-real")
-             for a in archs]
+    cmake = [
+        a.replace(".", "").replace("+PTX", "") + ("" if "+PTX" in a else "-real") for a in archs
+    ]
     return {
         "CUDA_HOME": home,
         "CUDA_PATH": home,
@@ -87,16 +114,26 @@ def has_native_sources(src: Path) -> bool:
 
 
 def build_wheel(
-    *, sdist: Path, target: Target, config: Config, pkg: PackageConfig, workdir: Path,
-    log_file: Path, accel_env: bool,
+    *,
+    sdist: Path,
+    target: Target,
+    config: Config,
+    pkg: PackageConfig,
+    workdir: Path,
+    log_file: Path,
+    accel_env: bool,
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure."""
     assert target.interpreter is not None
     deadline = time.monotonic() + (pkg.timeout or config.build_timeout)
     src = unpack_sdist(sdist, workdir / "src")
     env_dir = workdir / "env"
-    run([target.interpreter.path, "-m", "venv", "--without-pip", env_dir], step="build-env",
-        log_file=log_file, timeout=120)
+    run(
+        [target.interpreter.path, "-m", "venv", "--without-pip", env_dir],
+        step="build-env",
+        log_file=log_file,
+        timeout=120,
+    )
     env_python = env_dir / "bin" / "python"
     build_env = clean_env({**pkg.env, **(cuda_env(target) if accel_env else {})})
     build_env["VIRTUAL_ENV"] = str(env_dir)
@@ -108,24 +145,43 @@ def build_wheel(
             return
         report = workdir / f"build-deps-{tag}.json"
         argv: list[str | os.PathLike[str]] = [
-            *target.interpreter.pip(env_python), "install",
-            "--quiet", "--index-url", config.upstream, "--report", report,
-            "--only-binary", ":all:", *reqs,
+            *target.interpreter.pip(env_python),
+            "install",
+            "--quiet",
+            "--index-url",
+            config.upstream,
+            "--report",
+            report,
+            "--only-binary",
+            ":all:",
+            *reqs,
         ]
         if config.build_constraints:
             argv += ["-c", str(Path(config.build_constraints).resolve())]
-        run(argv, step="build-deps", log_file=log_file, env=clean_env(),
-            timeout=max(1.0, deadline - time.monotonic()))
+        run(
+            argv,
+            step="build-deps",
+            log_file=log_file,
+            env=clean_env(),
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
         for item in json.loads(report.read_text())["install"]:
             deps[item["metadata"]["name"]] = item["metadata"]["version"]
 
-    def runner(cmd: Sequence[str], cwd: str | None = None,
-               extra_environ: Mapping[str, str] | None = None) -> None:
-        run([*_netns_prefix(), *cmd], step="build", log_file=log_file,
-            env={**build_env, **(extra_environ or {})}, cwd=Path(cwd) if cwd else None,
-            timeout=max(1.0, deadline - time.monotonic()))
+    def runner(
+        cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
+    ) -> None:
+        run(
+            [*_netns_prefix(), *cmd],
+            step="build",
+            log_file=log_file,
+            env={**build_env, **(extra_environ or {})},
+            cwd=Path(cwd) if cwd else None,
+            timeout=max(1.0, deadline - time.monotonic()),
+        )
 
     settings = dict(pkg.config_settings) or None
+    _build_log.set(log_file)
     try:
         builder = ProjectBuilder(src, python_executable=str(env_python), runner=runner)
         install([*builder.build_system_requires, *pkg.build_requires], "system")
@@ -136,8 +192,9 @@ def build_wheel(
         inner = exc.exception
         if isinstance(inner, CommandError):
             raise inner from None
-        raise StepError(f"build backend failed: {exc}", step="build", log=str(log_file),
-                        tail=_tail_of(log_file)) from None
+        raise StepError(
+            f"build backend failed: {exc}", step="build", log=str(log_file), tail=_tail_of(log_file)
+        ) from None
     except BuildException as exc:
         raise StepError(f"cannot build: {exc}", step="build", log=str(log_file)) from None
     return BuildResult(wheel=out, build_deps=deps, has_native_sources=has_native_sources(src))
@@ -148,4 +205,3 @@ def _tail_of(log_file: Path) -> str:
         return tail(log_file.read_text(errors="replace"))
     except FileNotFoundError:
         return ""
-

@@ -47,7 +47,12 @@ def accel_specific(pkg: PackageConfig) -> bool:
 
 
 def compute(
-    *, name: str, version: str, sdist_sha256: str, target: Target, config: Config,
+    *,
+    name: str,
+    version: str,
+    sdist_sha256: str,
+    target: Target,
+    config: Config,
 ) -> CacheKey:
     assert target.interpreter is not None
     pkg = config.package(name)

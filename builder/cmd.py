@@ -91,13 +91,17 @@ def run(
     if timed_out:
         raise CommandError(
             f"{step} timed out after {timeout:.0f}s: {args[0]}",
-            step=step, log=str(log_file) if log_file else None, tail=tail(out),
+            step=step,
+            log=str(log_file) if log_file else None,
+            tail=tail(out),
             hint="raise the time limit (build_timeout in the config) if the package is just slow",
         )
     if check and proc.returncode != 0:
         raise CommandError(
             f"{step} failed (exit {proc.returncode}): {pretty}",
-            step=step, log=str(log_file) if log_file else None, tail=tail(out),
+            step=step,
+            log=str(log_file) if log_file else None,
+            tail=tail(out),
         )
     return result
 

@@ -103,8 +103,16 @@ _BUILD_KEYS = ("timeout", "jobs", "strip", "constraints")
 _MATRIX_KEYS = ("python", "accel", "policy")
 _ACCEL_KEYS = ("cuda_home", "arch_list", "exclude")
 _PACKAGE_KEYS = (
-    "env", "config_settings", "build_requires", "python", "skip", "heavy",
-    "accel_specific", "force_build", "import_names", "timeout",
+    "env",
+    "config_settings",
+    "build_requires",
+    "python",
+    "skip",
+    "heavy",
+    "accel_specific",
+    "force_build",
+    "import_names",
+    "timeout",
 )
 
 
@@ -119,7 +127,9 @@ class _Problems:
         for key in table:
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f", did you mean '{close[0]}'?" if close else f" (valid: {', '.join(allowed)})"
+                hint = (
+                    f", did you mean '{close[0]}'?" if close else f" (valid: {', '.join(allowed)})"
+                )
                 self.add(f"{where}.{key}" if where else key, f"unknown key{hint}")
 
     def table(self, value: Any, where: str) -> Mapping[str, Any]:
@@ -224,7 +234,9 @@ def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ..
         policies = p.str_list(matrix.get("policy", ["auto"]), "targets.policy")
         specs += [
             TargetSpec(python=py, accel=acc, policy=pol)
-            for py in pythons for acc in accels for pol in policies
+            for py in pythons
+            for acc in accels
+            for pol in policies
         ]
     explicit = raw.get("target", [])
     if not isinstance(explicit, list):
@@ -241,7 +253,9 @@ def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ..
             specs.append(TargetSpec(python=py, accel=acc, policy=pol))
     for i, spec in enumerate(specs):
         if not _valid_accel(spec.accel):
-            p.add(f"targets[{i}].accel", f"'{spec.accel}' is not 'cpu' or a CUDA variant like 'cu128'")
+            p.add(
+                f"targets[{i}].accel", f"'{spec.accel}' is not 'cpu' or a CUDA variant like 'cu128'"
+            )
         if spec.policy != "auto" and not spec.policy.startswith(("manylinux", "musllinux")):
             p.add(f"targets[{i}].policy", f"'{spec.policy}' is not 'auto' or a manylinux policy")
     return tuple(dict.fromkeys(specs))
@@ -301,7 +315,8 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageCo
             ),
             timeout=(
                 float(p.typed(timeout, (int, float), f"{where}.timeout") or 0) or None
-                if timeout is not None else None
+                if timeout is not None
+                else None
             ),
         )
     return out

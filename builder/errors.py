@@ -52,7 +52,12 @@ class StepError(PrewheelError):
     exit_code = EXIT_FAILED
 
     def __init__(
-        self, message: str, *, step: str, log: str | None = None, tail: str = "",
+        self,
+        message: str,
+        *,
+        step: str,
+        log: str | None = None,
+        tail: str = "",
         hint: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)

@@ -55,8 +55,13 @@ class ItemResult:
     def to_json(self) -> dict[str, Any]:
         return {
             **self.item.to_json(),
-            "status": self.status, "wheel": self.wheel, "duration": round(self.duration, 3),
-            "error": self.error, "step": self.step, "log": self.log, "tail": self.tail,
+            "status": self.status,
+            "wheel": self.wheel,
+            "duration": round(self.duration, 3),
+            "error": self.error,
+            "step": self.step,
+            "log": self.log,
+            "tail": self.tail,
             "warnings": list(self.warnings),
         }
 
@@ -77,8 +82,11 @@ class BuildReport:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {"duration": round(self.duration, 3), "counts": self.counts(),
-                "results": [r.to_json() for r in self.results]}
+        return {
+            "duration": round(self.duration, 3),
+            "counts": self.counts(),
+            "results": [r.to_json() for r in self.results],
+        }
 
 
 class Reporter(Protocol):
@@ -127,8 +135,16 @@ def tool_versions() -> dict[str, str]:
 
 
 class Executor:
-    def __init__(self, plan: Plan, config: Config, wh: Wheelhouse, *, jobs: int,
-                 reporter: Reporter, retry_failed: bool = True) -> None:
+    def __init__(
+        self,
+        plan: Plan,
+        config: Config,
+        wh: Wheelhouse,
+        *,
+        jobs: int,
+        reporter: Reporter,
+        retry_failed: bool = True,
+    ) -> None:
         self.plan, self.config, self.wh = plan, config, wh
         self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.reporter = reporter
@@ -182,10 +198,14 @@ class Executor:
         downloads: dict[str, list[PlanItem]] = {}
         for item in self.plan.items:
             if item.action in ("cached", "skip"):
-                self._finish(ItemResult(
-                    item=item, status="cached" if item.action == "cached" else "skipped",
-                    wheel=item.cached_file, error=item.reason if item.action == "skip" else None,
-                ))
+                self._finish(
+                    ItemResult(
+                        item=item,
+                        status="cached" if item.action == "cached" else "skipped",
+                        wheel=item.cached_file,
+                        error=item.reason if item.action == "skip" else None,
+                    )
+                )
             elif item.action == "download":
                 assert item.file is not None
                 downloads.setdefault(item.file.url, []).append(item)
@@ -200,13 +220,14 @@ class Executor:
         for items in builds.values():
             by_source.setdefault(self._key(items[0]).source_key, []).append(items)
         with self._pool() as pool:
-            futs2 = [self._submit(pool, self._build_group, groups)
-                     for groups in by_source.values()]
+            futs2 = [self._submit(pool, self._build_group, groups) for groups in by_source.values()]
             for f2 in futs2:
                 candidates += f2.result()
         with self._pool() as pool:
-            futs3 = [self._submit(pool, self._verify_publish, items, cand, candidates)
-                     for items, cand in candidates]
+            futs3 = [
+                self._submit(pool, self._verify_publish, items, cand, candidates)
+                for items, cand in candidates
+            ]
             for f3 in futs3:
                 f3.result()
 
@@ -216,8 +237,13 @@ class Executor:
         assert item.file is not None
         # The index gave no hash: the key waits for the bytes.
         path, digest = fetch(item, self._tmp / "sources")
-        return compute(name=item.name, version=item.version, sdist_sha256=digest,
-                       target=item.target, config=self.config)
+        return compute(
+            name=item.name,
+            version=item.version,
+            sdist_sha256=digest,
+            target=item.target,
+            config=self.config,
+        )
 
     # -- download -----------------------------------------------------------
 
@@ -234,15 +260,17 @@ class Executor:
                 name = self._publish(path, origin="downloaded", accels=accels, sha256=digest)
                 result = {"status": "downloaded", "wheel": name}
             except PrewheelError as exc:
-                result = {"status": "failed", "error": exc.message,
-                          "step": getattr(exc, "step", "fetch")}
+                result = {
+                    "status": "failed",
+                    "error": exc.message,
+                    "step": getattr(exc, "step", "fetch"),
+                }
         for item in items:
             self._finish(ItemResult(item=item, duration=time.monotonic() - t0, **result))
 
     # -- build --------------------------------------------------------------
 
-    def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem],
-                                                                      _Candidate]]:
+    def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem], _Candidate]]:
         """Builds from one source: the first builds; if its wheel is pure, it serves all."""
         out = []
         first = self._build(groups[0])
@@ -267,8 +295,14 @@ class Executor:
         prev = self.wh.read_record(key.key)
         if prev and prev.get("result") == "failed" and not self.retry_failed:
             for it in items:
-                self._finish(ItemResult(item=it, status="skipped", log=prev.get("log"),
-                                        error="failed before (--no-retry-failed)"))
+                self._finish(
+                    ItemResult(
+                        item=it,
+                        status="skipped",
+                        log=prev.get("log"),
+                        error="failed before (--no-retry-failed)",
+                    )
+                )
             return None
         logs = self.wh.logs_dir
         log_file = logs / f"{item.name}-{item.version}-{item.target.name}-{key.short}.log"
@@ -277,12 +311,18 @@ class Executor:
         started = time.time()
         t0 = time.monotonic()
         record: dict[str, Any] = {
-            "name": item.name, "version": item.version, "target": item.target.name,
-            "targets": sorted({i.target.name for i in items}), "cache_key": key.key,
-            "source_key": key.source_key, "inputs": key.inputs, "tools": tool_versions(),
-            "host": socket.gethostname(), "started": utcnow(),
-            "log": str(log_file.relative_to(self.wh.root)), "sdist": item.file.filename
-            if item.file else None,
+            "name": item.name,
+            "version": item.version,
+            "target": item.target.name,
+            "targets": sorted({i.target.name for i in items}),
+            "cache_key": key.key,
+            "source_key": key.source_key,
+            "inputs": key.inputs,
+            "tools": tool_versions(),
+            "host": socket.gethostname(),
+            "started": utcnow(),
+            "log": str(log_file.relative_to(self.wh.root)),
+            "sdist": item.file.filename if item.file else None,
         }
         count = self.slots.acquire(pkg.heavy)
         try:
@@ -291,21 +331,31 @@ class Executor:
                 sdist, _ = fetch(item, self.wh.root / "sources")
                 self.reporter.step(item, "build")
                 accel_env = key.inputs["accel"] != "any"
-                built = build_wheel(sdist=sdist, target=item.target, config=self.config,
-                                    pkg=pkg, workdir=work, log_file=log_file,
-                                    accel_env=accel_env)
+                built = build_wheel(
+                    sdist=sdist,
+                    target=item.target,
+                    config=self.config,
+                    pkg=pkg,
+                    workdir=work,
+                    log_file=log_file,
+                    accel_env=accel_env,
+                )
                 self.reporter.step(item, "repair")
                 excludes = tuple(key.inputs["repair"]["exclude"])
-                repaired = repair_wheel(built.wheel, target=item.target, excludes=excludes,
-                                        strip=self.config.strip, outdir=work / "repaired",
-                                        log_file=log_file)
+                repaired = repair_wheel(
+                    built.wheel,
+                    target=item.target,
+                    excludes=excludes,
+                    strip=self.config.strip,
+                    outdir=work / "repaired",
+                    log_file=log_file,
+                )
                 tagged = set_build_tag(repaired, build_tag(key, started), work)
         except StepError as exc:
             self._fail(items, record, exc, t0)
             return None
         except PrewheelError as exc:
-            self._fail(items, record, StepError(exc.message, step="build", log=str(log_file)),
-                       t0)
+            self._fail(items, record, StepError(exc.message, step="build", log=str(log_file)), t0)
             return None
         finally:
             self.slots.release(count)
@@ -313,75 +363,127 @@ class Executor:
         if built.has_native_sources and is_pure(tagged):
             warnings.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
         record["build_deps"] = built.build_deps
-        return _Candidate(item=item, key=key, wheel=tagged, record=record, started=t0,
-                          warnings=tuple(warnings))
+        return _Candidate(
+            item=item, key=key, wheel=tagged, record=record, started=t0, warnings=tuple(warnings)
+        )
 
-    def _fail(self, items: list[PlanItem], record: dict[str, Any], exc: StepError,
-              t0: float) -> None:
+    def _fail(
+        self, items: list[PlanItem], record: dict[str, Any], exc: StepError, t0: float
+    ) -> None:
         duration = time.monotonic() - t0
         log_rel = record["log"]
-        self.wh.write_record(record["cache_key"], {
-            **record, "result": "failed", "step": exc.step, "error": exc.message,
-            "tail": exc.tail, "finished": utcnow(), "duration": round(duration, 3),
-        })
+        self.wh.write_record(
+            record["cache_key"],
+            {
+                **record,
+                "result": "failed",
+                "step": exc.step,
+                "error": exc.message,
+                "tail": exc.tail,
+                "finished": utcnow(),
+                "duration": round(duration, 3),
+            },
+        )
         for it in items:
-            self._finish(ItemResult(item=it, status="failed", error=exc.message, step=exc.step,
-                                    log=str(self.wh.root / log_rel), tail=exc.tail,
-                                    duration=duration))
+            self._finish(
+                ItemResult(
+                    item=it,
+                    status="failed",
+                    error=exc.message,
+                    step=exc.step,
+                    log=str(self.wh.root / log_rel),
+                    tail=exc.tail,
+                    duration=duration,
+                )
+            )
 
     # -- verify and publish ---------------------------------------------------
 
-    def _verify_publish(self, items: list[PlanItem], cand: _Candidate,
-                        all_cands: list[tuple[list[PlanItem], _Candidate]]) -> None:
+    def _verify_publish(
+        self,
+        items: list[PlanItem],
+        cand: _Candidate,
+        all_cands: list[tuple[list[PlanItem], _Candidate]],
+    ) -> None:
         item = items[0]
         pkg = self.config.package(item.name)
         log_file = self.wh.root / cand.record["log"]
         shared = cand.item is not item  # a pure wheel reused for another Python
         with working_on(item.name):
             self.reporter.step(item, "verify")
-            links = {(self.wh.root / "files" / d.name) for d in (self.wh.files_dir.iterdir()
-                                                               if self.wh.files_dir.is_dir()
-                                                               else [])}
+            links = {
+                (self.wh.root / "files" / d.name)
+                for d in (self.wh.files_dir.iterdir() if self.wh.files_dir.is_dir() else [])
+            }
             links |= {c.wheel.parent for _, c in all_cands}
             work = self._tmp / f"verify-{cand.key.short}-{item.target.name}"
             try:
-                modules = verify_wheel(cand.wheel, name=item.name, target=item.target,
-                                       find_links=sorted(links), workdir=work,
-                                       log_file=log_file, import_names=pkg.import_names)
+                modules = verify_wheel(
+                    cand.wheel,
+                    name=item.name,
+                    target=item.target,
+                    find_links=sorted(links),
+                    workdir=work,
+                    log_file=log_file,
+                    import_names=pkg.import_names,
+                )
                 accels = None
                 if cand.key.inputs["accel"] != "any":
                     accels = tuple(sorted({i.target.accel for i in items}))
-                name = self._publish(cand.wheel, origin="built", accels=accels,
-                                     cache_key=cand.key.key)
+                name = self._publish(
+                    cand.wheel, origin="built", accels=accels, cache_key=cand.key.key
+                )
             except PrewheelError as exc:
-                err = exc if isinstance(exc, StepError) else StepError(exc.message,
-                                                                       step="publish")
+                err = exc if isinstance(exc, StepError) else StepError(exc.message, step="publish")
                 if not shared:
                     self._fail(items, cand.record, err, cand.started)
                 else:
                     for it in items:
-                        self._finish(ItemResult(item=it, status="failed", error=err.message,
-                                                step=err.step, tail=err.tail))
+                        self._finish(
+                            ItemResult(
+                                item=it,
+                                status="failed",
+                                error=err.message,
+                                step=err.step,
+                                tail=err.tail,
+                            )
+                        )
                 return
         duration = time.monotonic() - cand.started
         if not shared:
-            record = {**cand.record, "result": "ok", "wheel": name,
-                      "sha256": self.wh.find(name).sha256 if self.wh.find(name) else None,
-                      "imported": modules, "warnings": list(cand.warnings),
-                      "finished": utcnow(), "duration": round(duration, 3)}
+            record = {
+                **cand.record,
+                "result": "ok",
+                "wheel": name,
+                "sha256": self.wh.find(name).sha256 if self.wh.find(name) else None,
+                "imported": modules,
+                "warnings": list(cand.warnings),
+                "finished": utcnow(),
+                "duration": round(duration, 3),
+            }
             self.wh.write_record(cand.key.key, record)
             if is_pure(cand.wheel):
                 self.wh.write_record(cand.key.source_key, record)
         for it in items:
-            self._finish(ItemResult(item=it, status="built" if not shared else "cached",
-                                    wheel=name, duration=duration, warnings=cand.warnings,
-                                    log=str(log_file)))
+            self._finish(
+                ItemResult(
+                    item=it,
+                    status="built" if not shared else "cached",
+                    wheel=name,
+                    duration=duration,
+                    warnings=cand.warnings,
+                    log=str(log_file),
+                )
+            )
 
 
-def execute(plan: Plan, config: Config, wh: Wheelhouse, *, jobs: int, reporter: Reporter,
-            retry_failed: bool = True) -> BuildReport:
-    return Executor(plan, config, wh, jobs=jobs, reporter=reporter,
-                    retry_failed=retry_failed).run()
-
-
-
+def execute(
+    plan: Plan,
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    jobs: int,
+    reporter: Reporter,
+    retry_failed: bool = True,
+) -> BuildReport:
+    return Executor(plan, config, wh, jobs=jobs, reporter=reporter, retry_failed=retry_failed).run()

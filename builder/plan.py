@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,10 +16,10 @@ from .cachekey import CacheKey, compute
 from .config import Config
 from .errors import RequirementsError, ResolutionError
 from .requirements import Pin, unpinned
-from .resolve import resolve_closure
+from .resolve import Resolved, resolve_closure
 from .targets import Target
 from .upstream import UpstreamFile, project_files
-from .wheelhouse import Wheelhouse
+from .wheelhouse import Wheelhouse, atomic_write_json
 
 ACTIONS = ("cached", "download", "build", "skip")
 
@@ -84,9 +86,7 @@ def check_upstream(pins: list[Pin], upstream: str) -> None:
         if files is None:
             problems.append(f"{pin.name} ({pin.where}): no such project on {upstream}")
             continue
-        if pin.version is not None and not any(
-            f.version == Version(pin.version) for f in files
-        ):
+        if pin.version is not None and not any(f.version == Version(pin.version) for f in files):
             versions = sorted({f.version for f in files if f.version is not None})
             shown = ", ".join(map(str, versions[-8:])) or "none"
             problems.append(
@@ -114,40 +114,118 @@ def best_wheel(files: list[UpstreamFile], target_tags: list[Tag]) -> UpstreamFil
     for f in files:
         if not f.is_wheel:
             continue
-        score = min((rank[t] for t in parse_wheel_filename(f.filename)[3] if t in rank),
-                    default=None)
+        score = min(
+            (rank[t] for t in parse_wheel_filename(f.filename)[3] if t in rank), default=None
+        )
         if score is not None and (best is None or score < best[0]):
             best = (score, f)
     return best[1] if best else None
 
 
 def plan_target(
-    target: Target, pins: list[Pin], config: Config, wh: Wheelhouse,
+    target: Target,
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    refresh: bool = False,
 ) -> list[PlanItem]:
-    closure = resolve_closure(target, pins, config.upstream)
+    closure, files = resolve_cached(target, pins, config, wh, refresh=refresh)
     pin_hashes = {p.name: p.hashes for p in pins}
     return [
-        plan_item(target, r.name, r.version, pin_hashes.get(r.name, frozenset()), config, wh,
-                  requested=r.requested)
+        plan_item(
+            target,
+            r.name,
+            r.version,
+            pin_hashes.get(r.name, frozenset()),
+            config,
+            wh,
+            files=files[r.name],
+            requested=r.requested,
+        )
         for r in closure
     ]
 
 
+def resolve_cached(
+    target: Target,
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    refresh: bool,
+) -> tuple[list[Resolved], dict[str, list[UpstreamFile]]]:
+    """The closure and each member's upstream files, from the wheelhouse cache if locked.
+
+    A closure is cached only when every member is pinned by the input (a lock file): then
+    it cannot change, and a warm run asks neither pip nor the index anything.
+    """
+    assert target.interpreter is not None
+    key = hashlib.sha256(
+        json.dumps(
+            {
+                "pins": sorted(p.requirement for p in pins),
+                "interpreter": [str(target.interpreter.path), list(target.interpreter.version)],
+                "upstream": config.upstream,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+    path = wh.root / "cache" / f"resolve-{key}.json"
+    if not refresh and path.is_file():
+        data = json.loads(path.read_text(encoding="utf-8"))
+        closure = [Resolved(**r) for r in data["closure"]]
+        return closure, {
+            n: [UpstreamFile.from_json(f) for f in fs] for n, fs in data["files"].items()
+        }
+    closure = resolve_closure(target, pins, config.upstream)
+    files = {
+        r.name: [
+            f
+            for f in project_files(config.upstream, r.name) or ()
+            if f.version == Version(r.version)
+        ]
+        for r in closure
+    }
+    if {r.name for r in closure} <= {p.name for p in pins if p.version}:
+        atomic_write_json(
+            path,
+            {
+                "closure": [
+                    {"name": r.name, "version": r.version, "requested": r.requested}
+                    for r in closure
+                ],
+                "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
+            },
+        )
+    return closure, files
+
+
 def plan_item(
-    target: Target, name: str, version: str, hashes: frozenset[str], config: Config,
-    wh: Wheelhouse, *, requested: bool = False,
+    target: Target,
+    name: str,
+    version: str,
+    hashes: frozenset[str],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    files: list[UpstreamFile],
+    requested: bool = False,
 ) -> PlanItem:
     pkg = config.package(name)
-    base = {"target": target, "name": name, "version": version, "hashes": hashes,
-            "requested": requested}
+    base = {
+        "target": target,
+        "name": name,
+        "version": version,
+        "hashes": hashes,
+        "requested": requested,
+    }
     assert target.interpreter is not None
     if pkg.skip:
         return PlanItem(action="skip", reason=pkg.skip, **base)  # type: ignore[arg-type]
     if pkg.python and not pkg.python.contains(target.interpreter.short + ".0", prereleases=True):
-        return PlanItem(action="skip", reason=f"config: python {pkg.python}",
-                        **base)  # type: ignore[arg-type]
-    files = [f for f in project_files(config.upstream, name) or ()
-             if f.version == Version(version) and _requires_python_ok(f, target)]
+        return PlanItem(action="skip", reason=f"config: python {pkg.python}", **base)  # type: ignore[arg-type]
+    files = [f for f in files if _requires_python_ok(f, target)]
     if hashes:
         files = [f for f in files if f.sha256 is None or f.sha256 in hashes]
     if not pkg.force_build:
@@ -155,11 +233,16 @@ def plan_item(
         if wheel is not None:
             have = wh.has_file(wheel.filename, wheel.sha256)
             if have is not None:
-                return PlanItem(action="cached", reason="wheel already in the wheelhouse",
-                                file=wheel, cached_file=have.filename,
-                                **base)  # type: ignore[arg-type]
-            return PlanItem(action="download", reason="upstream wheel fits the target",
-                            file=wheel, **base)  # type: ignore[arg-type]
+                return PlanItem(
+                    action="cached",
+                    reason="wheel already in the wheelhouse",
+                    file=wheel,
+                    cached_file=have.filename,
+                    **base,
+                )  # type: ignore[arg-type]
+            return PlanItem(
+                action="download", reason="upstream wheel fits the target", file=wheel, **base
+            )  # type: ignore[arg-type]
     sdists = [f for f in files if f.is_sdist]
     if not sdists:
         raise ResolutionError(
@@ -170,14 +253,20 @@ def plan_item(
     why = "forced by config" if pkg.force_build else "no wheel fits the target"
     if sdist.sha256 is None:
         return PlanItem(action="build", reason=why, file=sdist, **base)  # type: ignore[arg-type]
-    key = compute(name=name, version=version, sdist_sha256=sdist.sha256, target=target,
-                  config=config)
+    key = compute(
+        name=name, version=version, sdist_sha256=sdist.sha256, target=target, config=config
+    )
     cached = cached_build(wh, key, target)
     if cached is not None:
-        return PlanItem(action="cached", reason="built before under the same cache key",
-                        file=sdist, key=key, cached_file=cached, **base)  # type: ignore[arg-type]
-    return PlanItem(action="build", reason=why, file=sdist, key=key,
-                    **base)  # type: ignore[arg-type]
+        return PlanItem(
+            action="cached",
+            reason="built before under the same cache key",
+            file=sdist,
+            key=key,
+            cached_file=cached,
+            **base,
+        )  # type: ignore[arg-type]
+    return PlanItem(action="build", reason=why, file=sdist, key=key, **base)  # type: ignore[arg-type]
 
 
 def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
@@ -200,8 +289,12 @@ def _fits(filename: str, target: Target) -> bool:
 
 
 def make_plan(
-    targets: list[Target], pins: list[Pin], config: Config, wh: Wheelhouse,
-    *, allow_unpinned: bool = False,
+    targets: list[Target],
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    allow_unpinned: bool = False,
 ) -> Plan:
     check_pins(pins, allow_unpinned=allow_unpinned)
     check_upstream(pins, config.upstream)

@@ -177,8 +177,12 @@ def _read_pylock(path: Path) -> list[Pin]:
         req = f"{name}=={version}" + (f"; {marker}" if marker else "")
         pins.append(
             Pin(
-                name=canonicalize_name(name), requirement=req, version=version,
-                hashes=frozenset(hashes), marker=marker, where=where,
+                name=canonicalize_name(name),
+                requirement=req,
+                version=version,
+                hashes=frozenset(hashes),
+                marker=marker,
+                where=where,
             )
         )
     return pins

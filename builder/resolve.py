@@ -34,13 +34,26 @@ def resolve_closure(target: Target, pins: list[Pin], upstream: str) -> list[Reso
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
         report = Path(tmp) / "report.json"
         argv = [
-            *target.interpreter.pip(), "install", "--dry-run",
-            "--ignore-installed", "--quiet", "--report", str(report),
-            "--index-url", upstream, "-r", str(reqs),
+            *target.interpreter.pip(),
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--quiet",
+            "--report",
+            str(report),
+            "--index-url",
+            upstream,
+            "-r",
+            str(reqs),
         ]
         try:
-            run(argv, step="resolve", env=clean_env({"PIP_NO_CACHE_DIR": "0"}),
-                cwd=Path(tmp), timeout=1800)
+            run(
+                argv,
+                step="resolve",
+                env=clean_env({"PIP_NO_CACHE_DIR": "0"}),
+                cwd=Path(tmp),
+                timeout=1800,
+            )
         except CommandError as exc:
             raise ResolutionError(
                 f"pip could not resolve the requirements for {target.name}: "

@@ -92,8 +92,9 @@ class Target:
         platforms = policy_platforms(self.policy)
         pyver = interp.version[:2]
         out = list(tags.cpython_tags(pyver, abis=[interp.abi], platforms=platforms))
-        out += list(tags.compatible_tags(pyver, interpreter=f"cp{pyver[0]}{pyver[1]}",
-                                         platforms=platforms))
+        out += list(
+            tags.compatible_tags(pyver, interpreter=f"cp{pyver[0]}{pyver[1]}", platforms=platforms)
+        )
         return out
 
     def describe(self) -> dict[str, object]:
@@ -102,12 +103,18 @@ class Target:
             "python": self.spec.python,
             "interpreter": str(self.interpreter.path) if self.interpreter else None,
             "python_version": ".".join(map(str, self.interpreter.version))
-            if self.interpreter else None,
+            if self.interpreter
+            else None,
             "abi": self.interpreter.abi if self.interpreter else None,
             "accel": self.accel,
             "cuda_version": self.cuda_version,
-            "toolkit": {"cuda_home": str(self.toolkit.cuda_home), "nvcc": str(self.toolkit.nvcc),
-                        "version": self.toolkit.version} if self.toolkit else None,
+            "toolkit": {
+                "cuda_home": str(self.toolkit.cuda_home),
+                "nvcc": str(self.toolkit.nvcc),
+                "version": self.toolkit.version,
+            }
+            if self.toolkit
+            else None,
             "arch_list": list(self.arch_list),
             "policy": self.policy,
             "runtime_image": runtime_image(self),
@@ -171,8 +178,10 @@ def probe_interpreter(path: str) -> Interpreter | None:
     if info["implementation"] != "cpython":
         return None
     return Interpreter(
-        path=Path(path), version=tuple(info["version"]),  # type: ignore[arg-type]
-        implementation=info["implementation"], gil_disabled=info["gil_disabled"],
+        path=Path(path),
+        version=tuple(info["version"]),  # type: ignore[arg-type]
+        implementation=info["implementation"],
+        gil_disabled=info["gil_disabled"],
         has_pip=info["has_pip"],
     )
 
@@ -196,7 +205,8 @@ def interpreter_candidates(python: str) -> list[Path]:
     versions = Path(pyenv_root) / "versions"
     if versions.is_dir():
         found = [
-            d / "bin" / "python" for d in versions.iterdir()
+            d / "bin" / "python"
+            for d in versions.iterdir()
             if re.fullmatch(rf"{major}\.{minor}\.\d+{t}", d.name)
         ]
         cands += sorted(found, key=_version_key, reverse=True)
@@ -213,17 +223,23 @@ def find_interpreter(python: str) -> tuple[Interpreter | None, str | None]:
     for cand in cands:
         if cand.is_file() and os.access(cand, os.X_OK):
             interp = probe_interpreter(str(cand))
-            if interp is not None and (python in ("current",) or "/" in python
-                                       or interp.short == python.rstrip("t")):
+            if interp is not None and (
+                python in ("current",) or "/" in python or interp.short == python.rstrip("t")
+            ):
                 return interp, None
     return None, f"no interpreter for Python {python} (looked in: {', '.join(map(str, cands))})"
 
 
 def find_toolkit(accel: str, cuda_home: str | None) -> tuple[Toolkit | None, str | None]:
     want = _cuda_version_of(accel)
-    homes = [Path(cuda_home)] if cuda_home else [
-        Path(f"/usr/local/cuda-{want}"), Path("/usr/local/cuda"),
-    ]
+    homes = (
+        [Path(cuda_home)]
+        if cuda_home
+        else [
+            Path(f"/usr/local/cuda-{want}"),
+            Path("/usr/local/cuda"),
+        ]
+    )
     for home in homes:
         nvcc = home / "bin" / "nvcc"
         if not nvcc.is_file():
@@ -242,8 +258,7 @@ def find_toolkit(accel: str, cuda_home: str | None) -> tuple[Toolkit | None, str
 @functools.lru_cache(maxsize=None)
 def nvcc_version(nvcc: str) -> str | None:
     try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True,
-                             timeout=30).stdout
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     m = re.search(r"release (\d+\.\d+)", out)
@@ -266,10 +281,18 @@ def resolve_targets(config: Config) -> list[Target]:
         if spec.accel != "cpu":
             excludes = tuple(dict.fromkeys(CUDA_EXCLUDES + acc.exclude))
             arch_list = acc.arch_list or DEFAULT_ARCH_LIST
-        out.setdefault(name, Target(
-            name=name, spec=spec, interpreter=interp, toolkit=toolkit,
-            arch_list=arch_list, repair_excludes=excludes, missing=missing,
-        ))
+        out.setdefault(
+            name,
+            Target(
+                name=name,
+                spec=spec,
+                interpreter=interp,
+                toolkit=toolkit,
+                arch_list=arch_list,
+                repair_excludes=excludes,
+                missing=missing,
+            ),
+        )
     return list(out.values())
 
 

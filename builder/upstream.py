@@ -13,6 +13,7 @@ import urllib.request
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -44,6 +45,27 @@ class UpstreamFile:
     def is_sdist(self) -> bool:
         return not self.is_wheel and self.version is not None
 
+    def to_json(self) -> dict[str, object]:
+        return {
+            "filename": self.filename,
+            "url": self.url,
+            "sha256": self.sha256,
+            "requires_python": self.requires_python,
+            "yanked": self.yanked,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> UpstreamFile:
+        parsed = _parse_file(
+            d["filename"],
+            d["url"],
+            {"sha256": d["sha256"]} if d["sha256"] else {},
+            d["requires_python"],
+            d["yanked"],
+        )
+        assert parsed is not None
+        return parsed
+
 
 @functools.lru_cache(maxsize=1)
 def _ssl_context() -> ssl.SSLContext:
@@ -73,8 +95,9 @@ class _LinkParser(HTMLParser):
             self.links.append(dict(attrs))
 
 
-def _parse_file(filename: str, url: str, hashes: dict[str, str], requires_python: str | None,
-                yanked: object) -> UpstreamFile | None:
+def _parse_file(
+    filename: str, url: str, hashes: dict[str, str], requires_python: str | None, yanked: object
+) -> UpstreamFile | None:
     try:
         if filename.endswith(".whl"):
             version: Version | None = parse_wheel_filename(filename)[1]
@@ -87,9 +110,13 @@ def _parse_file(filename: str, url: str, hashes: dict[str, str], requires_python
     except (InvalidWheelFilename, InvalidSdistFilename, InvalidVersion):
         return None
     return UpstreamFile(
-        filename=filename, url=url, sha256=hashes.get("sha256"),
-        requires_python=requires_python or None, yanked=bool(yanked),
-        version=version, is_wheel=is_wheel,
+        filename=filename,
+        url=url,
+        sha256=hashes.get("sha256"),
+        requires_python=requires_python or None,
+        yanked=bool(yanked),
+        version=version,
+        is_wheel=is_wheel,
     )
 
 
@@ -106,8 +133,13 @@ def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | No
     if ctype.split(";")[0].strip() == JSON_TYPE:
         data = json.loads(body)
         for f in data.get("files", []):
-            parsed = _parse_file(f["filename"], urllib.parse.urljoin(final, f["url"]),
-                                 f.get("hashes", {}), f.get("requires-python"), f.get("yanked"))
+            parsed = _parse_file(
+                f["filename"],
+                urllib.parse.urljoin(final, f["url"]),
+                f.get("hashes", {}),
+                f.get("requires-python"),
+                f.get("yanked"),
+            )
             if parsed:
                 files.append(parsed)
         return tuple(files)
@@ -121,8 +153,13 @@ def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | No
         clean, _, frag = full.partition("#")
         algo, _, digest = frag.partition("=")
         filename = urllib.parse.unquote(clean.rsplit("/", 1)[-1])
-        parsed = _parse_file(filename, clean, {algo: digest} if digest else {},
-                             attrs.get("data-requires-python"), "data-yanked" in attrs)
+        parsed = _parse_file(
+            filename,
+            clean,
+            {algo: digest} if digest else {},
+            attrs.get("data-requires-python"),
+            "data-yanked" in attrs,
+        )
         if parsed:
             files.append(parsed)
     return tuple(files)
@@ -138,8 +175,10 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
     h = hashlib.sha256()
     req = urllib.request.Request(url)
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp, \
-                tmp.open("wb") as out:  # noqa: S310
+        with (
+            urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp,
+            tmp.open("wb") as out,
+        ):  # noqa: S310
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)
@@ -150,8 +189,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
     if expect and digest not in expect:
         tmp.unlink(missing_ok=True)
         raise HashMismatchError(
-            f"{dest.name}: sha256 {digest} does not match the expected "
-            f"{', '.join(sorted(expect))}",
+            f"{dest.name}: sha256 {digest} does not match the expected {', '.join(sorted(expect))}",
             step="fetch",
             hint="the upstream file changed or a --hash pin is wrong; nothing was published",
         )

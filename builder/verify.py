@@ -25,8 +25,14 @@ def _fence(bindir: Path) -> None:
 
 
 def verify_wheel(
-    wheel: Path, *, name: str, target: Target, find_links: Iterable[Path], workdir: Path,
-    log_file: Path, import_names: tuple[str, ...] | None,
+    wheel: Path,
+    *,
+    name: str,
+    target: Target,
+    find_links: Iterable[Path],
+    workdir: Path,
+    log_file: Path,
+    import_names: tuple[str, ...] | None,
 ) -> list[str]:
     """Install `wheel` (deps from `find_links`) offline, binary-only, then import it.
 
@@ -37,26 +43,43 @@ def verify_wheel(
     fence = workdir / "fence"
     _fence(fence)
     venv = workdir / "venv"
-    run([target.interpreter.path, "-m", "venv", "--without-pip", venv], step="verify",
-        log_file=log_file, timeout=120)
+    run(
+        [target.interpreter.path, "-m", "venv", "--without-pip", venv],
+        step="verify",
+        log_file=log_file,
+        timeout=120,
+    )
     py = venv / "bin" / "python"
-    env = clean_env({
-        "PATH": f"{fence}:{venv / 'bin'}",
-        "CC": str(fence / "cc"), "CXX": str(fence / "c++"), "LDSHARED": str(fence / "cc"),
-        "PYTHONNOUSERSITE": "1",
-    })
+    env = clean_env(
+        {
+            "PATH": f"{fence}:{venv / 'bin'}",
+            "CC": str(fence / "cc"),
+            "CXX": str(fence / "c++"),
+            "LDSHARED": str(fence / "cc"),
+            "PYTHONNOUSERSITE": "1",
+        }
+    )
     links: list[str] = []
     for d in dict.fromkeys([wheel.parent, *find_links]):
         links += ["--find-links", str(d)]
     argv: list[str | os.PathLike[str]] = [
-        *target.interpreter.pip(py), "install", "--no-index",
-        "--only-binary=:all:", "--no-cache-dir", *links, str(wheel),
+        *target.interpreter.pip(py),
+        "install",
+        "--no-index",
+        "--only-binary=:all:",
+        "--no-cache-dir",
+        *links,
+        str(wheel),
     ]
     try:
         run(argv, step="verify-install", log_file=log_file, env=env, cwd=workdir, timeout=600)
     except CommandError as exc:
-        raise StepError(f"{wheel.name} does not install without a compiler: see the log",
-                        step="verify", log=exc.log, tail=exc.tail) from None
+        raise StepError(
+            f"{wheel.name} does not install without a compiler: see the log",
+            step="verify",
+            log=exc.log,
+            tail=exc.tail,
+        ) from None
     modules = list(import_names) if import_names else top_level_modules(wheel)
     if not modules:
         return []
@@ -67,12 +90,20 @@ def verify_wheel(
         "print('imported', ', '.join(sys.argv[1:]))\n"
     )
     try:
-        run([py, "-I", "-c", script, *modules], step="verify-import", log_file=log_file,
-            env=env, cwd=workdir, timeout=300)
+        run(
+            [py, "-I", "-c", script, *modules],
+            step="verify-import",
+            log_file=log_file,
+            env=env,
+            cwd=workdir,
+            timeout=300,
+        )
     except CommandError as exc:
         raise StepError(
             f"{name}: import of {', '.join(modules)} failed after install",
-            step="verify", log=exc.log, tail=exc.tail,
+            step="verify",
+            log=exc.log,
+            tail=exc.tail,
             hint="if the module name differs from the wheel contents, set "
             f"[packages.{name}] import_names in the config",
         ) from None

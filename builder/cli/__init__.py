@@ -18,7 +18,15 @@ from ..errors import PrewheelError
 
 # Subcommand modules; each defines a click command named `command`.
 _SUBCOMMANDS = (
-    "plan", "build", "serve", "push", "targets", "show", "index", "dockerfile", "lint_dockerfile",
+    "plan",
+    "build",
+    "serve",
+    "push",
+    "targets",
+    "show",
+    "index",
+    "dockerfile",
+    "lint_dockerfile",
 )
 
 
@@ -66,4 +74,3 @@ for _name in _SUBCOMMANDS:
             raise
         continue
     main.add_command(_mod.command)
-

@@ -14,7 +14,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def wheelhouse_option(f: F) -> F:
     return click.option(
-        "--wheelhouse", "wheelhouse", type=click.Path(file_okay=False, path_type=Path),
+        "--wheelhouse",
+        "wheelhouse",
+        type=click.Path(file_okay=False, path_type=Path),
         default=lambda: os.environ.get("PREWHEEL_WHEELHOUSE", "wheelhouse"),
         show_default="./wheelhouse, or $PREWHEEL_WHEELHOUSE",
         help="The wheelhouse directory.",
@@ -23,7 +25,10 @@ def wheelhouse_option(f: F) -> F:
 
 def config_option(f: F) -> F:
     return click.option(
-        "-c", "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
+        "-c",
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
         default=None,
         help="Configuration file (default: config/prewheel.toml if present, else built-ins).",
     )(f)
@@ -31,7 +36,10 @@ def config_option(f: F) -> F:
 
 def target_option(f: F) -> F:
     return click.option(
-        "--target", "targets", multiple=True, metavar="NAME",
+        "--target",
+        "targets",
+        multiple=True,
+        metavar="NAME",
         help="Only these targets (name or glob; repeatable). Default: all configured.",
     )(f)
 

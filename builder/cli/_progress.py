@@ -1,0 +1,121 @@
+"""Live progress for builds: one line per running package, a bar, plain lines off a TTY."""
+
+from __future__ import annotations
+
+import threading
+import time
+from types import TracebackType
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from ..pipeline import BuildReport, ItemResult
+from ..plan import PlanItem
+
+_COLOUR = {
+    "built": "green",
+    "downloaded": "cyan",
+    "cached": "green",
+    "skipped": "dim",
+    "failed": "red",
+}
+
+
+class Progress:
+    """Implements the pipeline's Reporter protocol."""
+
+    def __init__(self, total: int, *, quiet: bool, console: Console) -> None:
+        self.total = total
+        self.console = console
+        self.live_mode = console.is_terminal and not quiet
+        self.running: dict[tuple[str, str], tuple[str, float]] = {}
+        self.done = 0
+        self.lock = threading.Lock()
+        self.live: Live | None = None
+
+    def __enter__(self) -> Progress:
+        if self.live_mode:
+            self.live = Live(
+                self._render(),
+                console=self.console,
+                refresh_per_second=4,
+                get_renderable=self._render,
+                transient=True,
+            )
+            self.live.__enter__()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.live is not None:
+            self.live.__exit__(et, ev, tb)
+
+    def _render(self) -> Table:
+        grid = Table.grid(padding=(0, 1))
+        now = time.monotonic()
+        with self.lock:
+            for (name, target), (step, since) in list(self.running.items()):
+                grid.add_row(f"[bold]{name}[/]", target, step, f"{now - since:5.1f}s")
+            width = 30
+            filled = int(width * self.done / max(1, self.total))
+            grid.add_row(
+                "[bold]overall[/]",
+                "#" * filled + "-" * (width - filled),
+                f"{self.done}/{self.total}",
+                "",
+            )
+        return grid
+
+    def step(self, item: PlanItem, step: str) -> None:
+        key = (item.name, item.target.name)
+        with self.lock:
+            since = self.running.get(key, (step, time.monotonic()))[1]
+            self.running[key] = (step, since)
+        if not self.live_mode:
+            self.console.print(f"[{item.name}] {item.target.name}: {step}", highlight=False)
+
+    def finished(self, result: ItemResult) -> None:
+        item = result.item
+        with self.lock:
+            self.running.pop((item.name, item.target.name), None)
+            self.done += 1
+        colour = _COLOUR.get(result.status, "")
+        line = (
+            f"[{item.name}] {item.target.name}: [{colour}]{result.status}[/] "
+            f"{item.version} ({result.duration:.1f}s)"
+        )
+        if result.error:
+            line += f": {result.error}"
+        self.console.print(line, highlight=False)
+        for w in result.warnings:
+            self.console.print(f"[yellow][{item.name}] warning: {w}[/]", highlight=False)
+        if result.status == "failed" and result.tail:
+            self.console.print(f"[dim]--- last lines of {result.log} ---[/]", highlight=False)
+            self.console.print(result.tail, markup=False, highlight=False)
+
+
+def print_summary(report: BuildReport, console: Console) -> None:
+    table = Table(title="prewheel build summary")
+    for col in ("target", "package", "version", "result", "time", "wheel / error"):
+        table.add_column(col)
+    for r in sorted(report.results, key=lambda r: (r.item.target.name, r.item.name)):
+        colour = _COLOUR.get(r.status, "")
+        table.add_row(
+            r.item.target.name,
+            r.item.name,
+            r.item.version,
+            f"[{colour}]{r.status}[/]",
+            f"{r.duration:.1f}s",
+            r.wheel or r.error or "",
+        )
+    console.print(table)
+    counts = report.counts()
+    console.print(", ".join(f"{n} {k}" for k, n in counts.items()) + f" in {report.duration:.1f}s")
+    for r in report.failed:
+        console.print(
+            f"[red]failed[/] {r.item.name} {r.item.version} ({r.item.target.name}) "
+            f"at {r.step}: log {r.log}",
+            highlight=False,
+        )

@@ -1,0 +1,89 @@
+"""`prewheel build`: execute the plan and publish verified wheels."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from ..errors import EXIT_FAILED
+from ..pipeline import execute
+from ..plan import make_plan
+from ..wheelhouse import Wheelhouse
+from ._common import load_inputs
+from ._options import (
+    config_option,
+    json_option,
+    quiet_option,
+    target_option,
+    wheelhouse_option,
+)
+from ._progress import Progress, print_summary
+
+
+@click.command("build")
+@click.option(
+    "-r",
+    "--requirements",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="requirements.txt (pinned) or pylock.toml.",
+)
+@config_option
+@target_option
+@wheelhouse_option
+@click.option(
+    "-j",
+    "--jobs",
+    type=int,
+    default=None,
+    help="Builds at once (default: build.jobs in the config, else the CPU count).",
+)
+@click.option("--allow-unpinned", is_flag=True, help="Let the resolver pin loose requirements.")
+@click.option(
+    "--retry-failed/--no-retry-failed",
+    default=True,
+    show_default=True,
+    help="Build again what failed under the same cache key last time.",
+)
+@json_option
+@quiet_option
+def command(
+    requirements: Path,
+    config_path: Path | None,
+    targets: tuple[str, ...],
+    wheelhouse: Path,
+    jobs: int | None,
+    allow_unpinned: bool,
+    retry_failed: bool,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Fetch, build, repair, verify and publish every wheel the targets need.
+
+    Exit status: 0 all done; 1 some packages failed (the rest were published);
+    2 bad input or configuration (nothing was changed).
+    """
+    console = Console(stderr=as_json, quiet=False)
+    config, pins, selected = load_inputs(requirements, config_path, targets)
+    wh = Wheelhouse(wheelhouse)
+    plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned)
+    for t in plan.skipped_targets:
+        console.print(f"[yellow]target {t.name} skipped: {t.missing}[/]", highlight=False)
+    with Progress(len(plan.items), quiet=quiet or as_json, console=console) as progress:
+        report = execute(
+            plan, config, wh, jobs=jobs or config.jobs, reporter=progress, retry_failed=retry_failed
+        )
+    if as_json:
+        data = report.to_json()
+        data["skipped_targets"] = [
+            {"target": t.name, "reason": t.missing} for t in plan.skipped_targets
+        ]
+        click.echo(json.dumps(data, indent=2))
+    else:
+        print_summary(report, console)
+    if report.failed:
+        sys.exit(EXIT_FAILED)
