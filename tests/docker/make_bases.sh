@@ -1,0 +1,58 @@
+#!/bin/sh
+# Make the two local stand-in base images with mmdebstrap (no image can be pulled here), and
+# cache their rootfs tarballs by content so one CI run makes each only once:
+#   prewheel-test/builder-base:latest  python3, python3-dev, python3-venv, python3-pip, gcc, g++
+#   prewheel-test/runtime-base:latest  python3, python3-venv; no compiler
+# Needs DOCKER_HOST (see dockerd.sh). PREWHEEL_DOCKER_CACHE picks the cache dir.
+set -eu
+
+CACHE="${PREWHEEL_DOCKER_CACHE:-/tmp/prewheel-docker-cache}"
+SUITE=bookworm
+RECIPE=1  # bump to invalidate cached tarballs when this script changes what it makes
+DOCKER="${PREWHEEL_DOCKER:-docker}"
+BUILDER_PKGS="python3,python3-dev,python3-venv,python3-pip,gcc,g++,libc6-dev"
+RUNTIME_PKGS="python3,python3-venv"
+
+mirror() {
+    # The mirror the host's own apt uses (deb822 or one-line sources).
+    m="$(grep -h -m1 '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null | awk '{print $2}' | head -n1)"
+    [ -n "$m" ] || m="$(grep -h -m1 '^deb ' /etc/apt/sources.list 2>/dev/null | awk '{print $2}' | head -n1)"
+    echo "${m:-http://deb.debian.org/debian}"
+}
+
+MIRROR="${PREWHEEL_MIRROR:-$(mirror)}"
+mkdir -p "$CACHE"
+
+key() {
+    printf '%s|%s|%s|%s' "$RECIPE" "$SUITE" "$1" "$MIRROR" | sha256sum | cut -c1-16
+}
+
+make_tar() {  # name packages
+    tar="$CACHE/$1-$(key "$2").tar"
+    if [ ! -s "$tar" ]; then
+        mmdebstrap --quiet --format=tar --variant=minbase --include="$2" "$SUITE" "$tar.tmp" "$MIRROR" \
+            >"$CACHE/$1.log" 2>&1 || { tail -n 30 "$CACHE/$1.log" >&2; exit 1; }
+        mv "$tar.tmp" "$tar"
+    fi
+}
+
+import() {  # name packages
+    k="$(key "$2")"
+    image="prewheel-test/$1:$k"
+    if ! "$DOCKER" image inspect "$image" >/dev/null 2>&1; then
+        "$DOCKER" import "$CACHE/$1-$k.tar" "$image" >/dev/null
+    fi
+    "$DOCKER" tag "$image" "prewheel-test/$1:latest"
+    echo "prewheel-test/$1:latest"
+}
+
+# Both debootstraps at once: they wait on the network and dpkg, not the CPU.
+make_tar builder-base "$BUILDER_PKGS" &
+b=$!
+make_tar runtime-base "$RUNTIME_PKGS" &
+r=$!
+wait "$b"
+wait "$r"
+if [ "${1:-}" = "--tar-only" ]; then exit 0; fi
+import builder-base "$BUILDER_PKGS"
+import runtime-base "$RUNTIME_PKGS"
