@@ -94,11 +94,13 @@ def run(
             step=step,
             log=str(log_file) if log_file else None,
             tail=tail(out),
-            hint="raise the time limit (build_timeout in the config) if the package is just slow",
+            hint="raise the time limit ([build] timeout, or [packages.NAME] timeout) if the "
+            "package is just slow",
         )
     if check and proc.returncode != 0:
         raise CommandError(
-            f"{step} failed (exit {proc.returncode}): {pretty}",
+            f"{step} failed (exit {proc.returncode})"
+            + (f", see {log_file}" if log_file else f": {pretty}"),
             step=step,
             log=str(log_file) if log_file else None,
             tail=tail(out),

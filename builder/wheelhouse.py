@@ -112,7 +112,7 @@ class Wheelhouse:
     """The store. Publishing is serialized by a lock; reading is lock-free."""
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.absolute()
         self._lock = threading.Lock()
 
     @property

@@ -96,6 +96,11 @@ class Progress:
             self.console.print(result.tail, markup=False, highlight=False)
 
 
+def _short(text: str, width: int = 70) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
 def print_summary(report: BuildReport, console: Console) -> None:
     table = Table(title="prewheel build summary")
     for col in ("target", "package", "version", "result", "time", "wheel / error"):
@@ -108,7 +113,7 @@ def print_summary(report: BuildReport, console: Console) -> None:
             r.item.version,
             f"[{colour}]{r.status}[/]",
             f"{r.duration:.1f}s",
-            r.wheel or r.error or "",
+            r.wheel or _short(r.error or ""),
         )
     console.print(table)
     counts = report.counts()
