@@ -14,12 +14,13 @@ and the root lists, which is what keeps an update of a large index fast.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import html
 import json
 import os
 import shutil
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -228,33 +229,59 @@ def _write_project(wh: Wheelhouse, accel: str, project: str, entries: list[Catal
         shutil.rmtree(pdir, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _locked(wh: Wheelhouse) -> Iterator[None]:
+    """One writer at a time, across threads and processes: two updates that each scan the
+    project directories and then write the root list would otherwise drop each other."""
+    wh.root.mkdir(parents=True, exist_ok=True)
+    with (wh.root / ".index.lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def update_project(wh: Wheelhouse, project: str) -> None:
     """Rewrite one project's pages in every accelerator tree, then the root lists.
 
     Called by the pipeline after each publish; costs one catalog read and a directory scan
     per accelerator, however large the index is.
     """
-    project = canonicalize_name(project)
+    with _locked(wh):
+        _update_project(wh, canonicalize_name(project))
+
+
+def _update_project(wh: Wheelhouse, project: str) -> None:
     entries = wh.entries(project)
     for accel in _known_accelerators(wh, entries):
+        if not (simple_dir(wh, accel) / "index.html").is_file():
+            _write_tree(wh, accel, {p: wh.entries(p) for p in wh.projects()})
+            continue
         _write_project(wh, accel, project, newest_builds(e for e in entries if e.listed_in(accel)))
         write_root(wh, accel)
 
 
+def _write_tree(wh: Wheelhouse, accel: str, catalog: dict[str, list[CatalogEntry]]) -> None:
+    """Write one accelerator's whole tree: on rebuild, and when an accelerator first appears
+    (its index must list the universal wheels published before it existed)."""
+    wanted: set[str] = set()
+    for project, entries in catalog.items():
+        listed = newest_builds(e for e in entries if e.listed_in(accel))
+        if listed:
+            wanted.add(project)
+            _write_project(wh, accel, project, listed)
+    for stale in set(listed_projects(wh, accel)) - wanted:
+        _write_project(wh, accel, stale, [])
+    write_root(wh, accel)
+
+
 def rebuild(wh: Wheelhouse) -> None:
     """Regenerate every tree from the catalog, removing pages of projects no longer listed."""
-    catalog = {p: wh.entries(p) for p in wh.projects()}
-    accels = sorted(set(wh.accelerators()) | set(indexed_accelerators(wh)))
-    for accel in accels:
-        wanted: set[str] = set()
-        for project, entries in catalog.items():
-            listed = newest_builds(e for e in entries if e.listed_in(accel))
-            if listed:
-                wanted.add(project)
-                _write_project(wh, accel, project, listed)
-        for stale in set(listed_projects(wh, accel)) - wanted:
-            _write_project(wh, accel, stale, [])
-        write_root(wh, accel)
+    with _locked(wh):
+        catalog = {p: wh.entries(p) for p in wh.projects()}
+        for accel in sorted(set(wh.accelerators()) | set(indexed_accelerators(wh))):
+            _write_tree(wh, accel, catalog)
     write_status(wh)
 
 

@@ -1,6 +1,6 @@
 """Tiny valid wheels, written directly (no build), and a wheelhouse filled with them.
 
-Shared by the index and server tests and by benchmarks/index_server.py; holds no tests.
+Shared by the index and server tests and by benchmarks/index_server.py.
 """
 
 from __future__ import annotations
