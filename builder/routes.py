@@ -147,10 +147,10 @@ def parse_range(header: str, size: int) -> tuple[int, int] | Literal[False] | No
         last = int(last_s) if last_s else size - 1
     except ValueError:
         return None
-    if first < 0 or last < first:
-        return None
     if first >= size:
         return False
+    if first < 0 or last < first:
+        return None
     return first, min(last, size - 1)
 
 
