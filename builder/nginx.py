@@ -160,6 +160,19 @@ http {{
             return 405;
         }}
 
+        error_page 406 @not_acceptable;
+        location @not_acceptable {{
+            default_type "text/plain; charset=utf-8";
+            add_header Vary "Accept" always;
+            return 406 "406 Not Acceptable\n";
+        }}
+
+        error_page 404 @not_found;
+        location @not_found {{
+            default_type "text/plain; charset=utf-8";
+            return 404 "404 Not Found\n";
+        }}
+
         location @method_not_allowed {{
             default_type "text/plain; charset=utf-8";
             add_header Allow "GET, HEAD" always;
@@ -190,7 +203,6 @@ http {{
                 return 301 /$pypi_accel/simple/$pypi_canonical/;
             }}
             if ($pypi_variant = "") {{
-                add_header Vary "Accept" always;
                 return 406;
             }}
             rewrite ^ "/@$pypi_variant$uri${{pypi_page}}" last;

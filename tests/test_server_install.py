@@ -1,0 +1,195 @@
+"""Real clients against real servers: pip and uv install from `prewheel serve` and from nginx
+running the generated configuration; Chromium renders the status page."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from indexkit import sample_wheelhouse
+
+from builder import index
+from builder.nginx import nginx_config, perl_module
+from builder.server import running
+from builder.wheelhouse import Wheelhouse
+
+PIP_ACCEPT = (
+    "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html; q=0.1, "
+    "text/html; q=0.01"
+)
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    return env | {
+        "PIP_CONFIG_FILE": os.devnull,
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+        "UV_NO_CONFIG": "1",
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _installed(target: Path) -> set[str]:
+    return {p.name.split("-")[0] for p in target.glob("*.dist-info")}
+
+
+def pip_install(index_url: str, target: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--isolated", "install", "--no-cache-dir", "--quiet",
+         "--only-binary=:all:", "--index-url", index_url, "--target", str(target), "alpha"],
+        check=True, env=_env(), timeout=120,
+    )  # fmt: skip
+    assert _installed(target) == {"alpha", "beta"}
+
+
+def uv_install(index_url: str, target: Path) -> None:
+    uv = shutil.which("uv")
+    if uv is None:
+        pytest.skip("uv is not installed (pip install uv)")
+    subprocess.run(
+        [uv, "pip", "install", "--no-config", "--no-cache", "--quiet", "--python", sys.executable,
+         "--only-binary=:all:", "--index-url", index_url, "--target", str(target), "alpha"],
+        check=True, env=_env(), timeout=120,
+    )  # fmt: skip
+    assert _installed(target) == {"alpha", "beta"}
+
+
+@pytest.fixture(scope="module")
+def wh(tmp_path_factory: pytest.TempPathFactory) -> Wheelhouse:
+    wh = sample_wheelhouse(tmp_path_factory.mktemp("install") / "wh")
+    index.rebuild(wh)
+    return wh
+
+
+def test_pip_and_uv_install_from_embedded_server(wh: Wheelhouse, tmp_path: Path) -> None:
+    with running(wh.root) as url:
+        pip_install(f"{url}/cpu/simple/", tmp_path / "pip")
+        uv_install(f"{url}/cu128/simple/", tmp_path / "uv")
+
+
+@pytest.fixture(scope="module")
+def nginx(wh: Wheelhouse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if exe is None:
+        pytest.skip("nginx is not installed (apt-get install nginx libnginx-mod-http-perl)")
+    if not Path(perl_module()).is_file():
+        pytest.skip("nginx's perl module is missing (apt-get install libnginx-mod-http-perl)")
+    state = tmp_path_factory.mktemp("nginx")
+    port = _free_port()
+    user = "root" if os.geteuid() == 0 else None
+    conf = state / "nginx.conf"
+    conf.write_text(nginx_config(wh.root, port=port, state_dir=state, user=user, workers="1"))
+    proc = subprocess.Popen(
+        [exe, "-c", str(conf), "-e", str(state / "error.log"), "-g", "daemon off;"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            pytest.fail(f"nginx exited: {out}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_pip_and_uv_install_from_nginx(nginx: str, tmp_path: Path) -> None:
+    pip_install(f"{nginx}/cpu/simple/", tmp_path / "pip")
+    uv_install(f"{nginx}/cu128/simple/", tmp_path / "uv")
+
+
+def _get(url: str, path: str, method: str = "GET", **headers: str) -> http.client.HTTPResponse:
+    conn = http.client.HTTPConnection(urlsplit(url).netloc, timeout=10)
+    conn.request(method, path, headers={k.replace("_", "-"): v for k, v in headers.items()})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [PIP_ACCEPT, "", "text/html", "application/vnd.pypi.simple.v1+html", "application/xml",
+     "text/html;q=0.2, application/vnd.pypi.simple.latest+json;q=0.3", "*/*", "application/*"],
+)  # fmt: skip
+def test_nginx_negotiates_like_prewheel(wh: Wheelhouse, nginx: str, accept: str) -> None:
+    with running(wh.root) as ours:
+        for path in ("/cpu/simple/", "/cpu/simple/alpha/"):
+            mine, theirs = _get(ours, path, Accept=accept), _get(nginx, path, Accept=accept)
+            assert (mine.status, mine.getheader("Content-Type")) == (
+                theirs.status,
+                theirs.getheader("Content-Type"),
+            ), (path, accept)
+            assert "Accept" in ",".join(theirs.headers.get_all("Vary") or [])
+
+
+def test_nginx_headers_like_prewheel(wh: Wheelhouse, nginx: str) -> None:
+    entry = wh.find("alpha-1.0-py3-none-any.whl")
+    assert entry is not None
+    wheel = "/" + entry.path
+    page = _get(nginx, "/cpu/simple/alpha/", Accept=PIP_ACCEPT)
+    assert page.getheader("Cache-Control") == "public, max-age=10"
+    etag = page.getheader("ETag") or ""
+    assert _get(nginx, "/cpu/simple/alpha/", Accept=PIP_ACCEPT, If_None_Match=etag).status == 304
+    f = _get(nginx, wheel)
+    assert f.getheader("Cache-Control") == "public, max-age=31536000, immutable"
+    assert f.getheader("Content-Type") == "application/octet-stream"
+    r = _get(nginx, wheel, Range="bytes=0-9")
+    assert r.status == 206 and r.getheader("Content-Range", "").startswith("bytes 0-9/")
+    assert _get(nginx, wheel, "HEAD").getheader("Content-Length") == str(entry.size)
+    meta = _get(nginx, wheel + ".metadata")
+    assert meta.getheader("Content-Type") == "text/plain; charset=utf-8"
+    post = _get(nginx, "/cpu/simple/", "POST")
+    assert post.status == 405 and post.getheader("Allow") == "GET, HEAD"
+    assert _get(nginx, "/cpu/simple/Alpha/").status == 301
+    gz = _get(nginx, "/cpu/simple/alpha/", Accept=PIP_ACCEPT, Accept_Encoding="gzip")
+    assert gz.getheader("Content-Encoding") == "gzip"
+    for path in ("/cpu/simple/..%2f..%2fetc/passwd", "/catalog/alpha.json", "/nope"):
+        assert _get(nginx, path).status in (400, 404), path
+    assert _get(nginx, "/").getheader("Content-Type") == "text/html; charset=utf-8"
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if found := shutil.which(name):
+            return found
+    return None
+
+
+def test_status_page_in_headless_chromium(wh: Wheelhouse, tmp_path: Path) -> None:
+    exe = _chromium()
+    if exe is None:
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    shot = tmp_path / "status.png"
+    with running(wh.root) as url:
+        args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"]  # fmt: skip
+        dom = subprocess.run(
+            [*args, "--dump-dom", f"{url}/"], capture_output=True, text=True, timeout=60
+        )
+        subprocess.run([*args, f"--screenshot={shot}", f"{url}/"], capture_output=True, timeout=60)
+    assert "<h1>prewheel wheelhouse</h1>" in dom.stdout, dom.stderr[-2000:]
+    assert 'id="p-gamma-cuda"' in dom.stdout and "downloaded" in dom.stdout
+    assert shot.is_file() and shot.stat().st_size > 1000
