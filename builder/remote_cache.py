@@ -171,8 +171,12 @@ def find_cached(
             if key is None:
                 continue
             rec = static_record(key)
-            if rec and rec.get("wheel") == f.filename and rec.get("sha256") in (None, f.sha256):
+            if not rec or rec.get("result", "ok") != "ok":
+                continue
+            if rec.get("wheel") == f.filename and rec.get("sha256") in (None, f.sha256):
                 recs.append((rec.get("cache_key"), rec))
+            elif key == cache_key:
+                recs.append((None, None))  # the key's record names another wheel: a veto
         match = _match(f, recs, cache_key, source_key)
         if match is not None:
             key, confirmed, record = match
