@@ -35,6 +35,9 @@ class _Group(click.Group):
         debug = ctx.params.get("debug") or os.environ.get("PREWHEEL_DEBUG")
         try:
             return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.secho("interrupted: nothing partial was published", fg="yellow", err=True)
+            sys.exit(130)
         except PrewheelError as exc:
             if debug:
                 raise

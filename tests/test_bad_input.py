@@ -1,0 +1,115 @@
+"""Bad input: exit 2, a message that names the problem, and the wheelhouse untouched."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from clitools import prewheel, snapshot
+from upstream import Upstream, WriteConfig
+
+
+@pytest.fixture
+def existing(tmp_path: Path) -> Path:
+    """A wheelhouse with something in it, to prove that bad input never touches it."""
+    wh = tmp_path / "wh"
+    (wh / "catalog").mkdir(parents=True)
+    (wh / "catalog" / "demo.json").write_text('{"project": "demo", "files": []}\n')
+    return wh
+
+
+def _build(tmp_path: Path, config: Path, wh: Path, text: str,
+           *extra: str) -> subprocess.CompletedProcess[str]:
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(text)
+    return prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, *extra)
+
+
+def test_malformed_line_names_file_and_line(tmp_path: Path, write_config: WriteConfig,
+                                            existing: Path) -> None:
+    before = snapshot(existing)
+    proc = _build(tmp_path, write_config(tmp_path), existing, "pw-pure==1.0\npw-cext===\n")
+    assert proc.returncode == 2
+    assert f"{tmp_path / 'requirements.txt'}:2" in proc.stderr
+    assert snapshot(existing) == before
+
+
+def test_unpinned_requirements_are_listed(tmp_path: Path, write_config: WriteConfig,
+                                          existing: Path) -> None:
+    before = snapshot(existing)
+    proc = _build(tmp_path, write_config(tmp_path), existing, "pw-pure\npw-cext>=1\n")
+    assert proc.returncode == 2
+    assert "pw-pure" in proc.stderr and "pw-cext>=1" in proc.stderr
+    assert "--allow-unpinned" in proc.stderr
+    assert snapshot(existing) == before
+
+
+def test_allow_unpinned_prints_the_resolved_pins(tmp_path: Path,
+                                                 write_config: WriteConfig) -> None:
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-cext\n")
+    proc = prewheel("plan", "-r", reqs, "-c", write_config(tmp_path), "--allow-unpinned",
+                    "--wheelhouse", tmp_path / "wh")
+    assert proc.returncode == 0, proc.stderr
+    assert "pw-cext==1.1" in proc.stdout
+
+
+@pytest.mark.parametrize("line,needle", [("pw-nonesuch==1.0", "pw-nonesuch"),
+                                         ("pw-cext==9.9", "pw-cext==9.9")])
+def test_missing_upstream_is_named(tmp_path: Path, write_config: WriteConfig, existing: Path,
+                                   line: str, needle: str) -> None:
+    before = snapshot(existing)
+    proc = _build(tmp_path, write_config(tmp_path), existing, line + "\n")
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "not found upstream" in proc.stderr
+    assert snapshot(existing) == before
+
+
+def test_bad_config_lists_every_problem(tmp_path: Path, existing: Path) -> None:
+    config = tmp_path / "prewheel.toml"
+    config.write_text('[build]\njbos = 2\n[packages.pw-cext]\nevn = {A = "1"}\n')
+    before = snapshot(existing)
+    proc = _build(tmp_path, config, existing, "pw-cext==1.0\n")
+    assert proc.returncode == 2
+    assert "build.jbos: unknown key, did you mean 'jobs'?" in proc.stderr
+    assert "packages.pw-cext.evn: unknown key, did you mean 'env'?" in proc.stderr
+    assert snapshot(existing) == before
+
+
+def test_hash_mismatch_publishes_nothing(tmp_path: Path, write_config: WriteConfig,
+                                         upstream: Upstream) -> None:
+    wh = tmp_path / "wh"
+    wrong = "0" * 64
+    proc = _build(tmp_path, write_config(tmp_path), wh,
+                  f"pw-haswheel==1.0 --hash=sha256:{wrong}\npw-pure==1.0\n")
+    assert proc.returncode in (1, 2), proc.stderr
+    assert "pw-haswheel" in proc.stdout + proc.stderr
+    assert not list(wh.rglob("pw_haswheel*.whl"))
+    assert not (wh / "cpu" / "simple" / "pw-haswheel").exists()
+
+
+def test_interrupt_leaves_no_partial_files(tmp_path: Path, write_config: WriteConfig) -> None:
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-app==1.0\n")
+    wh = tmp_path / "wh"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", "build", "-r", str(reqs), "-c",
+         str(write_config(tmp_path)), "--wheelhouse", str(wh), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(wh.glob("logs/*.log")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.kill(proc.pid, signal.SIGINT)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    leftovers = [p for p in wh.rglob("*") if p.name.endswith((".tmp", ".part"))]
+    assert leftovers == []
+    for page in wh.rglob("index.html"):
+        assert page.read_text().rstrip().endswith("</html>")
