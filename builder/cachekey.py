@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
+import re
+import shutil
+import subprocess
 from dataclasses import dataclass
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -15,7 +20,7 @@ from .targets import ARCH, Target
 
 # The part of the key a pure wheel does not depend on is called the source key: a pure
 # wheel built for one Python serves every Python its metadata allows.
-_TARGET_FIELDS = ("interpreter", "policy", "arch", "accel", "toolkit")
+_TARGET_FIELDS = ("interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +49,34 @@ def repair_options(target: Target, config: Config) -> dict[str, Any]:
 
 def accel_specific(pkg: PackageConfig) -> bool:
     return pkg.accel_specific
+
+
+@functools.cache
+def _version_line(exe: str) -> str | None:
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out or None
+
+
+def toolkit_version(nvcc: Path, fallback: str) -> str:
+    """nvcc's full version as it reports itself (`13.0.88`), not the release a config names."""
+    out = _version_line(str(nvcc)) or ""
+    m = re.search(r"\bV(\d+(?:\.\d+)+)", out)
+    return m.group(1) if m else fallback
+
+
+def compiler_version(env: dict[str, str]) -> str | None:
+    """The first line of `$CC --version` (`cc` by default): a new compiler changes the bytes."""
+    cc = env.get("CC") or os.environ.get("CC") or "cc"
+    exe = shutil.which(cc.split()[0]) if cc else None
+    if exe is None:
+        return None
+    out = _version_line(exe)
+    return out.splitlines()[0].strip() if out else None
 
 
 def compute(
@@ -80,7 +113,13 @@ def compute(
         "policy": target.policy,
         "arch": ARCH,
         "accel": target.accel if per_accel else "any",
-        "toolkit": target.toolkit.version if per_accel and target.toolkit else None,
+        "toolkit": (
+            toolkit_version(target.toolkit.nvcc, target.toolkit.version)
+            if per_accel and target.toolkit
+            else None
+        ),
+        "arch_list": list(target.arch_list) if per_accel and target.toolkit else None,
+        "compiler": compiler_version(dict(pkg.env)),
     }
     if not per_accel:
         # Repair options for an accelerator-neutral build are the cpu ones.

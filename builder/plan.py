@@ -164,7 +164,9 @@ def resolve_cached(
     key = hashlib.sha256(
         json.dumps(
             {
-                "pins": sorted(p.requirement for p in pins),
+                # --hash pins too: a lock that changes a file's hash must not reuse the
+                # cached listing that still names the old bytes.
+                "pins": sorted(f"{p.requirement} {sorted(p.hashes)}" for p in pins),
                 "interpreter": [str(target.interpreter.path), list(target.interpreter.version)],
                 "upstream": config.upstream,
             },
@@ -213,7 +215,7 @@ def plan_item(
     requested: bool = False,
 ) -> PlanItem:
     pkg = config.package(name)
-    base = {
+    base: dict[str, Any] = {
         "target": target,
         "name": name,
         "version": version,
@@ -222,9 +224,9 @@ def plan_item(
     }
     assert target.interpreter is not None
     if pkg.skip:
-        return PlanItem(action="skip", reason=pkg.skip, **base)  # type: ignore[arg-type]
+        return PlanItem(action="skip", reason=pkg.skip, **base)
     if pkg.python and not pkg.python.contains(target.interpreter.short + ".0", prereleases=True):
-        return PlanItem(action="skip", reason=f"config: python {pkg.python}", **base)  # type: ignore[arg-type]
+        return PlanItem(action="skip", reason=f"config: python {pkg.python}", **base)
     files = [f for f in files if _requires_python_ok(f, target)]
     if hashes:
         files = [f for f in files if f.sha256 is None or f.sha256 in hashes]
@@ -239,10 +241,10 @@ def plan_item(
                     file=wheel,
                     cached_file=have.filename,
                     **base,
-                )  # type: ignore[arg-type]
+                )
             return PlanItem(
                 action="download", reason="upstream wheel fits the target", file=wheel, **base
-            )  # type: ignore[arg-type]
+            )
     sdists = [f for f in files if f.is_sdist]
     if not sdists:
         raise ResolutionError(
@@ -252,7 +254,7 @@ def plan_item(
     sdist = next((f for f in sdists if f.filename.endswith(".tar.gz")), sdists[0])
     why = "forced by config" if pkg.force_build else "no wheel fits the target"
     if sdist.sha256 is None:
-        return PlanItem(action="build", reason=why, file=sdist, **base)  # type: ignore[arg-type]
+        return PlanItem(action="build", reason=why, file=sdist, **base)
     key = compute(
         name=name, version=version, sdist_sha256=sdist.sha256, target=target, config=config
     )
@@ -265,8 +267,8 @@ def plan_item(
             key=key,
             cached_file=cached,
             **base,
-        )  # type: ignore[arg-type]
-    return PlanItem(action="build", reason=why, file=sdist, key=key, **base)  # type: ignore[arg-type]
+        )
+    return PlanItem(action="build", reason=why, file=sdist, key=key, **base)
 
 
 def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:

@@ -8,6 +8,7 @@ from types import TracebackType
 
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from ..pipeline import BuildReport, ItemResult
@@ -74,7 +75,9 @@ class Progress:
             since = self.running.get(key, (step, time.monotonic()))[1]
             self.running[key] = (step, since)
         if not self.live_mode:
-            self.console.print(f"[{item.name}] {item.target.name}: {step}", highlight=False)
+            self.console.print(
+                f"[{item.name}] {item.target.name}: {step}", highlight=False, markup=False
+            )
 
     def finished(self, result: ItemResult) -> None:
         item = result.item
@@ -83,14 +86,16 @@ class Progress:
             self.done += 1
         colour = _COLOUR.get(result.status, "")
         line = (
-            f"[{item.name}] {item.target.name}: [{colour}]{result.status}[/] "
+            f"{escape(f'[{item.name}]')} {item.target.name}: [{colour}]{result.status}[/] "
             f"{item.version} ({result.duration:.1f}s)"
         )
         if result.error:
-            line += f": {result.error}"
+            line += f": {escape(result.error)}"
         self.console.print(line, highlight=False)
         for w in result.warnings:
-            self.console.print(f"[yellow][{item.name}] warning: {w}[/]", highlight=False)
+            self.console.print(
+                f"[yellow]{escape(f'[{item.name}] warning: {w}')}[/]", highlight=False
+            )
         if result.status == "failed" and result.tail:
             self.console.print(f"[dim]--- last lines of {result.log} ---[/]", highlight=False)
             self.console.print(result.tail, markup=False, highlight=False)
