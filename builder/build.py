@@ -139,13 +139,14 @@ def build_wheel(
     build_env["VIRTUAL_ENV"] = str(env_dir)
     build_env["PATH"] = f"{env_dir / 'bin'}:{build_env.get('PATH', '')}"
     deps: dict[str, str] = {}
+    interp = target.interpreter
 
     def install(reqs: Sequence[str], tag: str) -> None:
         if not reqs:
             return
         report = workdir / f"build-deps-{tag}.json"
         argv: list[str | os.PathLike[str]] = [
-            *target.interpreter.pip(env_python),
+            *interp.pip(env_python),
             "install",
             "--quiet",
             "--index-url",

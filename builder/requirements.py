@@ -168,7 +168,7 @@ def _read_pylock(path: Path) -> list[Pin]:
         if marker is not None:
             Marker(marker)
         hashes: set[str] = set()
-        files = [pkg.get("sdist")] + list(pkg.get("wheels", []))
+        files = [pkg.get("sdist"), *pkg.get("wheels", [])]
         for f in files:
             if isinstance(f, dict):
                 digest = f.get("hashes", {}).get("sha256")

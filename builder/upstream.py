@@ -75,7 +75,7 @@ def _ssl_context() -> ssl.SSLContext:
 def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:
             return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
@@ -178,7 +178,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
         with (
             urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp,
             tmp.open("wb") as out,
-        ):  # noqa: S310
+        ):
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
                 out.write(chunk)

@@ -43,9 +43,7 @@ def top_level_modules(wheel: Path) -> list[str]:
         if first.endswith((".dist-info", ".data")) or first.endswith(".libs"):
             continue
         if "/" in n:
-            if n.count("/") == 1 and n.endswith("/__init__.py"):
-                mods.add(first)
-            elif first.isidentifier():
+            if (n.count("/") == 1 and n.endswith("/__init__.py")) or first.isidentifier():
                 mods.add(first)
         elif n.endswith(".py"):
             mods.add(n[:-3])

@@ -270,7 +270,7 @@ class Wheelhouse:
         atomic_write_json(self.record_path(cache_key), record)
 
     def records(self, project: str | None = None) -> list[dict[str, Any]]:
-        out = []
+        out: list[dict[str, Any]] = []
         if not self.builds_dir.is_dir():
             return out
         want = canonicalize_name(project) if project else None

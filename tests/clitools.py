@@ -15,12 +15,16 @@ from pathlib import Path
 from upstream import pip_isolated_env
 
 
-def prewheel(*args: str | os.PathLike[str], cwd: Path | None = None,
-             timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def prewheel(
+    *args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m builder ARGS` and return the finished process (never raises)."""
     return subprocess.run(
         [sys.executable, "-m", "builder", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
         env={**os.environ, "COLUMNS": "200"},
     )
 
@@ -36,16 +40,27 @@ def serving(wheelhouse: Path) -> Iterator[str]:
     """`prewheel serve` on a free port; yields its base URL."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "builder", "serve", "--wheelhouse", str(wheelhouse),
-         "--port", str(port), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "serve",
+            "--wheelhouse",
+            str(wheelhouse),
+            "--port",
+            str(port),
+            "--quiet",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                urllib.request.urlopen(base + "/cpu/simple/", timeout=2).read()  # noqa: S310
+                urllib.request.urlopen(base + "/cpu/simple/", timeout=2).read()
                 break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -66,8 +81,9 @@ def compiler_free_venv(path: Path, python: str = sys.executable) -> tuple[Path, 
         tool = fence / name
         tool.write_text("#!/bin/sh\nexit 1\n")
         tool.chmod(0o755)
-    env = pip_isolated_env({"PATH": f"{fence}:{path / 'bin'}", "CC": str(fence / "cc"),
-                            "CXX": str(fence / "c++")})
+    env = pip_isolated_env(
+        {"PATH": f"{fence}:{path / 'bin'}", "CC": str(fence / "cc"), "CXX": str(fence / "c++")}
+    )
     return path / "bin" / "python", env
 
 
@@ -75,5 +91,6 @@ def snapshot(root: Path) -> dict[str, bytes]:
     """Every file under `root` with its bytes: compare before and after to prove no change."""
     if not root.exists():
         return {}
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }

@@ -23,15 +23,17 @@ def existing(tmp_path: Path) -> Path:
     return wh
 
 
-def _build(tmp_path: Path, config: Path, wh: Path, text: str,
-           *extra: str) -> subprocess.CompletedProcess[str]:
+def _build(
+    tmp_path: Path, config: Path, wh: Path, text: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
     reqs = tmp_path / "requirements.txt"
     reqs.write_text(text)
     return prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, *extra)
 
 
-def test_malformed_line_names_file_and_line(tmp_path: Path, write_config: WriteConfig,
-                                            existing: Path) -> None:
+def test_malformed_line_names_file_and_line(
+    tmp_path: Path, write_config: WriteConfig, existing: Path
+) -> None:
     before = snapshot(existing)
     proc = _build(tmp_path, write_config(tmp_path), existing, "pw-pure==1.0\npw-cext===\n")
     assert proc.returncode == 2
@@ -39,8 +41,9 @@ def test_malformed_line_names_file_and_line(tmp_path: Path, write_config: WriteC
     assert snapshot(existing) == before
 
 
-def test_unpinned_requirements_are_listed(tmp_path: Path, write_config: WriteConfig,
-                                          existing: Path) -> None:
+def test_unpinned_requirements_are_listed(
+    tmp_path: Path, write_config: WriteConfig, existing: Path
+) -> None:
     before = snapshot(existing)
     proc = _build(tmp_path, write_config(tmp_path), existing, "pw-pure\npw-cext>=1\n")
     assert proc.returncode == 2
@@ -49,20 +52,29 @@ def test_unpinned_requirements_are_listed(tmp_path: Path, write_config: WriteCon
     assert snapshot(existing) == before
 
 
-def test_allow_unpinned_prints_the_resolved_pins(tmp_path: Path,
-                                                 write_config: WriteConfig) -> None:
+def test_allow_unpinned_prints_the_resolved_pins(tmp_path: Path, write_config: WriteConfig) -> None:
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("pw-cext\n")
-    proc = prewheel("plan", "-r", reqs, "-c", write_config(tmp_path), "--allow-unpinned",
-                    "--wheelhouse", tmp_path / "wh")
+    proc = prewheel(
+        "plan",
+        "-r",
+        reqs,
+        "-c",
+        write_config(tmp_path),
+        "--allow-unpinned",
+        "--wheelhouse",
+        tmp_path / "wh",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "pw-cext==1.1" in proc.stdout
 
 
-@pytest.mark.parametrize("line,needle", [("pw-nonesuch==1.0", "pw-nonesuch"),
-                                         ("pw-cext==9.9", "pw-cext==9.9")])
-def test_missing_upstream_is_named(tmp_path: Path, write_config: WriteConfig, existing: Path,
-                                   line: str, needle: str) -> None:
+@pytest.mark.parametrize(
+    "line,needle", [("pw-nonesuch==1.0", "pw-nonesuch"), ("pw-cext==9.9", "pw-cext==9.9")]
+)
+def test_missing_upstream_is_named(
+    tmp_path: Path, write_config: WriteConfig, existing: Path, line: str, needle: str
+) -> None:
     before = snapshot(existing)
     proc = _build(tmp_path, write_config(tmp_path), existing, line + "\n")
     assert proc.returncode == 2, proc.stderr
@@ -81,12 +93,17 @@ def test_bad_config_lists_every_problem(tmp_path: Path, existing: Path) -> None:
     assert snapshot(existing) == before
 
 
-def test_hash_mismatch_publishes_nothing(tmp_path: Path, write_config: WriteConfig,
-                                         upstream: Upstream) -> None:
+def test_hash_mismatch_publishes_nothing(
+    tmp_path: Path, write_config: WriteConfig, upstream: Upstream
+) -> None:
     wh = tmp_path / "wh"
     wrong = "0" * 64
-    proc = _build(tmp_path, write_config(tmp_path), wh,
-                  f"pw-haswheel==1.0 --hash=sha256:{wrong}\npw-pure==1.0\n")
+    proc = _build(
+        tmp_path,
+        write_config(tmp_path),
+        wh,
+        f"pw-haswheel==1.0 --hash=sha256:{wrong}\npw-pure==1.0\n",
+    )
     assert proc.returncode in (1, 2), proc.stderr
     assert "pw-haswheel" in proc.stdout + proc.stderr
     assert not list(wh.rglob("pw_haswheel*.whl"))
@@ -98,9 +115,22 @@ def test_interrupt_leaves_no_partial_files(tmp_path: Path, write_config: WriteCo
     reqs.write_text("pw-app==1.0\n")
     wh = tmp_path / "wh"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "builder", "build", "-r", str(reqs), "-c",
-         str(write_config(tmp_path)), "--wheelhouse", str(wh), "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "builder",
+            "build",
+            "-r",
+            str(reqs),
+            "-c",
+            str(write_config(tmp_path)),
+            "--wheelhouse",
+            str(wh),
+            "--quiet",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     deadline = time.monotonic() + 120
     while not list(wh.glob("logs/*.log")) and time.monotonic() < deadline:

@@ -25,20 +25,31 @@ def built(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> dict[
     reqs.write_text("pw-app==1.0\npw-broken==1.0\npw-badimport==1.0\n")
     wh = root / "wheelhouse"
     proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
-    return {"root": root, "config": config, "reqs": reqs, "wh": wh, "proc": proc,
-            "report": json.loads(proc.stdout)}
+    return {
+        "root": root,
+        "config": config,
+        "reqs": reqs,
+        "wh": wh,
+        "proc": proc,
+        "report": json.loads(proc.stdout),
+    }
 
 
-def test_plan_lists_the_closure_with_actions(upstream: Upstream, tmp_path: Path,
-                                             write_config: WriteConfig) -> None:
+def test_plan_lists_the_closure_with_actions(
+    upstream: Upstream, tmp_path: Path, write_config: WriteConfig
+) -> None:
     config = write_config(tmp_path)
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("pw-app==1.0\n")
     proc = prewheel("plan", "-r", reqs, "-c", config, "--wheelhouse", tmp_path / "wh", "--json")
     assert proc.returncode == 0, proc.stderr
     actions = {i["name"]: i["action"] for i in json.loads(proc.stdout)["items"]}
-    assert actions == {"pw-app": "build", "pw-cext": "build", "pw-pure": "build",
-                       "pw-haswheel": "download"}
+    assert actions == {
+        "pw-app": "build",
+        "pw-cext": "build",
+        "pw-pure": "build",
+        "pw-haswheel": "download",
+    }
     table = prewheel("plan", "-r", reqs, "-c", config, "--wheelhouse", tmp_path / "wh")
     assert "pw-haswheel" in table.stdout and "download" in table.stdout
     assert not (tmp_path / "wh").exists(), "plan must not write a wheelhouse"
@@ -49,9 +60,14 @@ def test_build_publishes_good_packages_and_isolates_failures(built: dict[str, ob
     assert isinstance(proc, subprocess.CompletedProcess)
     assert proc.returncode == 1, proc.stderr
     status = {r["name"]: r["status"] for r in built["report"]["results"]}  # type: ignore[index]
-    assert status == {"pw-app": "built", "pw-cext": "built", "pw-pure": "built",
-                      "pw-haswheel": "downloaded", "pw-broken": "failed",
-                      "pw-badimport": "failed"}
+    assert status == {
+        "pw-app": "built",
+        "pw-cext": "built",
+        "pw-pure": "built",
+        "pw-haswheel": "downloaded",
+        "pw-broken": "failed",
+        "pw-badimport": "failed",
+    }
     wh = built["wh"]
     assert isinstance(wh, Path)
     names = {p.name for p in (wh / "files").rglob("*.whl")}
@@ -78,13 +94,28 @@ def test_serve_then_install_without_compiler(built: dict[str, object], tmp_path:
     python, env = compiler_free_venv(tmp_path / "venv")
     with serving(built["wh"]) as base:  # type: ignore[arg-type]
         proc = subprocess.run(
-            [str(python), "-m", "pip", "install", "--isolated", "--only-binary=:all:",
-             "--index-url", f"{base}/cpu/simple/", "pw-app==1.0"],
-            capture_output=True, text=True, env=env,
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--isolated",
+                "--only-binary=:all:",
+                "--index-url",
+                f"{base}/cpu/simple/",
+                "pw-app==1.0",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
         )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    out = subprocess.run([str(python), "-c", "import pw_app, pw_cext; print(pw_cext.add(2, 3))"],
-                         capture_output=True, text=True, env=env)
+    out = subprocess.run(
+        [str(python), "-c", "import pw_app, pw_cext; print(pw_cext.add(2, 3))"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "5"
 
