@@ -1,15 +1,113 @@
-"""Repairing a built wheel with auditwheel into a manylinux wheel the target accepts."""
+"""Repairing a built wheel with auditwheel into a manylinux wheel the target accepts.
+
+Policy honesty: a wheel is never published under a platform tag it violates. Before
+auditwheel runs, the wheel's versioned symbols are checked against the target's policy, so
+the error names them (`pthread_create@GLIBC_2.34`); after it runs, the repaired wheel's tags
+are checked against the target and its symbols against the tag it claims.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import sys
+from collections.abc import Iterable
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
+from packaging.utils import parse_wheel_filename
+
+from . import elf
 from .cmd import clean_env, run
 from .errors import CommandError, StepError
-from .targets import Target
+from .targets import ARCH, Target, host_glibc, policy_platforms, runtime_image
 from .wheelfile import is_pure
+
+DOCKER_HINT = (
+    "this host's glibc is {host}; to reach {policy}, build in Dockerfile.builder on a "
+    "manylinux base image (for example quay.io/pypa/manylinux_2_28_x86_64 for "
+    "manylinux_2_28), or set this target's policy to 'auto' or manylinux_{major}_{minor} or newer"
+)
+
+
+@functools.lru_cache(maxsize=1)
+def _policies() -> dict[str, dict[str, Any]]:
+    """auditwheel's own policy table, by name and by alias (`manylinux2014`)."""
+    raw = json.loads(files("auditwheel.policy").joinpath("manylinux-policy.json").read_text())
+    out: dict[str, dict[str, Any]] = {}
+    for pol in raw:
+        for name in (pol["name"], *pol["aliases"]):
+            out[name] = pol
+    return out
+
+
+def _policy_base(policy: str) -> str:
+    """`manylinux_2_17_x86_64` -> `manylinux_2_17`; aliases pass through."""
+    return re.sub(rf"_{ARCH}$", "", policy)
+
+
+def allowed_versions(policy: str) -> dict[str, set[str]] | None:
+    """Symbol versions `policy` allows, per prefix (GLIBC, GLIBCXX, CXXABI, GCC, ...)."""
+    pol = _policies().get(_policy_base(policy))
+    if pol is None:
+        return None
+    return {k: set(v) for k, v in pol["symbol_versions"].get(ARCH, {}).items()}
+
+
+def offending_symbols(elves: Iterable[elf.ElfInfo], policy: str) -> list[str]:
+    """`symbol@VERSION (library)` for each versioned symbol newer than `policy` allows."""
+    allowed = allowed_versions(policy)
+    if allowed is None:
+        return []
+    found: dict[tuple[str, str], set[str]] = {}
+    for obj in elves:
+        for lib, ver, sym in obj.versioned:
+            prefix, _, number = ver.partition("_")
+            if prefix in allowed and number and number not in allowed[prefix]:
+                found.setdefault((ver, lib), set()).add(sym)
+    out = []
+    for (ver, lib), syms in sorted(found.items(), key=lambda kv: _ver_key(kv[0][0])):
+        names = sorted(s for s in syms if s)
+        shown = ", ".join(f"{s}@{ver}" for s in names[:4]) or ver
+        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        out.append(f"{shown}{more} ({lib})")
+    return out
+
+
+def _ver_key(ver: str) -> tuple[str, tuple[int, ...]]:
+    prefix, _, number = ver.partition("_")
+    return prefix, tuple(int(x) for x in re.findall(r"\d+", number))
+
+
+def _glibc_of(policy: str) -> tuple[int, int] | None:
+    m = re.fullmatch(r"manylinux_(\d+)_(\d+)", _policy_base(policy))
+    if m:
+        return int(m.group(1)), int(m.group(2))
+    pol = _policies().get(_policy_base(policy))
+    if pol is None:
+        return None
+    return _glibc_of(pol["name"])
+
+
+def policy_error(wheel: Path, target: Target, offenders: list[str], policy: str) -> StepError:
+    host = ".".join(map(str, host_glibc()))
+    need = _needed_glibc(offenders)
+    return StepError(
+        f"{wheel.name} cannot meet {policy}: it uses symbol versions newer than the policy "
+        f"allows: {'; '.join(offenders)}",
+        step="repair",
+        hint=DOCKER_HINT.format(host=host, policy=policy, major=need[0], minor=need[1]),
+    )
+
+
+def _needed_glibc(offenders: list[str]) -> tuple[int, int]:
+    best = (2, 5)
+    for o in offenders:
+        for m in re.finditer(r"@GLIBC_(\d+)\.(\d+)", o):
+            best = max(best, (int(m.group(1)), int(m.group(2))))
+    return best
 
 
 def repair_wheel(
@@ -24,6 +122,12 @@ def repair_wheel(
     """`auditwheel repair` to the target's policy; pure wheels pass through untouched."""
     if is_pure(wheel):
         return wheel
+    if target.policy != "auto":
+        offenders = offending_symbols(elf.wheel_elves(wheel), target.policy)
+        if offenders:
+            err = policy_error(wheel, target, offenders, target.policy)
+            _log(log_file, f"prewheel: {err.message}\nhint: {err.hint}\n")
+            raise StepError(err.message, step="repair", log=str(log_file), hint=err.hint)
     outdir.mkdir(parents=True, exist_ok=True)
     argv: list[str] = [sys.executable, "-m", "auditwheel", "repair", "-w", str(outdir)]
     if target.policy != "auto":
@@ -51,27 +155,127 @@ def repair_wheel(
             step="repair",
             log=str(log_file),
         )
+    check_policy(repaired[0], target, log_file=log_file)
     return repaired[0]
+
+
+def check_policy(wheel: Path, target: Target, *, log_file: Path | None = None) -> None:
+    """Refuse a wheel whose platform tags the target does not accept, or whose symbols are
+    newer than the oldest manylinux tag it claims."""
+    if is_pure(wheel):
+        return
+    accepted = set(policy_platforms(target.policy))
+    plats = {t.platform for t in parse_wheel_filename(wheel.name)[3]}
+    if not plats & accepted:
+        raise StepError(
+            f"{wheel.name} is tagged {', '.join(sorted(plats))}, which target {target.name} "
+            f"(policy {target.policy}) does not accept",
+            step="repair",
+            log=str(log_file) if log_file else None,
+            hint="build in Dockerfile.builder on a manylinux base image",
+        )
+    claimed = [p for p in plats if _glibc_of(p) is not None]
+    if not claimed:
+        return
+    oldest = min(claimed, key=lambda p: _glibc_of(p) or (0, 0))
+    offenders = offending_symbols(elf.wheel_elves(wheel), oldest)
+    if offenders:
+        err = policy_error(wheel, target, offenders, oldest)
+        raise StepError(
+            f"refusing to publish: {err.message}",
+            step="repair",
+            log=str(log_file) if log_file else None,
+            hint=err.hint,
+        )
+
+
+def _log(log_file: Path, text: str) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write(text)
 
 
 def _why(wheel: Path, log_file: Path) -> str:
     """Name the symbols or libraries that keep the wheel above the policy."""
     result = run(
-        [sys.executable, "-m", "auditwheel", "show", str(wheel)],
+        [sys.executable, "-m", "auditwheel", "show", "--json", str(wheel)],
         step="repair",
         log_file=log_file,
         env=clean_env(),
         timeout=300,
         check=False,
     )
-    text = " ".join(result.stdout.split())
-    m = re.search(r"(This constrains the platform tag to .*?)(?:The following|$)", text)
-    found = m.group(1) if m else ""
-    syms = re.search(r"(too-recent versioned symbols:.*?)(?:$|This constrains)", text)
-    libs = re.search(
-        r"(The following external shared libraries are required by the wheel:.*?)"
-        r"(?:$|This)",
-        text,
+    try:
+        shown = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        return " ".join(result.stdout.split())[-600:]
+    parts = []
+    missing = [lib for lib, path in (shown.get("external_libs") or {}).items() if path is None]
+    if missing:
+        parts.append(f"libraries not found on this host: {', '.join(sorted(missing))}")
+    if shown.get("sym_tag"):
+        parts.append(f"its symbols allow at best {shown['sym_tag']}")
+    if shown.get("overall_tag"):
+        parts.append(f"auditwheel reaches {shown['overall_tag']}")
+    if shown.get("error"):
+        parts.append(str(shown["error"]))
+    return "; ".join(parts) or " ".join(result.stdout.split())[-600:]
+
+
+# -- what the repaired wheel still needs from outside -------------------------------------
+
+_DRIVER = "libcuda.so.1"
+_NVIDIA_WHEELS = {
+    "libcudart": "nvidia-cuda-runtime",
+    "libcublas": "nvidia-cublas",
+    "libcublasLt": "nvidia-cublas",
+    "libcufft": "nvidia-cufft",
+    "libcurand": "nvidia-curand",
+    "libcusparse": "nvidia-cusparse",
+    "libcusolver": "nvidia-cusolver",
+    "libcupti": "nvidia-cuda-cupti",
+    "libnvrtc": "nvidia-cuda-nvrtc",
+    "libnvJitLink": "nvidia-nvjitlink",
+    "libnvToolsExt": "nvidia-nvtx",
+    "libcudnn": "nvidia-cudnn",
+    "libnccl": "nvidia-nccl",
+}
+
+
+def nvidia_wheel(library: str, cuda_version: str | None) -> str | None:
+    """The PyPI wheel that ships `library` for this CUDA major (nvidia-cuda-runtime-cu12, ...)."""
+    stem = re.split(r"[._]", library.split(".so")[0])[0]
+    base = _NVIDIA_WHEELS.get(stem) or next(
+        (v for k, v in _NVIDIA_WHEELS.items() if stem.startswith(k)), None
     )
-    parts = [p.group(1).strip() for p in (syms, libs) if p] + ([found] if found else [])
-    return "; ".join(parts)[:800] or text[-600:]
+    if base is None or cuda_version is None:
+        return base
+    major = cuda_version.split(".")[0]
+    # From CUDA 13 the toolkit's own wheels dropped the -cuXX suffix; cuDNN and NCCL kept it.
+    if int(major) >= 13 and base not in ("nvidia-cudnn", "nvidia-nccl"):
+        return base
+    return f"{base}-cu{major}"
+
+
+def external_libraries(
+    wheel: Path, *, target: Target, excludes: tuple[str, ...]
+) -> list[dict[str, str]]:
+    """Libraries the repaired wheel links but does not carry because repair excluded them,
+    each with who must provide it at run time. auditwheel no longer checks these."""
+    if is_pure(wheel):
+        return []
+    out = []
+    for lib in elf.external_needed(elf.wheel_elves(wheel)):
+        if not elf.matches_any(lib, excludes):
+            continue
+        if lib == _DRIVER:
+            who = "the NVIDIA driver on the host (the NVIDIA Container Toolkit mounts it)"
+        elif elf.matches_any(lib, elf.CUDA_LIBRARY_PATTERNS):
+            pkg = nvidia_wheel(lib, target.cuda_version)
+            who = f"the runtime image {runtime_image(target)}" + (
+                f" or the {pkg} wheel" if pkg else ""
+            )
+        else:
+            who = "the runtime image (excluded by [accel] exclude in the config)"
+        out.append({"library": lib, "provided_by": who})
+    return out

@@ -10,7 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -27,7 +27,15 @@ _PROBE = (
     " 'has_pip': importlib.util.find_spec('pip') is not None,"
     " 'libc': platform.libc_ver(), 'executable': sys.executable}))"
 )
-DEFAULT_ARCH_LIST = ("7.5", "8.0", "8.6", "8.9", "9.0", "10.0", "12.0+PTX")
+# Default CUDA architectures per toolkit (as PyTorch builds its wheels): real code for each,
+# plus PTX for the newest, so GPUs newer than the toolkit still run it by JIT.
+DEFAULT_ARCH_LISTS: dict[tuple[int, int], tuple[str, ...]] = {
+    (11, 8): ("5.0", "6.0", "7.0", "7.5", "8.0", "8.6", "9.0+PTX"),
+    (12, 0): ("5.0", "6.0", "7.0", "7.5", "8.0", "8.6", "9.0+PTX"),
+    (12, 8): ("7.5", "8.0", "8.6", "9.0", "10.0", "12.0+PTX"),
+    (13, 0): ("7.5", "8.0", "8.6", "9.0", "10.0", "11.0", "12.0+PTX"),
+}
+DEFAULT_ARCH_LIST = DEFAULT_ARCH_LISTS[(13, 0)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +93,11 @@ class Target:
     def cuda_version(self) -> str | None:
         return _cuda_version_of(self.accel)
 
+    @property
+    def platform_ceiling(self) -> str:
+        """The newest platform tag this target accepts (`auto`: the host's glibc)."""
+        return policy_platforms(self.policy)[0]
+
     def tag_set(self) -> list[tags.Tag]:
         """Every tag a wheel may carry to install on this target, most preferred first."""
         assert self.interpreter is not None
@@ -117,7 +130,10 @@ class Target:
             else None,
             "arch_list": list(self.arch_list),
             "policy": self.policy,
+            "platform_ceiling": self.platform_ceiling,
+            "repair_excludes": list(self.repair_excludes),
             "runtime_image": runtime_image(self),
+            "python_image": python_image(self),
             "available": self.missing is None,
             "missing": self.missing,
         }
@@ -154,9 +170,26 @@ def policy_platforms(policy: str) -> list[str]:
     return plats
 
 
+_LEGACY_POLICIES = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
+
+
+def normalize_policy(policy: str) -> str:
+    """`manylinux2014`, `manylinux_2_17`, `manylinux2014_x86_64` -> `manylinux_2_17_x86_64`."""
+    if policy == "auto":
+        return policy
+    base = policy.removesuffix(f"_{ARCH}")
+    if base in _LEGACY_POLICIES:
+        major, minor = _LEGACY_POLICIES[base]
+        return f"manylinux_{major}_{minor}_{ARCH}"
+    if re.fullmatch(r"(many|musl)linux_\d+_\d+", base):
+        return f"{base}_{ARCH}"
+    return policy
+
+
 def target_name(interp_abi: str, accel: str, policy: str) -> str:
-    pol = policy if policy == "auto" or policy.endswith(ARCH) else f"{policy}_{ARCH}"
-    return f"{interp_abi}-{accel}-{pol}"
+    """`cp312-cu130-manylinux_2_28_x86_64`; policy `auto` stays `auto`, so a name means the
+    same on every builder whatever its glibc (a plan made on one machine runs on another)."""
+    return f"{interp_abi}-{accel}-{normalize_policy(policy)}"
 
 
 def _cuda_version_of(accel: str) -> str | None:
@@ -166,7 +199,7 @@ def _cuda_version_of(accel: str) -> str | None:
     return f"{digits[:-1]}.{digits[-1]}"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def probe_interpreter(path: str) -> Interpreter | None:
     try:
         out = subprocess.run(
@@ -179,7 +212,7 @@ def probe_interpreter(path: str) -> Interpreter | None:
         return None
     return Interpreter(
         path=Path(path),
-        version=tuple(info["version"]),  # type: ignore[arg-type]
+        version=(info["version"][0], info["version"][1], info["version"][2]),
         implementation=info["implementation"],
         gil_disabled=info["gil_disabled"],
         has_pip=info["has_pip"],
@@ -230,32 +263,51 @@ def find_interpreter(python: str) -> tuple[Interpreter | None, str | None]:
     return None, f"no interpreter for Python {python} (looked in: {', '.join(map(str, cands))})"
 
 
-def find_toolkit(accel: str, cuda_home: str | None) -> tuple[Toolkit | None, str | None]:
+def toolkit_homes(accel: str, cuda_home: str | None) -> list[Path]:
+    """Where the toolkit for `accel` may be: the configured home, else the usual places."""
+    if cuda_home:
+        return [Path(cuda_home)]
     want = _cuda_version_of(accel)
-    homes = (
-        [Path(cuda_home)]
-        if cuda_home
-        else [
-            Path(f"/usr/local/cuda-{want}"),
-            Path("/usr/local/cuda"),
-        ]
-    )
-    for home in homes:
+    homes = [Path(f"/usr/local/cuda-{want}")]
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(var):
+            homes.append(Path(os.environ[var]))
+    homes.append(Path("/usr/local/cuda"))
+    on_path = shutil.which("nvcc")
+    if on_path:
+        homes.append(Path(on_path).resolve().parent.parent)
+    return list(dict.fromkeys(homes))
+
+
+def find_toolkit(accel: str, cuda_home: str | None) -> tuple[Toolkit | None, str | None]:
+    """The CUDA toolkit whose nvcc reports the variant's version (13.0 for cu130).
+
+    A configured `cuda_home` whose nvcc reports another version is an error naming both.
+    """
+    want = _cuda_version_of(accel)
+    seen: list[str] = []
+    for home in toolkit_homes(accel, cuda_home):
         nvcc = home / "bin" / "nvcc"
         if not nvcc.is_file():
+            seen.append(f"{home} (no bin/nvcc)")
             continue
         version = nvcc_version(str(nvcc))
         if version is None:
+            seen.append(f"{nvcc} (does not report a version)")
             continue
         if version != want:
             if cuda_home:
-                return None, f"nvcc at {nvcc} is CUDA {version}, but {accel} needs CUDA {want}"
+                return None, (
+                    f"nvcc version mismatch: {nvcc} is CUDA {version}, but {accel} needs "
+                    f"CUDA {want} (fix accel.{accel}.cuda_home)"
+                )
+            seen.append(f"{nvcc} is CUDA {version}")
             continue
         return Toolkit(cuda_home=home, nvcc=nvcc, version=version), None
-    return None, f"no CUDA {want} toolkit found (looked in: {', '.join(map(str, homes))})"
+    return None, f"no CUDA {want} toolkit for {accel} (looked at: {'; '.join(seen)})"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nvcc_version(nvcc: str) -> str | None:
     try:
         out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=30).stdout
@@ -265,35 +317,113 @@ def nvcc_version(nvcc: str) -> str | None:
     return m.group(1) if m else None
 
 
+@functools.cache
+def nvcc_archs(nvcc: str) -> tuple[str, ...]:
+    """The architectures nvcc can compile for, as "8.0", "12.0" (empty when it cannot say)."""
+    try:
+        out = subprocess.run(
+            [nvcc, "--list-gpu-arch"], capture_output=True, text=True, timeout=30
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = [m.group(1) for m in re.finditer(r"compute_(\d+)", out)]
+    return tuple(f"{int(n[:-1])}.{n[-1]}" for n in found)
+
+
+def default_arch_list(cuda_version: str, supported: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The default list for a toolkit version, kept to what its nvcc supports, with PTX for
+    the newest architecture."""
+    ver = tuple(int(x) for x in cuda_version.split("."))
+    base = DEFAULT_ARCH_LIST
+    for since, archs in sorted(DEFAULT_ARCH_LISTS.items()):
+        if ver >= since:
+            base = archs
+    plain = [a.replace("+PTX", "") for a in base]
+    if supported:
+        plain = [a for a in plain if a in supported] or [supported[-1]]
+    plain.sort(key=_arch_key)
+    return (*plain[:-1], plain[-1] + "+PTX")
+
+
+def _arch_key(arch: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", arch))
+
+
+def check_arch_list(
+    arch_list: tuple[str, ...], supported: tuple[str, ...], nvcc: Path
+) -> str | None:
+    """Why `arch_list` cannot be built with this nvcc, or None."""
+    bad = []
+    for arch in arch_list:
+        m = re.fullmatch(r"(\d+\.\d+)([a-f]?)(\+PTX)?", arch)
+        if not m:
+            bad.append(f"'{arch}' (expected like 8.0, 9.0a or 12.0+PTX)")
+        elif supported and m.group(1) not in supported:
+            bad.append(f"{arch} (not supported by {nvcc}, which knows {', '.join(supported)})")
+    return f"arch_list: {'; '.join(bad)}" if bad else None
+
+
+def discover_interpreters(minimum: tuple[int, int] = (3, 9)) -> list[Interpreter]:
+    """Every CPython found (manylinux /opt/python, pyenv, python3.X on PATH), newest patch
+    release per minor version and ABI, oldest minor first."""
+    found: dict[str, Interpreter] = {}
+    for minor in range(minimum[1] if minimum[0] == 3 else 0, 30):
+        for t in ("", "t"):
+            interp, _ = find_interpreter(f"3.{minor}{t}")
+            if interp is not None and interp.version[:2] >= minimum:
+                found.setdefault(interp.abi, interp)
+    return sorted(found.values(), key=lambda i: (i.version, i.gil_disabled))
+
+
+def expand_python(python: str) -> list[str]:
+    """`3.9+` -> every version found from 3.9 on ("3.9", "3.10", ...); others unchanged."""
+    m = re.fullmatch(r"(\d)\.(\d+)\+", python)
+    if not m:
+        return [python]
+    found = discover_interpreters((int(m.group(1)), int(m.group(2))))
+    return [i.short + ("t" if i.gil_disabled else "") for i in found] or [python]
+
+
 def resolve_targets(config: Config) -> list[Target]:
     """Every configured target, with what was found for it or why it is missing."""
     out: dict[str, Target] = {}
-    for spec in config.targets:
-        interp, missing = find_interpreter(spec.python)
-        toolkit = None
-        acc = config.accel(spec.accel)
-        if spec.accel != "cpu" and missing is None:
-            toolkit, missing = find_toolkit(spec.accel, acc.cuda_home)
-        abi = interp.abi if interp else _abi_guess(spec.python)
-        name = target_name(abi, spec.accel, spec.policy)
-        excludes: tuple[str, ...] = ()
-        arch_list: tuple[str, ...] = ()
-        if spec.accel != "cpu":
-            excludes = tuple(dict.fromkeys(CUDA_EXCLUDES + acc.exclude))
-            arch_list = acc.arch_list or DEFAULT_ARCH_LIST
-        out.setdefault(
-            name,
-            Target(
-                name=name,
-                spec=spec,
-                interpreter=interp,
-                toolkit=toolkit,
-                arch_list=arch_list,
-                repair_excludes=excludes,
-                missing=missing,
-            ),
-        )
+    for raw_spec in config.targets:
+        for python in expand_python(raw_spec.python):
+            spec = replace(raw_spec, python=python, policy=normalize_policy(raw_spec.policy))
+            target = _resolve(spec, config)
+            out.setdefault(target.name, target)
     return list(out.values())
+
+
+def _resolve(spec: TargetSpec, config: Config) -> Target:
+    interp: Interpreter | None = None
+    missing: str | None = f"no CPython {spec.python} found"
+    if not re.fullmatch(r"\d\.\d+\+", spec.python):
+        interp, missing = find_interpreter(spec.python)
+    toolkit = None
+    acc = config.accel(spec.accel)
+    excludes: tuple[str, ...] = ()
+    arch_list: tuple[str, ...] = ()
+    if spec.accel != "cpu":
+        excludes = tuple(dict.fromkeys(CUDA_EXCLUDES + acc.exclude))
+        toolkit, why = find_toolkit(spec.accel, acc.cuda_home)
+        missing = missing or why
+        supported = nvcc_archs(str(toolkit.nvcc)) if toolkit else ()
+        arch_list = acc.arch_list or default_arch_list(
+            _cuda_version_of(spec.accel) or "", supported
+        )
+        if toolkit is not None and acc.arch_list:
+            missing = missing or check_arch_list(acc.arch_list, supported, toolkit.nvcc)
+    abi = interp.abi if interp else _abi_guess(spec.python)
+    return Target(
+        name=target_name(abi, spec.accel, spec.policy),
+        spec=spec,
+        interpreter=interp,
+        toolkit=toolkit,
+        arch_list=arch_list,
+        repair_excludes=excludes,
+        missing=missing,
+    )
 
 
 def _abi_guess(python: str) -> str:
@@ -302,14 +432,41 @@ def _abi_guess(python: str) -> str:
 
 
 def select_targets(targets: list[Target], patterns: tuple[str, ...]) -> list[Target]:
-    """Targets matching any name or glob in `patterns`; all when none is given."""
+    """Targets matching any name or glob in `patterns`; all when none is given.
+
+    A target with policy `auto` also answers to the name with its platform ceiling on this
+    host (`cp312-cpu-manylinux_2_36_x86_64`).
+    """
     if not patterns:
         return targets
-    return [t for t in targets if any(fnmatchcase(t.name, p) for p in patterns)]
+    return [
+        t
+        for t in targets
+        if any(fnmatchcase(n, p) for p in patterns for n in (t.name, *_aliases(t)))
+    ]
 
 
+def _aliases(target: Target) -> tuple[str, ...]:
+    if target.policy != "auto":
+        return ()
+    abi = target.name.split("-", 1)[0]
+    return (f"{abi}-{target.accel}-{target.platform_ceiling}",)
+
+
+# The CUDA runtime images (nvidia/cuda:<version>-runtime-<os>) per toolkit: first patch
+# release, which every variant has; Ubuntu 24.04 from CUDA 12.5 on (its python3 is 3.12),
+# else 22.04 (python3.10).
 def runtime_image(target: Target) -> str:
-    py = target.interpreter.short if target.interpreter else target.spec.python
+    """The base image a runtime stage for this target starts from."""
     if target.accel == "cpu":
-        return f"python:{py}-slim"
-    return f"nvidia/cuda:{target.cuda_version}.0-runtime-ubuntu24.04"
+        return python_image(target)
+    ver = target.cuda_version or "0.0"
+    major, minor = (int(x) for x in ver.split("."))
+    py = target.interpreter.short if target.interpreter else target.spec.python
+    ubuntu = "ubuntu24.04" if (major, minor) >= (12, 5) and py != "3.10" else "ubuntu22.04"
+    return f"nvidia/cuda:{ver}.0-runtime-{ubuntu}"
+
+
+def python_image(target: Target) -> str:
+    py = target.interpreter.short if target.interpreter else target.spec.python
+    return f"python:{py}-slim"
