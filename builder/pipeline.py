@@ -328,6 +328,9 @@ class Executor:
             "sdist": item.file.filename if item.file else None,
         }
         count = self.slots.acquire(pkg.heavy)
+        # The clock starts with the build, not with the wait for a slot.
+        started, t0 = time.time(), time.monotonic()
+        record["started"] = utcnow()
         try:
             with working_on(item.name):
                 self.reporter.step(item, "fetch")
@@ -354,6 +357,7 @@ class Executor:
                     log_file=log_file,
                 )
                 tagged = set_build_tag(repaired, build_tag(key, started), work)
+                record["build_duration"] = round(time.monotonic() - t0, 3)
         except StepError as exc:
             self._fail(items, record, exc, t0)
             return None
