@@ -75,9 +75,9 @@ def http_request(
     """One HTTP exchange; HTTP error statuses are returned, not raised, so callers decide."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise Unreachable(f"{url}: only http:// and https:// URLs are supported")
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
             return Response(
                 status=resp.status,
                 body=resp.read(),

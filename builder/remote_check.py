@@ -78,7 +78,7 @@ def _file_sha256(url: str, timeout: float) -> str | None:
         return None
     h = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             while chunk := resp.read(1 << 20):
                 h.update(chunk)
     except (urllib.error.URLError, OSError):
