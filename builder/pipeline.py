@@ -16,15 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any, Protocol
 
 from packaging.utils import canonicalize_name
 
-from . import __version__, index
-from .build import build_wheel
+from . import __version__, accel, index, remote_cache
+from .build import BuildResult, build_wheel
 from .cachekey import CacheKey, build_tag, compute
 from .cmd import stop_all
 from .config import Config
@@ -32,7 +32,7 @@ from .errors import PrewheelError, StepError
 from .fetch import fetch
 from .log import get_logger, working_on
 from .plan import Plan, PlanItem
-from .repair import repair_wheel
+from .repair import external_libraries, repair_wheel
 from .verify import verify_wheel
 from .wheelfile import is_pure, set_build_tag
 from .wheelhouse import Wheelhouse, utcnow
@@ -122,6 +122,7 @@ class _Candidate:
     record: dict[str, Any]
     started: float
     warnings: tuple[str, ...]
+    remote: str | None = None  # the --cache-from index it came from, instead of a build
 
 
 def tool_versions() -> dict[str, str]:
@@ -144,8 +145,10 @@ class Executor:
         jobs: int,
         reporter: Reporter,
         retry_failed: bool = True,
+        cache_from: tuple[str, ...] = (),
     ) -> None:
         self.plan, self.config, self.wh = plan, config, wh
+        self.cache_from = cache_from
         self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.reporter = reporter
         self.retry_failed = retry_failed
@@ -237,12 +240,13 @@ class Executor:
         assert item.file is not None
         # The index gave no hash: the key waits for the bytes.
         _, digest = fetch(item, self._tmp / "sources")
-        return compute(
+        return accel.key_for(
             name=item.name,
             version=item.version,
             sdist_sha256=digest,
             target=item.target,
             config=self.config,
+            wh=self.wh,
         )
 
     # -- download -----------------------------------------------------------
@@ -272,23 +276,50 @@ class Executor:
 
     def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem], _Candidate]]:
         """Builds from one source: the first builds; if its wheel is pure, it serves all."""
-        out = []
-        first = self._build(groups[0])
-        if first is not None:
-            out.append((groups[0], first))
+        out = self._build_split(groups[0])
         rest = groups[1:]
-        if first is not None and is_pure(first.wheel):
+        if len(out) == 1 and is_pure(out[0][1].wheel):
             for items in rest:
                 # Same pure wheel, listed again for these targets after verification.
-                out.append((items, first))
+                out.append((items, out[0][1]))
             return out
         for items in rest:
-            cand = self._build(items)
-            if cand is not None:
-                out.append((items, cand))
+            out += self._build_split(items)
         return out
 
-    def _build(self, items: list[PlanItem]) -> _Candidate | None:
+    def _build_split(self, items: list[PlanItem]) -> list[tuple[list[PlanItem], _Candidate]]:
+        """Build `items`; if the accelerator-neutral build links CUDA, build per accelerator.
+
+        The cpu items reuse the neutral build (it had no CUDA environment either); each CUDA
+        accelerator builds again with its own toolkit, arch list and repair excludes.
+        """
+        try:
+            cand = self._build(items)
+            return [(items, cand)] if cand is not None else []
+        except accel.LinksCuda as linked:
+            by_accel: dict[str, list[PlanItem]] = {}
+            for it in items:
+                by_accel.setdefault(it.target.accel, []).append(it)
+            out = []
+            for name, its in sorted(by_accel.items()):
+                key = compute(
+                    name=its[0].name,
+                    version=its[0].version,
+                    sdist_sha256=self._key(its[0]).inputs["sdist_sha256"],
+                    target=its[0].target,
+                    config=self.config,
+                    per_accel=True,
+                )
+                rekeyed = [replace(it, key=key) for it in its]
+                prebuilt = linked.built if name == "cpu" else None
+                cand = self._build(rekeyed, prebuilt=prebuilt)
+                if cand is not None:
+                    out.append((rekeyed, cand))
+            return out
+
+    def _build(
+        self, items: list[PlanItem], prebuilt: BuildResult | None = None
+    ) -> _Candidate | None:
         item = items[0]
         key = self._key(item)
         pkg = self.config.package(item.name)
@@ -327,25 +358,35 @@ class Executor:
             "log": str(log_file.relative_to(self.wh.root)),
             "sdist": item.file.filename if item.file else None,
         }
+        remote = self._from_remote(item, key, work, record)
+        if remote is not None:
+            return remote
         count = self.slots.acquire(pkg.heavy)
         # The clock starts with the build, not with the wait for a slot.
         started, t0 = time.time(), time.monotonic()
         record["started"] = utcnow()
         try:
             with working_on(item.name):
-                self.reporter.step(item, "fetch")
-                sdist, _ = fetch(item, self.wh.root / "sources")
-                self.reporter.step(item, "build")
-                accel_env = key.inputs["accel"] != "any"
-                built = build_wheel(
-                    sdist=sdist,
-                    target=item.target,
-                    config=self.config,
-                    pkg=pkg,
-                    workdir=work,
-                    log_file=log_file,
-                    accel_env=accel_env,
-                )
+                if prebuilt is None:
+                    self.reporter.step(item, "fetch")
+                    sdist, _ = fetch(item, self.wh.root / "sources")
+                    self.reporter.step(item, "build")
+                    accel_env = key.inputs["accel"] != "any"
+                    built = build_wheel(
+                        sdist=sdist,
+                        target=item.target,
+                        config=self.config,
+                        pkg=pkg,
+                        workdir=work,
+                        log_file=log_file,
+                        accel_env=accel_env,
+                    )
+                else:
+                    built = prebuilt
+                linked = accel.cuda_links(built.wheel)
+                if linked and key.inputs["accel"] == "any":
+                    accel.mark_links_cuda(self.wh, key, linked, record)
+                    raise accel.LinksCuda(linked, built)
                 self.reporter.step(item, "repair")
                 excludes = tuple(key.inputs["repair"]["exclude"])
                 repaired = repair_wheel(
@@ -357,6 +398,10 @@ class Executor:
                     log_file=log_file,
                 )
                 tagged = set_build_tag(repaired, build_tag(key, started), work)
+                record["links_cuda"] = linked
+                record["external_libraries"] = external_libraries(
+                    tagged, target=item.target, excludes=excludes
+                )
                 record["build_duration"] = round(time.monotonic() - t0, 3)
         except StepError as exc:
             self._fail(items, record, exc, t0)
@@ -405,6 +450,45 @@ class Executor:
             )
 
     # -- verify and publish ---------------------------------------------------
+
+    def _from_remote(
+        self, item: PlanItem, key: CacheKey, work: Path, record: dict[str, Any]
+    ) -> _Candidate | None:
+        """A wheel another builder made under this key, from a --cache-from index."""
+        t0 = time.monotonic()
+        for url in self.cache_from:
+            with working_on(item.name):
+                self.reporter.step(item, "cache-from")
+                try:
+                    found = remote_cache.find_cached(
+                        url,
+                        item.name,
+                        item.version,
+                        key.key,
+                        item.target.tag_set(),
+                        source_key=key.source_key,
+                    )
+                    if found is None:
+                        continue
+                    wheel = remote_cache.download(found, work / "remote")
+                except PrewheelError as exc:
+                    log.warning("--cache-from %s: %s; building instead", url, exc.message)
+                    continue
+            fetched = {
+                "fetched_from": found.index_url,
+                "fetched_url": found.url,
+                "remote_record": remote_cache.record_for(found),
+            }
+            return _Candidate(
+                item=item,
+                key=key,
+                wheel=wheel,
+                record={**record, **fetched},
+                started=t0,
+                warnings=(),
+                remote=found.index_url,
+            )
+        return None
 
     def _verify_publish(
         self,
@@ -475,7 +559,7 @@ class Executor:
             self._finish(
                 ItemResult(
                     item=it,
-                    status="built" if not shared else "cached",
+                    status="built" if not (shared or cand.remote) else "cached",
                     wheel=name,
                     duration=duration,
                     warnings=cand.warnings,
@@ -492,5 +576,14 @@ def execute(
     jobs: int,
     reporter: Reporter,
     retry_failed: bool = True,
+    cache_from: tuple[str, ...] = (),
 ) -> BuildReport:
-    return Executor(plan, config, wh, jobs=jobs, reporter=reporter, retry_failed=retry_failed).run()
+    return Executor(
+        plan,
+        config,
+        wh,
+        jobs=jobs,
+        reporter=reporter,
+        retry_failed=retry_failed,
+        cache_from=cache_from,
+    ).run()

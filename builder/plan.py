@@ -12,7 +12,8 @@ from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from .cachekey import CacheKey, compute
+from . import accel
+from .cachekey import CacheKey
 from .config import Config
 from .errors import RequirementsError, ResolutionError
 from .requirements import Pin, unpinned
@@ -255,8 +256,13 @@ def plan_item(
     why = "forced by config" if pkg.force_build else "no wheel fits the target"
     if sdist.sha256 is None:
         return PlanItem(action="build", reason=why, file=sdist, **base)
-    key = compute(
-        name=name, version=version, sdist_sha256=sdist.sha256, target=target, config=config
+    key = accel.key_for(
+        name=name,
+        version=version,
+        sdist_sha256=sdist.sha256,
+        target=target,
+        config=config,
+        wh=wh,
     )
     cached = cached_build(wh, key, target)
     if cached is not None:
@@ -297,11 +303,16 @@ def make_plan(
     wh: Wheelhouse,
     *,
     allow_unpinned: bool = False,
+    refresh: bool = False,
 ) -> Plan:
     check_pins(pins, allow_unpinned=allow_unpinned)
-    check_upstream(pins, config.upstream)
     usable = [t for t in targets if t.missing is None]
     items: list[PlanItem] = []
-    for target in usable:
-        items += plan_target(target, pins, config, wh)
+    for i, target in enumerate(usable):
+        try:
+            items += plan_target(target, pins, config, wh, refresh=refresh)
+        except ResolutionError:
+            if i == 0:
+                check_upstream(pins, config.upstream)  # names a missing pin, if one is
+            raise
     return Plan(items=tuple(items), skipped_targets=tuple(t for t in targets if t.missing))

@@ -12,6 +12,7 @@ from rich.console import Console
 from ..errors import EXIT_FAILED
 from ..pipeline import execute
 from ..plan import make_plan
+from ..targets_json import write_targets_json
 from ..wheelhouse import Wheelhouse
 from ._common import load_inputs
 from ._options import (
@@ -49,6 +50,15 @@ from ._progress import Progress, print_summary
     show_default=True,
     help="Build again what failed under the same cache key last time.",
 )
+@click.option(
+    "--cache-from",
+    "cache_from",
+    multiple=True,
+    metavar="URL",
+    help="A devpi or prewheel index to take wheels of the same cache key from, instead of "
+    "building (repeatable).",
+)
+@click.option("--refresh", is_flag=True, help="Resolve again even when a locked closure is cached.")
 @json_option
 @quiet_option
 def command(
@@ -59,6 +69,8 @@ def command(
     jobs: int | None,
     allow_unpinned: bool,
     retry_failed: bool,
+    cache_from: tuple[str, ...],
+    refresh: bool,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -70,13 +82,20 @@ def command(
     console = Console(stderr=as_json, quiet=False)
     config, pins, selected = load_inputs(requirements, config_path, targets)
     wh = Wheelhouse(wheelhouse)
-    plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned)
+    plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned, refresh=refresh)
     for t in plan.skipped_targets:
         console.print(f"[yellow]target {t.name} skipped: {t.missing}[/]", highlight=False)
     with Progress(len(plan.items), quiet=quiet or as_json, console=console) as progress:
         report = execute(
-            plan, config, wh, jobs=jobs or config.jobs, reporter=progress, retry_failed=retry_failed
+            plan,
+            config,
+            wh,
+            jobs=jobs or config.jobs,
+            reporter=progress,
+            retry_failed=retry_failed,
+            cache_from=cache_from,
         )
+    write_targets_json(wh, selected)
     if as_json:
         data = report.to_json()
         data["skipped_targets"] = [
@@ -85,5 +104,7 @@ def command(
         click.echo(json.dumps(data, indent=2))
     else:
         print_summary(report, console)
+        for t in plan.skipped_targets:
+            console.print(f"[yellow]skipped target {t.name}: {t.missing}[/]", highlight=False)
     if report.failed:
         sys.exit(EXIT_FAILED)
