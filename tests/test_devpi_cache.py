@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -10,11 +11,14 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+from clitools import prewheel
 from devpi_support import DevpiServer, key_of, publish_built
 from packaging.tags import Tag, parse_tag
-from upstream import make_wheel, sha256_of
+from upstream import Upstream, WriteConfig, make_wheel, sha256_of
 
 from builder import index as index_lib
+from builder.cli import main
 from builder.devpi import DevpiClient
 from builder.errors import HashMismatchError, UpstreamError
 from builder.push import push_wheelhouse
@@ -158,3 +162,46 @@ def test_static_tree_with_records_confirms_the_key(static_tree: Wheelhouse) -> N
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@pytest.mark.slow
+def test_two_builders_one_devpi_build_once(
+    devpi: DevpiServer, upstream: Upstream, tmp_path: Path, write_config: WriteConfig
+) -> None:
+    """`prewheel build --cache-from` end to end: B downloads what A built and pushed."""
+    user, password = devpi.new_user("fanout")
+    config = write_config(tmp_path)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-cext==1.0\n")
+    cache = devpi.simple_url(user, "cpu")
+    shas = {}
+    for builder, expect in (("a", "built"), ("b", "cached")):
+        wh = tmp_path / builder
+        proc = prewheel(
+            "build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--cache-from", cache, "--json"
+        )
+        assert proc.returncode == 0, proc.stderr
+        (result,) = json.loads(proc.stdout)["results"]
+        assert result["status"] == expect, result
+        (entry,) = Wheelhouse(wh).entries("pw-cext")
+        shas[builder] = entry.sha256
+        pushed = CliRunner().invoke(
+            main,
+            [
+                "push",
+                "--devpi",
+                devpi.url,
+                "--user",
+                user,
+                "--password-env",
+                "PW_TEST_PASSWORD",
+                "--wheelhouse",
+                str(wh),
+                "--json",
+            ],
+            env={"PW_TEST_PASSWORD": password},
+        )
+        assert pushed.exit_code == 0, pushed.output
+        uploaded = json.loads(pushed.stdout)["uploaded"]
+        assert len(uploaded) == (1 if builder == "a" else 0)
+    assert shas["a"] == shas["b"]  # the very bytes A built: one build for both
