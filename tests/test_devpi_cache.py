@@ -23,6 +23,7 @@ from builder.devpi import DevpiClient
 from builder.errors import HashMismatchError, UpstreamError
 from builder.push import push_wheelhouse
 from builder.remote_cache import describe, download, find_cached, record_for
+from builder.remote_check import check_remote
 from builder.server import running
 from builder.wheelhouse import Wheelhouse
 
@@ -205,3 +206,21 @@ def test_two_builders_one_devpi_build_once(
         uploaded = json.loads(pushed.stdout)["uploaded"]
         assert len(uploaded) == (1 if builder == "a" else 0)
     assert shas["a"] == shas["b"]  # the very bytes A built: one build for both
+
+
+def test_remote_check_reports_what_installers_would_meet(static_tree: Wheelhouse) -> None:
+    """`check_remote` (behind `prewheel index check --url`) on a served tree, then corrupted."""
+    handler = partial(_Quiet, directory=str(static_tree.root))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/cpu/simple/"
+        problems = check_remote(url)
+        assert problems == [f"{url}: no PEP 691 JSON root (got text/html)"]  # plain server
+        (entry,) = static_tree.entries("pw-static")
+        (static_tree.root / entry.path).write_bytes(b"not the wheel")
+        problems = check_remote(url)
+        assert any("served bytes hash to" in p and entry.filename in p for p in problems)
+    finally:
+        server.shutdown()
+        server.server_close()
