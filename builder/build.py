@@ -77,6 +77,9 @@ def _netns_prefix() -> tuple[str, ...]:
 
 
 def cuda_env(target: Target) -> dict[str, str]:
+    """The environment a CUDA target builds in: the toolkit first on PATH, its home under
+    every name build systems read, and the architecture list in the forms PyTorch
+    (`TORCH_CUDA_ARCH_LIST="8.0;9.0;12.0+PTX"`) and CMake (`80-real;90-real;120`) use."""
     if target.toolkit is None:
         return {}
     home = str(target.toolkit.cuda_home)
@@ -87,10 +90,13 @@ def cuda_env(target: Target) -> dict[str, str]:
     return {
         "CUDA_HOME": home,
         "CUDA_PATH": home,
+        "CUDA_ROOT": home,
+        "CUDA_TOOLKIT_ROOT_DIR": home,
         "CUDACXX": str(target.toolkit.nvcc),
         "PATH": f"{home}/bin:{os.environ.get('PATH', '')}",
         "TORCH_CUDA_ARCH_LIST": ";".join(archs),
         "CMAKE_CUDA_ARCHITECTURES": ";".join(cmake),
+        "CUDAARCHS": ";".join(cmake),
     }
 
 

@@ -86,10 +86,14 @@ def compute(
     sdist_sha256: str,
     target: Target,
     config: Config,
+    per_accel: bool = False,
 ) -> CacheKey:
+    """The key for building `name` for `target`. Accelerator-neutral (accel "any") unless the
+    package is accelerator-specific (config, or `per_accel` once a build was found to link
+    CUDA): then each accelerator, cpu included, has its own key and its own index entry."""
     assert target.interpreter is not None
     pkg = config.package(name)
-    per_accel = accel_specific(pkg) and target.accel != "cpu"
+    per_accel = per_accel or accel_specific(pkg)
     constraints = None
     if config.build_constraints:
         path = Path(config.build_constraints)

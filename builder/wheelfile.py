@@ -79,6 +79,8 @@ def set_build_tag(wheel: Path, build_tag: str, outdir: Path) -> Path:
         rewritten.append((info, data))
     record_lines = []
     for info, data in rewritten:
+        if info.is_dir():
+            continue  # RECORD lists files only; auditwheel reads a directory row as a file
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
         record_lines.append(f"{info.filename},sha256={digest},{len(data)}")
     record_lines.append(f"{di}/RECORD,,")
