@@ -1,0 +1,175 @@
+"""Parallel builds: --jobs, heavy packages alone, failure isolation, time limits, retries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clitools import prewheel
+from upstream import Upstream
+
+pytestmark = pytest.mark.slow
+
+# A build that hangs in a child process too: only killing the process group stops both.
+_HANG_SETUP = """\
+import os, subprocess, time
+from setuptools import setup
+
+out = os.environ.get("PW_HANG_DIR")
+if out:
+    child = subprocess.Popen(["sleep", "600"])
+    with open(os.path.join(out, f"pids-{os.getpid()}"), "w") as fh:
+        fh.write(f"{os.getpid()} {child.pid}\\n")
+    time.sleep(600)
+setup()
+"""
+
+
+def _pure(module: str) -> dict[str, str]:
+    return {f"{module}/__init__.py": f"VALUE = {module!r}\n"}
+
+
+@pytest.fixture(scope="module")
+def index(upstream: Upstream) -> Upstream:
+    """The shared upstream plus this module's own packages (new names only)."""
+    upstream.add_sdist("pw-par-a", "1.0", _pure("pw_par_a"))
+    upstream.add_sdist("pw-hang", "1.0", {"setup.py": _HANG_SETUP, **_pure("pw_hang")})
+    return upstream
+
+
+def _config(path: Path, index: Upstream, packages: str = "", build: str = "") -> Path:
+    path.write_text(f'[index]\nupstream = "{index.url}"\n[build]\n{build}\n{packages}')
+    return path
+
+
+def _build(root: Path, reqs: str, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    req = root / "requirements.txt"
+    req.write_text(reqs)
+    return prewheel("build", "-r", req, "-c", config, "--wheelhouse", root / "wh", *args)
+
+
+def _results(proc: subprocess.CompletedProcess[str]) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in json.loads(proc.stdout)["results"]}
+
+
+def _records(wh: Path) -> dict[str, dict[str, Any]]:
+    out = {}
+    for p in (wh / "builds").glob("*.json"):
+        rec = json.loads(p.read_text())
+        out[rec["name"]] = rec
+    return out
+
+
+def _interval(rec: dict[str, Any]) -> tuple[float, float]:
+    start = dt.datetime.strptime(rec["started"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+    return start, start + rec["build_duration"]
+
+
+def test_jobs_run_builds_at_once_and_heavy_alone(index: Upstream, tmp_path: Path) -> None:
+    config = _config(
+        tmp_path / "prewheel.toml", index, packages="[packages.pw-cext]\nheavy = true\n"
+    )
+    proc = _build(
+        tmp_path, "pw-cext==1.0\npw-pure==1.0\npw-par-a==1.0\n", config, "-j", "2", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert {r["status"] for r in _results(proc).values()} == {"built"}
+    spans = {name: _interval(rec) for name, rec in _records(tmp_path / "wh").items()}
+    heavy = spans.pop("pw-cext")
+    for name, (start, end) in spans.items():
+        assert end <= heavy[0] or start >= heavy[1], f"{name} built while heavy pw-cext did"
+    (a0, a1), (b0, b1) = spans["pw-pure"], spans["pw-par-a"]
+    assert a0 < b1 and b0 < a1, "two light builds with --jobs 2 did not overlap"
+    # Plain progress lines (not a TTY) name the package they belong to.
+    assert "[pw-cext] " in proc.stderr and "[pw-par-a] " in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def failing(index: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Good packages next to one that fails to compile and one that hangs past its limit."""
+    root = tmp_path_factory.mktemp("failing")
+    pids = root / "pids"
+    pids.mkdir()
+    config = _config(
+        root / "prewheel.toml",
+        index,
+        packages=(f'[packages.pw-hang]\ntimeout = 8\nenv = {{ PW_HANG_DIR = "{pids}" }}\n'),
+    )
+    reqs = "pw-pure==1.0\npw-haswheel==1.0\npw-broken==1.0\npw-hang==1.0\n"
+    proc = _build(root, reqs, config, "-j", "3", "--json")
+    return {"root": root, "config": config, "proc": proc, "pids": pids, "reqs": reqs}
+
+
+def test_failures_do_not_stop_the_others(failing: dict[str, Any]) -> None:
+    proc, wh = failing["proc"], failing["root"] / "wh"
+    assert proc.returncode == 1, proc.stderr
+    results = _results(proc)
+    assert {n: r["status"] for n, r in results.items()} == {
+        "pw-pure": "built",
+        "pw-haswheel": "downloaded",
+        "pw-broken": "failed",
+        "pw-hang": "failed",
+    }
+    page = (wh / "cpu" / "simple" / "pw-pure" / "index.html").read_text()
+    assert "pw_pure-1.0-" in page
+    records = _records(wh)
+    broken = records["pw-broken"]
+    assert broken["result"] == "failed" and broken["step"] == "build"
+    log = (wh / broken["log"]).read_text()
+    assert "syntax error on purpose" in log
+    assert "pw_broken.c" in results["pw-broken"]["tail"]
+
+
+def test_a_hanging_build_is_stopped_and_recorded(failing: dict[str, Any]) -> None:
+    results, records = _results(failing["proc"]), _records(failing["root"] / "wh")
+    hang = records["pw-hang"]
+    assert hang["result"] == "failed"
+    assert "timed out" in hang["error"]
+    assert hang["duration"] < 60
+    assert "timed out" in results["pw-hang"]["error"]
+    started = list(failing["pids"].iterdir())
+    assert started, "the hanging build never ran"
+    for f in started:
+        for pid in map(int, f.read_text().split()):
+            assert not _alive(pid), f"process {pid} of the timed-out build is still running"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\nState:\tZ" not in status.read_text()
+    except FileNotFoundError:
+        return False
+
+
+def test_failures_are_retried_unless_told_not_to(failing: dict[str, Any]) -> None:
+    root, config, reqs = failing["root"], failing["config"], failing["reqs"]
+    before = _records(root / "wh")
+    # Without --json: the summary table and the failure lines, on stdout.
+    skip = _build(root, reqs, config, "--no-retry-failed")
+    assert skip.returncode == 1
+    assert "failed pw-broken 1.0" in skip.stdout and "failed pw-hang 1.0" in skip.stdout
+    assert "not retried" in skip.stdout
+    assert _records(root / "wh") == before, "--no-retry-failed must not build anything"
+
+    # The same pins (no new resolution), pw-hang switched off: pw-broken is tried again.
+    text = config.read_text().replace("timeout = 8", 'skip = "hangs"')
+    config2 = root / "retry.toml"
+    config2.write_text(text)
+    retry = _build(root, reqs, config2, "--json")
+    assert retry.returncode == 1
+    results = _results(retry)
+    assert results["pw-pure"]["status"] == "cached"
+    assert results["pw-hang"]["status"] == "skipped"
+    assert results["pw-broken"]["status"] == "failed"
+    assert "not retried" not in results["pw-broken"]["error"]
+    assert _records(root / "wh")["pw-broken"]["started"] != before["pw-broken"]["started"]
