@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import shlex
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,27 +104,25 @@ def _option_value(line: str, names: tuple[str, ...], where: str) -> str:
     raise RequirementsError(f"{where}: {names[0]} needs a file name")
 
 
+_OPTION = re.compile(r"(?:^|\s)(--?[A-Za-z][\w-]*)(?:[= ]\s*(\S+))?")
+
+
 def _parse_line(line: str, where: str) -> Pin:
-    try:
-        words = shlex.split(line, posix=True)
-    except ValueError as exc:
-        raise RequirementsError(f"{where}: cannot parse: {exc}") from None
-    spec_words: list[str] = []
+    """A requirement followed by options; only `--hash=sha256:...` options are allowed."""
+    m = re.search(r"(?:^|\s)--?[A-Za-z]", line)
+    text, options = (line[: m.start()], line[m.start() :]) if m else (line, "")
     hashes: set[str] = set()
-    for word in words:
-        if word.startswith("--hash"):
-            value = word.partition("=")[2]
-            algo, _, digest = value.partition(":")
-            if algo != "sha256" or len(digest) != 64:
-                raise RequirementsError(
-                    f"{where}: only --hash=sha256:<64 hex digits> is supported, got {word!r}"
-                )
-            hashes.add(digest.lower())
-        elif word.startswith("-"):
-            raise RequirementsError(f"{where}: unsupported option {word!r}")
-        else:
-            spec_words.append(word)
-    text = " ".join(spec_words)
+    for opt in _OPTION.finditer(options):
+        name, value = opt.group(1), opt.group(2) or ""
+        if name != "--hash":
+            raise RequirementsError(f"{where}: unsupported option {name!r}")
+        algo, _, digest = value.partition(":")
+        if algo != "sha256" or not re.fullmatch(r"[0-9a-fA-F]{64}", digest):
+            raise RequirementsError(
+                f"{where}: only --hash=sha256:<64 hex digits> is supported, got {value!r}"
+            )
+        hashes.add(digest.lower())
+    text = text.strip()
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
