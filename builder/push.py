@@ -16,6 +16,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .devpi import DevpiClient, DevpiFile, record_attachment
 from .errors import PushError
+from .index import listing
 from .wheelfile import read_metadata
 from .wheelhouse import CatalogEntry, Wheelhouse
 
@@ -112,9 +113,11 @@ def push_wheelhouse(
 ) -> PushReport:
     """Upload every wheel the user's per-accelerator indexes lack, then verify the server.
 
-    `client` must be logged in. Identical files are
-    skipped; a different file under an existing name is refused and reported, never replaced.
-    A failure mid-way raises `PushError` naming what was uploaded and what was not.
+    The wheels pushed are those the static index lists (the newest build per version and
+    tags; yanked ones are left out), so devpi and `prewheel serve` offer installers the same
+    files. `client` must be logged in. Identical files are skipped; a different file under an
+    existing name is refused and reported, never replaced. A failure mid-way raises
+    `PushError` naming what was uploaded and what was not.
     """
 
     def say(msg: str) -> None:
@@ -123,11 +126,17 @@ def push_wheelhouse(
 
     report = PushReport(server=client.url)
     wanted = accels if accels is not None else wh.accelerators()
-    entries = list(wh.all_entries())
-    plan: dict[str, list[tuple[str, CatalogEntry]]] = {
-        a: [(p, e) for p, e in entries if e.listed_in(a)] for a in wanted
-    }
-    plan = {a: items for a, items in plan.items() if items}
+    plan: dict[str, list[tuple[str, CatalogEntry]]] = {}
+    for accel in wanted:
+        for project in wh.projects():
+            for entry in listing(wh, project, accel):  # what the static index lists
+                if entry.yanked is not False:
+                    if (
+                        note := f"{entry.filename} is yanked here; not pushed"
+                    ) not in report.warnings:
+                        report.warnings.append(note)
+                    continue
+                plan.setdefault(accel, []).append((project, entry))
     records_ok: dict[str, bool] = {}
     for accel in plan:
         records_ok[accel] = _ensure_index(client, user, accel, bases, report)

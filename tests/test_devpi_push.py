@@ -288,3 +288,26 @@ def test_password_never_appears_in_output(devpi: DevpiServer, tmp_path: Path) ->
     result = push(devpi, user, password, make_house(tmp_path), "--json")
     assert result.exit_code == 0
     assert password not in result.output
+
+
+def test_push_sends_what_the_static_index_lists(devpi: DevpiServer, tmp_path: Path) -> None:
+    """A superseded build (older build tag) and a yanked wheel stay home."""
+    user, password = devpi.new_user("newest")
+    wh = make_house(tmp_path)
+    (old,) = wh.entries("pw-dplib")
+    rebuilt = make_wheel(
+        tmp_path / "re", "pw-dplib", "1.0", {"pw_dplib/__init__.py": "VALUE = 3\n"}
+    )
+    new = publish_built(wh, rebuilt, cache_key=key_of("9"), accels=("cpu",), when=1764439999)
+    gone = make_wheel(tmp_path / "y", "pw-dpyanked", "1.0", {"pw_dpyanked.py": ""})
+    entry = wh.publish(gone, origin="downloaded", accels=("cpu",))
+    catalog = wh.catalog_dir / "pw-dpyanked.json"
+    catalog.write_text(catalog.read_text().replace('"yanked": false', '"yanked": "broken"'))
+    assert wh.find(entry.filename) is not None and wh.find(entry.filename).yanked == "broken"
+    result = push(devpi, user, password, wh, "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(remote_files(devpi, user, "cpu", "pw-dplib")) == {new.filename}
+    assert set(remote_files(devpi, user, "cu130", "pw-dplib")) == {old.filename}
+    assert remote_files(devpi, user, "cpu", "pw-dpyanked") == {}
+    assert report["warnings"] == [f"{entry.filename} is yanked here; not pushed"]
