@@ -30,6 +30,7 @@ from .cmd import stop_all
 from .config import Config
 from .errors import PrewheelError, StepError
 from .fetch import fetch
+from .isa import isa_warnings
 from .log import get_logger, working_on
 from .plan import Plan, PlanItem
 from .repair import external_libraries, repair_wheel
@@ -411,9 +412,10 @@ class Executor:
             return None
         finally:
             self.slots.release(count)
-        warnings = []
+        warnings: list[str] = []
         if built.has_native_sources and is_pure(tagged):
             warnings.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
+        warnings += isa_warnings(tagged)
         record["build_deps"] = built.build_deps
         return _Candidate(
             item=item, key=key, wheel=tagged, record=record, started=t0, warnings=tuple(warnings)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
+
+from rich.console import Console
 
 from ..config import Config, load_config
 from ..errors import TargetError
@@ -26,3 +30,13 @@ def load_inputs(
         reasons = "; ".join(f"{t.name}: {t.missing}" for t in targets)
         raise TargetError(f"no usable target: {reasons}")
     return config, pins, targets
+
+
+@contextlib.contextmanager
+def planning(console: Console, targets: int, *, quiet: bool) -> Iterator[None]:
+    """A spinner while the closure is resolved (pip may build sdist metadata: seconds)."""
+    if quiet or not console.is_terminal:
+        yield
+        return
+    with console.status(f"resolving the closure for {targets} target(s)..."):
+        yield

@@ -14,7 +14,7 @@ from ..pipeline import execute
 from ..plan import make_plan
 from ..targets_json import write_targets_json
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs
+from ._common import load_inputs, planning
 from ._options import (
     config_option,
     json_option,
@@ -82,7 +82,8 @@ def command(
     console = Console(stderr=as_json, quiet=False)
     config, pins, selected = load_inputs(requirements, config_path, targets)
     wh = Wheelhouse(wheelhouse)
-    plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned, refresh=refresh)
+    with planning(console, len(selected), quiet=quiet or as_json):
+        plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned, refresh=refresh)
     for t in plan.skipped_targets:
         console.print(f"[yellow]target {t.name} skipped: {t.missing}[/]", highlight=False)
     with Progress(len(plan.items), quiet=quiet or as_json, console=console) as progress:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..plan import make_plan
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs
+from ._common import load_inputs, planning
 from ._options import config_option, json_option, target_option, wheelhouse_option
 
 _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim"}
@@ -56,7 +56,10 @@ def command(
 ) -> None:
     """Resolve the closure per target and say, per package: cached, download or build."""
     config, pins, selected = load_inputs(requirements, config_path, targets)
-    plan = make_plan(selected, pins, config, Wheelhouse(wheelhouse), allow_unpinned=allow_unpinned)
+    with planning(Console(stderr=True), len(selected), quiet=as_json or matrix):
+        plan = make_plan(
+            selected, pins, config, Wheelhouse(wheelhouse), allow_unpinned=allow_unpinned
+        )
     data = plan.to_json()
     if output:
         output.write_text(json.dumps(data, indent=2) + "\n")
