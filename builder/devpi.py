@@ -265,8 +265,12 @@ class DevpiClient:
             raise PushError(f"cannot list {name} on {user}/{index}: HTTP {resp.status}")
         return files_from_project_json(resp.json().get("result", {}))
 
-    def upload(self, user: str, index: str, wheel: Path, *, sha256: str, metadata: bytes) -> None:
-        """Upload one file with the `file_upload` form twine uses; identical bytes are a no-op."""
+    def upload(self, user: str, index: str, wheel: Path, *, sha256: str, metadata: bytes) -> bool:
+        """Upload one file with the `file_upload` form twine uses; identical bytes are a no-op.
+
+        Returns False when the index already holds other bytes under this name (HTTP 409):
+        with parallel CI jobs that can happen between our listing and our upload.
+        """
         fields = [
             (":action", "file_upload"),
             ("protocol_version", "1"),
@@ -284,12 +288,9 @@ class DevpiClient:
             headers={"Content-Type": ctype, "Content-Length": str(length)},
         )
         if resp.status == 200:
-            return
+            return True
         if resp.status == 409:
-            raise PushError(
-                f"{wheel.name}: {user}/{index} already holds a different file under this name",
-                hint="a changed build must get a new build tag; never overwrite a published name",
-            )
+            return False
         if resp.status in (401, 403):
             raise PushError(
                 f"user {self.user!r} may not upload to {user}/{index}: HTTP {resp.status}",

@@ -146,7 +146,7 @@ def push_wheelhouse(
                 f"{user}/{accel}: no permission to attach build records; wheels only"
             )
 
-    todo: list[tuple[str, PushItem, CatalogEntry, DevpiFile | None]] = []
+    todo: list[tuple[str, str, PushItem, CatalogEntry, DevpiFile | None]] = []
     listings: dict[tuple[str, str], dict[str, DevpiFile]] = {}
     for accel, items in plan.items():
         for project, entry in items:
@@ -159,17 +159,20 @@ def push_wheelhouse(
                 report.conflicts.append((item, remote.sha256 or "unknown"))
                 say(f"refused {entry.filename}: {item.index} holds other bytes under this name")
                 continue
-            todo.append((accel, item, entry, remote))
+            todo.append((accel, project, item, entry, remote))
 
     done: list[PushItem] = []
-    for accel, item, entry, remote in todo:
+    for accel, project, item, entry, remote in todo:
         try:
             if remote is None:
                 wheel = wh.root / entry.path
                 say(f"upload {item.filename} -> {item.index}")
-                client.upload(
-                    user, accel, wheel, sha256=entry.sha256, metadata=read_metadata(wheel)
-                )
+                meta = read_metadata(wheel)
+                if not client.upload(user, accel, wheel, sha256=entry.sha256, metadata=meta):
+                    now = client.list_files(user, accel, project).get(item.filename)
+                    report.conflicts.append((item, (now and now.sha256) or "unknown"))
+                    say(f"refused {item.filename}: {item.index} got other bytes meanwhile")
+                    continue
                 report.uploaded.append(item)
                 done.append(item)
             else:
@@ -178,7 +181,7 @@ def push_wheelhouse(
                 _attach(client, user, accel, entry, wh.read_record(entry.cache_key))
                 report.records.append(item)
         except PushError as exc:
-            left = [i.filename for _, i, _, r in todo if r is None and i not in done]
+            left = [i.filename for _, _, i, _, r in todo if r is None and i not in done]
             raise PushError(
                 f"push stopped at {item.filename} on {item.index}: {exc.message}\n"
                 f"  uploaded before the failure ({len(done)}): "

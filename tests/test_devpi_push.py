@@ -265,11 +265,11 @@ def test_a_failure_midway_names_what_was_and_was_not_uploaded(
     real_upload = DevpiClient.upload
     calls: list[str] = []
 
-    def flaky(self: DevpiClient, user_: str, index: str, wheel: Path, **kw: object) -> None:
+    def flaky(self: DevpiClient, user_: str, index: str, wheel: Path, **kw: object) -> bool:
         calls.append(wheel.name)
         if len(calls) == 2:
             raise PushError("connection reset (simulated)")
-        real_upload(self, user_, index, wheel, **kw)  # type: ignore[arg-type]
+        return real_upload(self, user_, index, wheel, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(DevpiClient, "upload", flaky)
     with pytest.raises(PushError) as info:
@@ -311,3 +311,27 @@ def test_push_sends_what_the_static_index_lists(devpi: DevpiServer, tmp_path: Pa
     assert set(remote_files(devpi, user, "cu130", "pw-dplib")) == {old.filename}
     assert remote_files(devpi, user, "cpu", "pw-dpyanked") == {}
     assert report["warnings"] == [f"{entry.filename} is yanked here; not pushed"]
+
+
+def test_a_conflict_that_appears_during_the_push_is_refused_not_fatal(
+    devpi: DevpiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel jobs: another job uploads other bytes between our listing and our upload."""
+    user, password = devpi.new_user("race")
+    assert push(devpi, user, password, make_house(tmp_path / "a")).exit_code == 0
+    other = make_house(tmp_path / "b", body="VALUE = 2\n")
+    client = devpi.client(user, password)
+    real_list = DevpiClient.list_files
+    listed: list[str] = []
+
+    def stale(self: DevpiClient, user_: str, index: str, project: str) -> dict[str, object]:
+        listed.append(project)
+        if len(listed) <= 4:  # the planning pass sees an empty index
+            return {}
+        return real_list(self, user_, index, project)  # type: ignore[return-value]
+
+    monkeypatch.setattr(DevpiClient, "list_files", stale)
+    report = push_wheelhouse(other, client, user=user)
+    assert not report.ok
+    assert {i.filename for i, _ in report.conflicts} == {other.entries("pw-dplib")[0].filename}
+    assert all(remote != "unknown" for _, remote in report.conflicts)
