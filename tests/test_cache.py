@@ -1,0 +1,215 @@
+"""The build cache: one changed input rebuilds exactly the package it belongs to, nothing else.
+
+One real build of a small set is shared by the module; each test copies its wheelhouse,
+changes one input of the cache key, builds again and looks at what was rebuilt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clitools import prewheel, snapshot
+from packaging.utils import parse_wheel_filename
+from upstream import Upstream
+
+from builder.cachekey import build_tag, compute
+from builder.config import default_config, parse_config
+from builder.targets import Interpreter, resolve_targets
+
+pytestmark = pytest.mark.slow
+
+REQS = "pw-cext==1.0\npw-pure==1.0\npw-haswheel==1.0\n"
+
+
+def _build(root: Path, config: str, wh: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    (root / "requirements.txt").write_text(REQS)
+    (root / "prewheel.toml").write_text(config)
+    return prewheel(
+        "build",
+        "-r",
+        root / "requirements.txt",
+        "-c",
+        root / "prewheel.toml",
+        "--wheelhouse",
+        wh,
+        "--json",
+        *args,
+    )
+
+
+def _status(proc: subprocess.CompletedProcess[str]) -> dict[str, str]:
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+
+
+def _base_config(url: str) -> str:
+    return f'[index]\nupstream = "{url}"\n'
+
+
+@pytest.fixture(scope="module")
+def baseline(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A wheelhouse with pw-cext (C), pw-pure (built, pure) and pw-haswheel (downloaded)."""
+    root = tmp_path_factory.mktemp("baseline")
+    proc = _build(root, _base_config(upstream.url), root / "wh")
+    assert _status(proc) == {"pw-cext": "built", "pw-pure": "built", "pw-haswheel": "downloaded"}
+    return root / "wh"
+
+
+@pytest.fixture
+def wheelhouse(baseline: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "wh"
+    shutil.copytree(baseline, dest)
+    return dest
+
+
+def _cext_wheels(wh: Path) -> list[str]:
+    catalog = json.loads((wh / "catalog" / "pw-cext.json").read_text())
+    return sorted(f["filename"] for f in catalog["files"])
+
+
+def test_nothing_changed_rebuilds_nothing(
+    upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    before = _files(wheelhouse)
+    proc = _build(tmp_path, _base_config(upstream.url), wheelhouse)
+    assert set(_status(proc).values()) == {"cached"}
+    # No build, repair, verify or build-dependency install: no log, record or file changed.
+    assert _files(wheelhouse) == before
+
+
+def _files(wh: Path) -> dict[str, bytes]:
+    # targets.json is rewritten by every run (with its time); it is not a build product.
+    return {k: v for k, v in snapshot(wh).items() if k != "targets.json"}
+
+
+def test_changed_env_var_rebuilds_that_package_under_a_new_name(
+    upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    old = _cext_wheels(wheelhouse)
+    config = _base_config(upstream.url) + '[packages.pw-cext]\nenv = { PW_EXTRA = "1" }\n'
+    proc = _build(tmp_path, config, wheelhouse)
+    assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}
+
+    # Both builds of pw-cext 1.0 coexist, with different build tags ...
+    both = _cext_wheels(wheelhouse)
+    assert len(both) == 2 and set(old) < set(both)
+    new = next(w for w in both if w not in old)
+    tags = {w: parse_wheel_filename(w)[2] for w in both}
+    assert tags[new] != tags[old[0]] and tags[new] > tags[old[0]]
+    records = [json.loads(p.read_text()) for p in (wheelhouse / "builds").glob("*.json")]
+    rec = next(r for r in records if r.get("wheel") == new)
+    assert rec["inputs"]["env"] == {"PW_EXTRA": "1"}
+    assert tags[new][1] == f"_{rec['cache_key'][:12]}"
+
+    # ... and the index serves the newest.
+    simple = wheelhouse / "cpu" / "simple" / "pw-cext"
+    page = (simple / "index.html").read_text()
+    assert new in page and old[0] not in page
+    listed = [f["filename"] for f in json.loads((simple / "index.json").read_text())["files"]]
+    assert listed == [new]
+
+
+def test_changed_sdist_rebuilds_that_package(
+    fresh_upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """Same name, same version, other bytes (another index): only pw-cext is rebuilt."""
+    from upstream import _cext_files
+
+    files = _cext_files("1.0")
+    files["pw_cext.c"] += "/* changed */\n"
+    fresh_upstream.add_sdist("pw-cext", "1.0", files)
+    proc = _build(tmp_path, _base_config(fresh_upstream.url), wheelhouse)
+    assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}
+    assert len(_cext_wheels(wheelhouse)) == 2
+
+
+def test_changed_repair_options_rebuild_only_what_is_repaired(
+    upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """`strip` changes auditwheel's options: the C extension is rebuilt, the pure wheel is not
+    (auditwheel never touches it, so its source key still finds it)."""
+    config = _base_config(upstream.url) + "[build]\nstrip = true\n"
+    proc = _build(tmp_path, config, wheelhouse)
+    assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}
+
+
+def test_changed_interpreter_rebuilds_only_the_extension(
+    upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    target = resolve_targets(parse_config({"targets": {"python": ["3.12"]}}, source="t"))[0]
+    if target.missing:
+        pytest.skip(f"no Python 3.12: {target.missing}")
+    config = _base_config(upstream.url) + '[targets]\npython = ["3.12"]\n'
+    proc = _build(tmp_path, config, wheelhouse)
+    assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}
+    assert any("-cp312-cp312-" in w for w in _cext_wheels(wheelhouse))
+
+
+# -- the key itself, without building -------------------------------------------------------
+
+
+def _key(**changes: Any) -> str:
+    config = changes.pop("config", default_config())
+    target = changes.pop("target", resolve_targets(default_config())[0])
+    args = {"name": "pw-cext", "version": "1.0", "sdist_sha256": "a" * 64} | changes
+    return compute(target=target, config=config, **args).key
+
+
+def test_key_is_stable_and_names_each_input() -> None:
+    target = resolve_targets(default_config())[0]
+    assert target.interpreter is not None
+    other_python = dataclasses.replace(
+        target,
+        interpreter=dataclasses.replace(target.interpreter, version=(3, 11, 99)),
+    )
+    base = _key()
+    assert _key() == base
+    variants = {
+        "sdist": _key(sdist_sha256="b" * 64),
+        "env": _key(config=_cfg({"packages": {"pw-cext": {"env": {"X": "1"}}}})),
+        "config_settings": _key(
+            config=_cfg({"packages": {"pw-cext": {"config_settings": {"--build-option": "x"}}}})
+        ),
+        "build_requires": _key(
+            config=_cfg({"packages": {"pw-cext": {"build_requires": ["cython==3.0"]}}})
+        ),
+        "strip": _key(config=_cfg({"build": {"strip": True}})),
+        "interpreter": _key(target=other_python),
+        "policy": _key(
+            target=dataclasses.replace(
+                target, spec=dataclasses.replace(target.spec, policy="manylinux_2_28_x86_64")
+            )
+        ),
+    }
+    assert base not in variants.values()
+    assert len(set(variants.values())) == len(variants)
+    # Another package's settings are not this package's input.
+    assert _key(config=_cfg({"packages": {"pw-pure": {"env": {"X": "1"}}}})) == base
+
+
+def test_key_includes_build_constraints_file(tmp_path: Path) -> None:
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("setuptools==70.0\n")
+    config = _cfg({"build": {"constraints": str(constraints)}})
+    first = _key(config=config)
+    constraints.write_text("setuptools==71.0\n")
+    assert _key(config=config) != first
+
+
+def test_build_tag_sorts_by_time_and_names_the_key() -> None:
+    target = resolve_targets(default_config())[0]
+    key = compute(
+        name="x", version="1", sdist_sha256="c" * 64, target=target, config=default_config()
+    )
+    assert build_tag(key, 1_700_000_000.5) == f"1700000000_{key.key[:12]}"
+    assert isinstance(target.interpreter, Interpreter)
+
+
+def _cfg(raw: dict[str, Any]) -> Any:
+    return parse_config(raw, source="test")
