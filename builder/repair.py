@@ -26,10 +26,19 @@ from .targets import ARCH, Target, host_glibc, policy_platforms, runtime_image
 from .wheelfile import is_pure
 
 DOCKER_HINT = (
-    "this host's glibc is {host}; to reach {policy}, build in Dockerfile.builder on a "
-    "manylinux base image (for example quay.io/pypa/manylinux_2_28_x86_64 for "
-    "manylinux_2_28), or set this target's policy to 'auto' or manylinux_{major}_{minor} or newer"
+    "this host's glibc is {host}: build it in Dockerfile.builder on a manylinux base image "
+    "({image}), or set the target's policy to 'auto' or {lowest} (the oldest it reaches "
+    "here) or newer"
 )
+# The maintained manylinux build images, by the glibc they carry.
+_IMAGES = ((2, 17, "manylinux2014"), (2, 28, "manylinux_2_28"), (2, 34, "manylinux_2_34"))
+
+
+def builder_image(policy: str) -> str:
+    """The newest pypa manylinux image whose glibc the policy allows."""
+    glibc = _glibc_of(policy) or (2, 17)
+    fits = [name for major, minor, name in _IMAGES if (major, minor) <= glibc]
+    return f"quay.io/pypa/{(fits or ['manylinux2014'])[-1]}_{ARCH}"
 
 
 @functools.lru_cache(maxsize=1)
@@ -70,10 +79,14 @@ def offending_symbols(elves: Iterable[elf.ElfInfo], policy: str) -> list[str]:
     out = []
     for (ver, lib), syms in sorted(found.items(), key=lambda kv: _ver_key(kv[0][0])):
         names = sorted(s for s in syms if s)
-        shown = ", ".join(f"{s}@{ver}" for s in names[:4]) or ver
-        more = f" and {len(names) - 4} more" if len(names) > 4 else ""
+        shown = ", ".join(f"{_short(s)}@{ver}" for s in names[:3]) or ver
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
         out.append(f"{shown}{more} ({lib})")
     return out
+
+
+def _short(symbol: str, limit: int = 48) -> str:
+    return symbol if len(symbol) <= limit else symbol[: limit - 3] + "..."
 
 
 def _ver_key(ver: str) -> tuple[str, tuple[int, ...]]:
@@ -86,28 +99,35 @@ def _glibc_of(policy: str) -> tuple[int, int] | None:
     if m:
         return int(m.group(1)), int(m.group(2))
     pol = _policies().get(_policy_base(policy))
-    if pol is None:
+    if pol is None or pol["name"] == _policy_base(policy):
         return None
     return _glibc_of(pol["name"])
 
 
-def policy_error(wheel: Path, target: Target, offenders: list[str], policy: str) -> StepError:
-    host = ".".join(map(str, host_glibc()))
-    need = _needed_glibc(offenders)
+def lowest_policy(elves: list[elf.ElfInfo]) -> str | None:
+    """The oldest manylinux policy whose symbol versions all of `elves` fit in."""
+    names = sorted(
+        {p["name"] for p in _policies().values() if _glibc_of(p["name"])},
+        key=lambda n: _glibc_of(n) or (0, 0),
+    )
+    return next((n for n in names if not offending_symbols(elves, n)), None)
+
+
+def policy_error(wheel: Path, elves: list[elf.ElfInfo], policy: str) -> StepError:
+    """The error for a wheel whose symbols are newer than `policy`: it names them and the fix
+    (the message carries the fix too: build reports show messages, not hints)."""
+    offenders = offending_symbols(elves, policy)
+    hint = DOCKER_HINT.format(
+        host=".".join(map(str, host_glibc())),
+        image=builder_image(policy),
+        lowest=lowest_policy(elves) or "a newer manylinux policy",
+    )
     return StepError(
         f"{wheel.name} cannot meet {policy}: it uses symbol versions newer than the policy "
-        f"allows: {'; '.join(offenders)}",
+        f"allows: {'; '.join(offenders)}; {hint}",
         step="repair",
-        hint=DOCKER_HINT.format(host=host, policy=policy, major=need[0], minor=need[1]),
+        hint=hint,
     )
-
-
-def _needed_glibc(offenders: list[str]) -> tuple[int, int]:
-    best = (2, 5)
-    for o in offenders:
-        for m in re.finditer(r"@GLIBC_(\d+)\.(\d+)", o):
-            best = max(best, (int(m.group(1)), int(m.group(2))))
-    return best
 
 
 def repair_wheel(
@@ -123,9 +143,9 @@ def repair_wheel(
     if is_pure(wheel):
         return wheel
     if target.policy != "auto":
-        offenders = offending_symbols(elf.wheel_elves(wheel), target.policy)
-        if offenders:
-            err = policy_error(wheel, target, offenders, target.policy)
+        elves = elf.wheel_elves(wheel)
+        if offending_symbols(elves, target.policy):
+            err = policy_error(wheel, elves, target.policy)
             _log(log_file, f"prewheel: {err.message}\nhint: {err.hint}\n")
             raise StepError(err.message, step="repair", log=str(log_file), hint=err.hint)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -178,9 +198,9 @@ def check_policy(wheel: Path, target: Target, *, log_file: Path | None = None) -
     if not claimed:
         return
     oldest = min(claimed, key=lambda p: _glibc_of(p) or (0, 0))
-    offenders = offending_symbols(elf.wheel_elves(wheel), oldest)
-    if offenders:
-        err = policy_error(wheel, target, offenders, oldest)
+    elves = elf.wheel_elves(wheel)
+    if offending_symbols(elves, oldest):
+        err = policy_error(wheel, elves, oldest)
         raise StepError(
             f"refusing to publish: {err.message}",
             step="repair",
