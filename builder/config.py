@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
@@ -155,6 +156,23 @@ class _Problems:
                 self.add(f"{where}.{k}", "expected a string")
         return out
 
+    def positive(self, value: Any, where: str) -> float | None:
+        """A number of seconds (or a count) that must be above zero."""
+        number = self.typed(value, (int, float), where)
+        if number is not None and number <= 0:
+            self.add(where, f"must be greater than 0, got {number!r}")
+            return None
+        return float(number) if number is not None else None
+
+    def requirements(self, value: Any, where: str) -> tuple[str, ...]:
+        reqs = self.str_list(value, where)
+        for i, req in enumerate(reqs):
+            try:
+                Requirement(req)
+            except InvalidRequirement as exc:
+                self.add(f"{where}[{i}]", f"not a requirement: {req!r} ({exc})")
+        return reqs
+
     def typed(self, value: Any, kind: type | tuple[type, ...], where: str) -> Any:
         if isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)):
             return value
@@ -198,8 +216,11 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
 
     build = p.table(raw.get("build", {}), "build")
     p.unknown_keys(build, _BUILD_KEYS, "build")
-    timeout = p.typed(build.get("timeout", DEFAULT_BUILD_TIMEOUT), (int, float), "build.timeout")
+    timeout = p.positive(build.get("timeout", DEFAULT_BUILD_TIMEOUT), "build.timeout")
     jobs = p.typed(build.get("jobs", 0), int, "build.jobs")
+    if jobs is not None and jobs < 0:
+        p.add("build.jobs", f"must be 0 (the number of CPUs) or more, got {jobs}")
+        jobs = 0
     strip = p.typed(build.get("strip", False), bool, "build.strip")
     constraints = build.get("constraints")
     if constraints is not None:
@@ -289,6 +310,8 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageCo
         where = f"packages.{name}"
         tbl = p.table(value, where)
         p.unknown_keys(tbl, _PACKAGE_KEYS, where)
+        if canonicalize_name(name) in out:
+            p.add(where, f"the same package as another entry ({canonicalize_name(name)})")
         spec = None
         if "python" in tbl:
             try:
@@ -302,7 +325,7 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageCo
             name=canonicalize_name(name),
             env=p.str_map(tbl.get("env", {}), f"{where}.env"),
             config_settings=p.str_map(tbl.get("config_settings", {}), f"{where}.config_settings"),
-            build_requires=p.str_list(tbl.get("build_requires", []), f"{where}.build_requires"),
+            build_requires=p.requirements(tbl.get("build_requires", []), f"{where}.build_requires"),
             python=spec,
             skip=p.typed(skip, str, f"{where}.skip") if skip is not None else None,
             heavy=bool(p.typed(tbl.get("heavy", False), bool, f"{where}.heavy")),
@@ -313,10 +336,6 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageCo
             import_names=(
                 p.str_list(imports, f"{where}.import_names") if imports is not None else None
             ),
-            timeout=(
-                float(p.typed(timeout, (int, float), f"{where}.timeout") or 0) or None
-                if timeout is not None
-                else None
-            ),
+            timeout=p.positive(timeout, f"{where}.timeout") if timeout is not None else None,
         )
     return out
