@@ -43,6 +43,7 @@ PAGE_CACHE_CONTROL = "public, max-age=10"
 FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 LOG_CACHE_CONTROL = "no-cache"
 ALLOW = "GET, HEAD"
+TARGETS = "/targets.json"
 _NEG_CACHE_MAX = 512
 
 
@@ -299,7 +300,7 @@ class Routes:
             return self._status_page(headers)
         if len(parts) >= 2 and parts[1] == "simple":
             return self._simple(parts, headers, raw)
-        if parts[0] in ("files", "logs") and len(parts) >= 2 and parts[-1]:
+        if (parts[0] in ("files", "logs", "builds") and len(parts) >= 2 and parts[-1]) or path == TARGETS:
             return self._file(parts, headers)
         return NOT_FOUND
 
@@ -355,6 +356,8 @@ class Routes:
         name = parts[-1]
         if parts[0] == "logs":
             ctype, cache = "text/plain; charset=utf-8", LOG_CACHE_CONTROL
+        elif len(parts) == 1:  # /targets.json, rewritten by every build
+            ctype, cache = "application/json", LOG_CACHE_CONTROL
         elif name.endswith(".whl"):
             ctype, cache = "application/octet-stream", FILE_CACHE_CONTROL
         elif name.endswith(".metadata"):

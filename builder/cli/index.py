@@ -30,17 +30,32 @@ def rebuild(wheelhouse: Path) -> None:
 
 @command.command("check")
 @wheelhouse_option
+@click.option(
+    "--url",
+    "urls",
+    multiple=True,
+    metavar="URL",
+    help="Check a served index (e.g. devpi's NAME/ACCEL/+simple/) instead of the wheelhouse.",
+)
+@click.option(
+    "--no-download", is_flag=True, help="With --url: do not download files to check their sha256."
+)
 @json_option
-def check(wheelhouse: Path, as_json: bool) -> None:
+def check(wheelhouse: Path, urls: tuple[str, ...], no_download: bool, as_json: bool) -> None:
     """Check that every link resolves and every hash matches; exit 1 listing the problems."""
-    problems = index_lib.check(Wheelhouse(wheelhouse))
+    if urls:
+        from ..remote_check import check_remote
+
+        problems = [p for u in urls for p in check_remote(u, verify_files=not no_download)]
+    else:
+        problems = index_lib.check(Wheelhouse(wheelhouse))
     if as_json:
         click.echo(json.dumps({"ok": not problems, "problems": problems}, indent=2))
     elif problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
-        click.echo(f"{len(problems)} problem(s) in {wheelhouse}", err=True)
+        click.echo(f"{len(problems)} problem(s) in {', '.join(urls) or wheelhouse}", err=True)
     else:
-        click.echo(f"index OK: {wheelhouse}")
+        click.echo(f"index OK: {', '.join(urls) or wheelhouse}")
     if problems:
         sys.exit(EXIT_FAILED)
