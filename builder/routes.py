@@ -300,7 +300,8 @@ class Routes:
             return self._status_page(headers)
         if len(parts) >= 2 and parts[1] == "simple":
             return self._simple(parts, headers, raw)
-        if (parts[0] in ("files", "logs", "builds") and len(parts) >= 2 and parts[-1]) or path == TARGETS:
+        static_dir = parts[0] in ("files", "logs", "builds") and len(parts) >= 2 and parts[-1]
+        if static_dir or path == TARGETS:
             return self._file(parts, headers)
         return NOT_FOUND
 
