@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -58,6 +58,11 @@ class PlanItem:
 class Plan:
     items: tuple[PlanItem, ...]
     skipped_targets: tuple[Target, ...]
+
+    def only_building(self, names: set[str]) -> Plan:
+        """The plan with builds limited to `names` (downloads and cached items stay)."""
+        kept = tuple(i for i in self.items if i.action != "build" or i.name in names)
+        return replace(self, items=kept)
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from packaging.utils import canonicalize_name
 from rich.console import Console
 
 from ..errors import EXIT_FAILED
@@ -59,6 +60,14 @@ from ._progress import Progress, print_summary
     "building (repeatable).",
 )
 @click.option("--refresh", is_flag=True, help="Resolve again even when a locked closure is cached.")
+@click.option(
+    "--package",
+    "packages",
+    multiple=True,
+    metavar="NAME",
+    help="Build only these packages (a CI batch from `plan --matrix`); downloads still run, "
+    "so the batch's built dependencies must be in the same batch or already published.",
+)
 @json_option
 @quiet_option
 def command(
@@ -71,6 +80,7 @@ def command(
     retry_failed: bool,
     cache_from: tuple[str, ...],
     refresh: bool,
+    packages: tuple[str, ...],
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -84,6 +94,8 @@ def command(
     wh = Wheelhouse(wheelhouse)
     with planning(console, len(selected), quiet=quiet or as_json):
         plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned, refresh=refresh)
+    if packages:
+        plan = plan.only_building({canonicalize_name(p) for p in packages})
     for t in plan.skipped_targets:
         console.print(f"[yellow]target {t.name} skipped: {t.missing}[/]", highlight=False)
     with Progress(len(plan.items), quiet=quiet or as_json, console=console) as progress:
