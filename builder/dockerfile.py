@@ -70,14 +70,24 @@ def python_version(target: Target) -> str:
 def base_image(target: Target) -> str:
     """The slim image a target's runtime starts from: python:X.Y-slim, or a CUDA runtime."""
     py = python_version(target)
+    abi = target.name.split("-", 1)[0]
+    if abi.endswith("t") or (target.interpreter is not None and target.interpreter.gil_disabled):
+        raise TargetError(
+            f"target '{target.name}': no python:*-slim or nvidia/cuda image ships a "
+            f"free-threaded Python {py}t",
+            hint=f"pass --base with an image that has python{py}t as python3",
+        )
     if target.accel == "cpu":
         return f"python:{py}-slim"
-    os_name = _CUDA_OS_PYTHON.get(py.rstrip("t"))
-    if os_name is None or py.endswith("t"):
+    os_name = _CUDA_OS_PYTHON.get(py)
+    cuda = tuple(int(x) for x in (target.cuda_version or "0.0").split("."))
+    if os_name == "ubuntu24.04" and cuda < (12, 5):  # no ubuntu24.04 images before CUDA 12.5
+        os_name = None
+    if os_name is None:
         known = ", ".join(f"{v} ({o})" for v, o in _CUDA_OS_PYTHON.items())
         raise TargetError(
-            f"target '{target.name}': no nvidia/cuda runtime image ships Python {py} "
-            f"(their Ubuntu releases ship {known})",
+            f"target '{target.name}': no nvidia/cuda:{target.cuda_version}.*-runtime image "
+            f"ships Python {py} (their Ubuntu releases ship {known}, 24.04 from CUDA 12.5)",
             hint="pass --base with a CUDA runtime image that already has python" + py,
         )
     return f"nvidia/cuda:{target.cuda_version}.0-runtime-{os_name}"

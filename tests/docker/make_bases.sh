@@ -1,17 +1,27 @@
 #!/bin/sh
 # Make the two local stand-in base images with mmdebstrap (no image can be pulled here), and
 # cache their rootfs tarballs by content so one CI run makes each only once:
-#   prewheel-test/builder-base:latest  python3, python3-dev, python3-venv, python3-pip, gcc, g++
-#   prewheel-test/runtime-base:latest  python3, python3-venv; no compiler
+#   prewheel-test/builder-base:latest  python3, python3-dev, python3-venv, python3-pip, gcc, g++,
+#                                      build-essential: a stand-in for python:3.X (full)
+#   prewheel-test/runtime-base:latest  python3, python3-venv, no compiler, and no docs, man
+#                                      pages or locales, as debian:bookworm-slim (under
+#                                      python:3.X-slim) leaves them out
+
 # Needs DOCKER_HOST (see dockerd.sh). PREWHEEL_DOCKER_CACHE picks the cache dir.
 set -eu
 
 CACHE="${PREWHEEL_DOCKER_CACHE:-/tmp/prewheel-docker-cache}"
 SUITE=bookworm
-RECIPE=1  # bump to invalidate cached tarballs when this script changes what it makes
+RECIPE=2  # bump to invalidate cached tarballs when this script changes what it makes
 DOCKER="${PREWHEEL_DOCKER:-docker}"
-BUILDER_PKGS="python3,python3-dev,python3-venv,python3-pip,gcc,g++,libc6-dev"
+BUILDER_PKGS="python3,python3-dev,python3-venv,python3-pip,gcc,g++,libc6-dev,build-essential"
 RUNTIME_PKGS="python3,python3-venv"
+# What debian:bookworm-slim drops (its /etc/dpkg/dpkg.cfg.d/docker), kept for later installs.
+SLIM_OPTS="--dpkgopt=path-exclude=/usr/share/doc/* --dpkgopt=path-include=/usr/share/doc/*/copyright
+--dpkgopt=path-exclude=/usr/share/man/* --dpkgopt=path-exclude=/usr/share/info/*
+--dpkgopt=path-exclude=/usr/share/locale/* --dpkgopt=path-include=/usr/share/locale/locale.alias
+--dpkgopt=path-exclude=/usr/share/groff/* --dpkgopt=path-exclude=/usr/share/linda/*
+--dpkgopt=path-exclude=/usr/share/lintian/*"
 
 mirror() {
     # The mirror the host's own apt uses (deb822 or one-line sources).
@@ -23,21 +33,25 @@ mirror() {
 MIRROR="${PREWHEEL_MIRROR:-$(mirror)}"
 mkdir -p "$CACHE"
 
-key() {
-    printf '%s|%s|%s|%s' "$RECIPE" "$SUITE" "$1" "$MIRROR" | sha256sum | cut -c1-16
+key() {  # packages [options]
+    printf '%s|%s|%s|%s|%s' "$RECIPE" "$SUITE" "$1" "${2:-}" "$MIRROR" | sha256sum | cut -c1-16
 }
 
-make_tar() {  # name packages
-    tar="$CACHE/$1-$(key "$2").tar"
+make_tar() {  # name packages [mmdebstrap options]
+    tar="$CACHE/$1-$(key "$2" "${3:-}").tar"
     if [ ! -s "$tar" ]; then
-        mmdebstrap --quiet --format=tar --variant=minbase --include="$2" "$SUITE" "$tar.tmp" "$MIRROR" \
-            >"$CACHE/$1.log" 2>&1 || { tail -n 30 "$CACHE/$1.log" >&2; exit 1; }
+        # The options are words on purpose, their globs are not (set -f).
+        # shellcheck disable=SC2086
+        (set -f; mmdebstrap --quiet --format=tar --variant=minbase ${3:-} --include="$2" \
+            "$SUITE" "$tar.tmp" "$MIRROR") >"$CACHE/$1.log" 2>&1 \
+            || { tail -n 30 "$CACHE/$1.log" >&2; exit 1; }
+        for old in "$CACHE/$1"-*.tar; do [ "$old" = "$tar" ] || rm -f "$old"; done
         mv "$tar.tmp" "$tar"
     fi
 }
 
-import() {  # name packages
-    k="$(key "$2")"
+import() {  # name packages [mmdebstrap options]
+    k="$(key "$2" "${3:-}")"
     image="prewheel-test/$1:$k"
     if ! "$DOCKER" image inspect "$image" >/dev/null 2>&1; then
         "$DOCKER" import "$CACHE/$1-$k.tar" "$image" >/dev/null
@@ -49,10 +63,10 @@ import() {  # name packages
 # Both debootstraps at once: they wait on the network and dpkg, not the CPU.
 make_tar builder-base "$BUILDER_PKGS" &
 b=$!
-make_tar runtime-base "$RUNTIME_PKGS" &
+make_tar runtime-base "$RUNTIME_PKGS" "$SLIM_OPTS" &
 r=$!
 wait "$b"
 wait "$r"
 if [ "${1:-}" = "--tar-only" ]; then exit 0; fi
 import builder-base "$BUILDER_PKGS"
-import runtime-base "$RUNTIME_PKGS"
+import runtime-base "$RUNTIME_PKGS" "$SLIM_OPTS"

@@ -1,0 +1,430 @@
+"""The Docker tier: the builder image and the runtime stage, built for real, offline.
+
+No image can be pulled here, so two stand-in bases are made with mmdebstrap (cached by content
+in /tmp/prewheel-docker-cache): a builder base with a compiler and a runtime base without one.
+Then: Dockerfile.builder is built on the builder base; `prewheel build` runs inside it on
+generated sdists served from the build context on 127.0.0.1; the runtime Dockerfile that
+`prewheel dockerfile` prints is built on the runtime base from that wheelhouse with
+--network=none; the image imports every package and holds no compiler; and the same app built
+the naive single-stage way is compared by size (benchmarks/image_size.py).
+
+Uses the engine at $DOCKER_HOST if one answers, else starts one with tests/docker/dockerd.sh
+(and stops it), else skips with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from packaging.utils import parse_wheel_filename
+from upstream import Upstream, pip_isolated_env, populate
+
+pytestmark = pytest.mark.docker
+
+REPO = Path(__file__).resolve().parent.parent
+HELPERS = REPO / "tests" / "docker"
+EXAMPLE = REPO / "examples" / "docker"  # the app and its pins
+CACHE = Path(os.environ.get("PREWHEEL_DOCKER_CACHE", "/tmp/prewheel-docker-cache"))
+BUILDER_BASE = "prewheel-test/builder-base:latest"
+RUNTIME_BASE = "prewheel-test/runtime-base:latest"
+BUILDER = "prewheel-test/builder:latest"
+RUNTIME = "prewheel-test/runtime:latest"
+NAIVE = "prewheel-test/naive:latest"
+UPSTREAM_PORT = 8765
+MIN_SAVING = 300 * 1000 * 1000  # bytes, as `docker images` counts MB
+
+
+@dataclass(frozen=True)
+class Engine:
+    client: str
+    env: dict[str, str]
+
+    def run(
+        self, *args: str, cwd: Path | None = None, timeout: float = 300, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.client, *args],
+            cwd=cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} failed ({proc.returncode}):\n"
+                f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
+        return proc
+
+    def size(self, image: str) -> int:
+        return int(self.run("image", "inspect", "-f", "{{.Size}}", image).stdout.strip())
+
+
+def _client() -> str | None:
+    found = os.environ.get("PREWHEEL_DOCKER")
+    if found:
+        return found
+    # Debian's 20.10 client speaks BuildKit by itself; a newer one first on PATH may need buildx.
+    return "/usr/bin/docker" if Path("/usr/bin/docker").is_file() else shutil.which("docker")
+
+
+def _answers(client: str, env: dict[str, str]) -> bool:
+    try:
+        return (
+            subprocess.run([client, "info"], env=env, capture_output=True, timeout=20).returncode
+            == 0
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    client = _client()
+    if client is None:
+        pytest.skip("Docker tier skipped: no docker client (apt-get install docker.io)")
+    env = {**os.environ, "DOCKER_BUILDKIT": "1"}
+    if os.environ.get("DOCKER_HOST") and _answers(client, env):
+        yield Engine(client, env)
+        return
+    if shutil.which("dockerd") is None or os.geteuid() != 0:
+        pytest.skip(
+            "Docker tier skipped: no engine at $DOCKER_HOST and dockerd cannot be "
+            "started here (needs docker.io and root)"
+        )
+    state = Path(f"/tmp/prewheel-dockerd-{uuid.uuid4().hex[:8]}")
+    script_env = {**env, "PREWHEEL_DOCKERD_DIR": str(state)}
+    started = subprocess.run(
+        [str(HELPERS / "dockerd.sh"), "start"],
+        env=script_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if started.returncode != 0:
+        pytest.skip(f"Docker tier skipped: dockerd would not start: {started.stderr.strip()}")
+    env["DOCKER_HOST"] = f"unix://{state}/docker.sock"
+    try:
+        yield Engine(client, env)
+    finally:
+        subprocess.run([str(HELPERS / "dockerd.sh"), "stop"], env=script_env, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def bases(engine: Engine) -> tuple[str, str]:
+    if shutil.which("mmdebstrap") is None:
+        pytest.skip("Docker tier skipped: mmdebstrap is not installed (apt-get install mmdebstrap)")
+    env = {**engine.env, "PREWHEEL_DOCKER": engine.client, "PREWHEEL_DOCKER_CACHE": str(CACHE)}
+    proc = subprocess.run(
+        [str(HELPERS / "make_bases.sh")], env=env, capture_output=True, text=True, timeout=400
+    )
+    assert proc.returncode == 0, proc.stderr
+    return BUILDER_BASE, RUNTIME_BASE
+
+
+def _offline_wheels(dest: Path) -> None:
+    """prewheel's pinned dependencies as wheels, downloaded once per pin set."""
+    pins = (REPO / "requirements-builder.txt").read_bytes()
+    key = __import__("hashlib").sha256(pins).hexdigest()[:16]
+    cached = CACHE / f"wheels-{key}"
+    if not cached.is_dir():
+        tmp = CACHE / f"wheels-{key}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "-r",
+                str(REPO / "requirements-builder.txt"),
+                "-d",
+                str(tmp),
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                "--implementation",
+                "cp",
+                "--platform",
+                "manylinux_2_17_x86_64",
+                "--platform",
+                "manylinux2014_x86_64",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if proc.returncode != 0:
+            pytest.skip(
+                f"cannot download prewheel's dependencies for the builder image:\n"
+                f"{proc.stderr[-2000:]}"
+            )
+        tmp.rename(cached)
+    shutil.copytree(cached, dest)
+
+
+@pytest.fixture(scope="module")
+def builder_image(
+    engine: Engine, bases: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    ctx = tmp_path_factory.mktemp("builder-ctx")
+    for name in (
+        "builder",
+        "pyproject.toml",
+        "requirements-builder.txt",
+        ".dockerignore",
+        "Dockerfile.builder",
+        "README.md",
+        "LICENSE",
+    ):
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, ctx / name, ignore=shutil.ignore_patterns("__pycache__"))
+        elif src.is_file():
+            shutil.copy(src, ctx / name)
+    if not (ctx / "README.md").exists():
+        (ctx / "README.md").write_text("# prewheel\n")
+    _offline_wheels(ctx / "offline-wheels")
+    engine.run(
+        "build",
+        "--network=none",
+        "-f",
+        "Dockerfile.builder",
+        "-t",
+        BUILDER,
+        "--build-arg",
+        f"BASE_IMAGE={bases[0]}",
+        "--build-arg",
+        "PIP_NO_INDEX=1",
+        "--build-arg",
+        "PIP_FIND_LINKS=/src/offline-wheels",
+        ".",
+        cwd=ctx,
+    )
+    return BUILDER
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The user's project: the example app and pins, the upstream sdists, a prewheel config."""
+    root = tmp_path_factory.mktemp("project")
+    populate(Upstream(root / "upstream"))
+    shutil.copy(EXAMPLE / "requirements.txt", root / "requirements.txt")
+    shutil.copytree(EXAMPLE / "app", root / "app", ignore=shutil.ignore_patterns("__pycache__"))
+    (root / "prewheel.toml").write_text(
+        f'[index]\nupstream = "http://127.0.0.1:{UPSTREAM_PORT}/simple/"\n\n'
+        '[targets]\npython = ["/usr/bin/python3"]\naccel = ["cpu"]\n'
+    )
+    (root / ".dockerignore").write_text("wheelhouse/logs\nwheelhouse/builds\n")
+    return root
+
+
+def _in_builder(engine: Engine, project: Path, script: str) -> subprocess.CompletedProcess[str]:
+    """Run `script` in the builder image, offline, with the upstream served on 127.0.0.1."""
+    serve = (
+        f"python3 -m http.server --bind 127.0.0.1 {UPSTREAM_PORT} "
+        "--directory /project/upstream >/dev/null 2>&1 & "
+        f"until python3 -c 'import urllib.request as u; "
+        f'u.urlopen("http://127.0.0.1:{UPSTREAM_PORT}/simple/")\' 2>/dev/null; do sleep 0.2; done; '
+    )
+    return engine.run(
+        "run",
+        "--rm",
+        "--network=none",
+        "-v",
+        f"{project}:/project",
+        "-w",
+        "/project",
+        "--entrypoint",
+        "/bin/sh",
+        BUILDER,
+        "-c",
+        serve + script,
+        timeout=400,
+    )
+
+
+@pytest.fixture(scope="module")
+def wheelhouse(engine: Engine, builder_image: str, project: Path) -> Path:
+    started = time.monotonic()
+    proc = _in_builder(
+        engine,
+        project,
+        "prewheel build -q -r requirements.txt -c prewheel.toml --wheelhouse /project/wheelhouse",
+    )
+    print(f"prewheel build in the builder image: {time.monotonic() - started:.1f}s")
+    print(proc.stdout[-3000:])
+    return project / "wheelhouse"
+
+
+@pytest.fixture(scope="module")
+def runtime_image(engine: Engine, bases: tuple[str, str], wheelhouse: Path, project: Path) -> str:
+    name = "cp311-cpu-auto"  # the builder base is Debian bookworm: /usr/bin/python3 is 3.11
+    dockerfile = _in_builder(
+        engine,
+        project,
+        f"prewheel dockerfile -c prewheel.toml --target {name} --from-wheelhouse wheelhouse "
+        "--app app --cmd 'python /app'",
+    ).stdout
+    (project / "Dockerfile").write_text(dockerfile)
+    engine.run(
+        "build",
+        "--network=none",
+        "-t",
+        RUNTIME,
+        "--build-arg",
+        f"BASE_IMAGE={bases[1]}",
+        ".",
+        cwd=project,
+    )
+    return RUNTIME
+
+
+@pytest.fixture(scope="module")
+def naive_image(
+    engine: Engine, bases: tuple[str, str], project: Path, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    ctx = tmp_path_factory.mktemp("naive-ctx")
+    for name in ("upstream", "app"):
+        shutil.copytree(project / name, ctx / name)
+    shutil.copy(project / "requirements.txt", ctx / "requirements.txt")
+    shutil.copy(HELPERS / "Dockerfile.naive", ctx / "Dockerfile")
+    engine.run(
+        "build",
+        "--network=none",
+        "-t",
+        NAIVE,
+        "--build-arg",
+        f"BASE_IMAGE={bases[0]}",
+        ".",
+        cwd=ctx,
+    )
+    return NAIVE
+
+
+def test_builder_image_runs_prewheel(engine: Engine, builder_image: str) -> None:
+    out = engine.run("run", "--rm", "--network=none", builder_image, "--version").stdout
+    assert "prewheel" in out
+    config = json.loads(engine.run("image", "inspect", builder_image).stdout)[0]["Config"]
+    assert config["Entrypoint"] == ["prewheel"]
+    assert "/wheelhouse" in (config.get("Volumes") or {})
+
+
+def test_prewheel_build_in_builder_image(wheelhouse: Path) -> None:
+    wheels = [parse_wheel_filename(p.name) for p in (wheelhouse / "files").rglob("*.whl")]
+    cext = [tags for name, _, _, tags in wheels if name == "pw-cext"]
+    assert cext, wheels
+    assert all(t.abi == "cp311" and t.platform.startswith("manylinux") for t in cext[0])
+    for project in ("pw-app", "pw-cext", "pw-pure", "pw-haswheel"):
+        assert (wheelhouse / "cpu" / "simple" / project / "index.html").is_file(), project
+
+
+def test_runtime_image_imports_everything_without_compiler(
+    engine: Engine, runtime_image: str
+) -> None:
+    out = engine.run("run", "--rm", "--network=none", runtime_image).stdout
+    assert "pw_cext.add(2, 3) = 5" in out
+    check = (
+        "set -e; for c in gcc cc g++ c++ cpp clang x86_64-linux-gnu-gcc; do "
+        "if command -v $c; then echo compiler: $c; exit 1; fi; done; "
+        "test ! -e /usr/include/python3.11/Python.h; "
+        "test -z \"$(find / -xdev -name 'pw_*.whl' -o -xdev -name 'pw_*.tar.gz')\"; "
+        'test "$(id -u)" = 10001; echo clean'
+    )
+    out = engine.run(
+        "run", "--rm", "--network=none", "--entrypoint", "/bin/sh", runtime_image, "-c", check
+    ).stdout
+    assert out.strip().endswith("clean"), out
+
+
+def test_runtime_layers_hold_no_wheels(engine: Engine, runtime_image: str, tmp_path: Path) -> None:
+    """The wheels came in through a bind mount: no layer, not even a deleted file, has one."""
+    archive = tmp_path / "runtime.tar"
+    engine.run("save", "-o", str(archive), runtime_image)
+    found: list[str] = []
+    with tarfile.open(archive) as outer:
+        for member in outer.getmembers():
+            if not member.name.endswith("layer.tar"):
+                continue
+            layer = outer.extractfile(member)
+            assert layer is not None
+            with tarfile.open(fileobj=layer) as inner:
+                found += [
+                    n
+                    for n in inner.getnames()
+                    if Path(n).name.startswith("pw_") and n.endswith((".whl", ".tar.gz"))
+                ]
+    assert found == []
+    history = engine.run(
+        "history", "--no-trunc", "--format", "{{.CreatedBy}}", runtime_image
+    ).stdout
+    copies = [line for line in history.splitlines() if line.startswith(("COPY", "ADD"))]
+    assert copies == ["COPY app /app/ # buildkit"], copies
+
+
+def test_generated_dockerfile_passes_linters(project: Path, runtime_image: str) -> None:
+    lint = subprocess.run(
+        [sys.executable, "-m", "builder", "lint-dockerfile", str(project / "Dockerfile")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=pip_isolated_env(),
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    hadolint = shutil.which("hadolint")
+    if hadolint:
+        proc = subprocess.run(
+            [hadolint, str(project / "Dockerfile")], capture_output=True, text=True
+        )
+        assert proc.returncode == 0, proc.stdout
+
+
+def test_runtime_image_is_much_smaller_than_single_stage(
+    engine: Engine, runtime_image: str, naive_image: str
+) -> None:
+    env = {**engine.env, "PREWHEEL_DOCKER": engine.client}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "image_size.py"),
+            "--runtime",
+            runtime_image,
+            "--naive",
+            naive_image,
+            "--save",
+            str(CACHE / "image_size.json"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    print(proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    # The naive image can still compile; the runtime one cannot.
+    out = engine.run(
+        "run",
+        "--rm",
+        "--network=none",
+        "--entrypoint",
+        "/bin/sh",
+        naive_image,
+        "-c",
+        "command -v gcc",
+    ).stdout
+    assert out.strip()
+    saving = engine.size(naive_image) - engine.size(runtime_image)
+    assert saving >= MIN_SAVING, f"only {saving / 1e6:.0f} MB smaller"
