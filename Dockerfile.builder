@@ -8,8 +8,10 @@
 #   docker run --rm -p 8080:8080 -v "$PWD/wheelhouse:/wheelhouse" prewheel-builder \
 #       serve --host 0.0.0.0
 #
-# Offline: put prewheel's dependency wheels (pip download -r requirements-builder.txt) in
-# offline-wheels/ and add --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/src/offline-wheels.
+# Needs BuildKit (DOCKER_BUILDKIT=1 before Docker 23). Behind a TLS-intercepting proxy add
+# --secret id=pip-cert,src=/path/to/ca-bundle.crt. Offline: put prewheel's dependency wheels
+# (pip download -r requirements-builder.txt -d offline-wheels) in offline-wheels/ and add
+# --build-arg PIP_NO_INDEX=1 --build-arg PIP_FIND_LINKS=/src/offline-wheels.
 ARG BASE_IMAGE=quay.io/pypa/manylinux_2_28_x86_64
 
 FROM ${BASE_IMAGE} AS base
@@ -31,7 +33,10 @@ ARG PREWHEEL_PYTHON=""
 ARG PIP_NO_INDEX
 ARG PIP_FIND_LINKS
 COPY . /src
-RUN py="${PREWHEEL_PYTHON:-python3}"; \
+# An optional secret `pip-cert` (a CA bundle, for a TLS-intercepting proxy) never lands in a layer.
+RUN --mount=type=secret,id=pip-cert \
+    if [ -f /run/secrets/pip-cert ]; then export PIP_CERT=/run/secrets/pip-cert; fi; \
+    py="${PREWHEEL_PYTHON:-python3}"; \
     for p in /opt/python/cp31[0-9]-cp31[0-9]/bin/python; do \
         if [ -z "${PREWHEEL_PYTHON}" ] && [ -x "$p" ]; then py="$p"; fi; \
     done; \
