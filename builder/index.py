@@ -204,7 +204,7 @@ def listed_projects(wh: Wheelhouse, accel: str) -> list[str]:
     out = []
     with contextlib.suppress(FileNotFoundError), os.scandir(simple_dir(wh, accel)) as it:
         for d in it:
-            if d.is_dir() and Path(d.path, "index.html").is_file():
+            if d.is_dir() and os.path.isfile(d.path + "/index.html"):  # noqa: PTH113 - hot loop
                 out.append(d.name)
     return sorted(out)
 
@@ -258,8 +258,11 @@ def _update_project(wh: Wheelhouse, project: str) -> None:
         if not (simple_dir(wh, accel) / "index.html").is_file():
             _write_tree(wh, accel, {p: wh.entries(p) for p in wh.projects()})
             continue
-        _write_project(wh, accel, project, newest_builds(e for e in entries if e.listed_in(accel)))
-        write_root(wh, accel)
+        listed = newest_builds(e for e in entries if e.listed_in(accel))
+        was_listed = (simple_dir(wh, accel) / project / "index.html").is_file()
+        _write_project(wh, accel, project, listed)
+        if was_listed != bool(listed):  # the root list changes only when a project comes or goes
+            write_root(wh, accel)
 
 
 def _write_tree(wh: Wheelhouse, accel: str, catalog: dict[str, list[CatalogEntry]]) -> None:

@@ -153,7 +153,7 @@ http {{
     server {{
         listen {listen} backlog=4096 reuseport;
         root {root};
-        disable_symlinks if_not_owner from=$document_root;
+        disable_symlinks on from=$document_root;
 
         error_page 405 @method_not_allowed;
         if ($request_method !~ ^(GET|HEAD)$) {{
@@ -218,6 +218,11 @@ http {{
             default_type "text/plain";
             charset utf-8;
             add_header Cache-Control "{FILE_CACHE_CONTROL}" always;
+        }}
+
+        location = /targets.json {{
+            default_type application/json;
+            add_header Cache-Control "{LOG_CACHE_CONTROL}" always;
         }}
 
         location /logs/ {{

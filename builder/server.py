@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import select
+import signal
 import socket
 import threading
 import time
@@ -70,9 +73,34 @@ class _AccessLog:
     def flush(self) -> None:
         if self.stream is not None and self.lines:
             with contextlib.suppress(OSError, ValueError):
-                self.stream.write("".join(self.lines))
-                self.stream.flush()
+                self._write(self.lines)
         self.lines.clear()
+
+    def _write(self, lines: list[str]) -> None:
+        """Whole lines per write(2), at most PIPE_BUF bytes, so that worker processes sharing
+        one stderr never interleave inside a line."""
+        stream = self.stream
+        assert stream is not None
+        try:
+            fd = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1
+        if fd < 0:
+            stream.write("".join(lines))
+            stream.flush()
+            return
+        stream.flush()
+        chunk: list[bytes] = []
+        size = 0
+        for line in lines:
+            data = line.encode("utf-8", "replace")
+            if chunk and size + len(data) > select.PIPE_BUF:
+                os.write(fd, b"".join(chunk))
+                chunk, size = [], 0
+            chunk.append(data)
+            size += len(data)
+        if chunk:
+            os.write(fd, b"".join(chunk))
 
 
 class _Connection(asyncio.Protocol):
@@ -105,6 +133,8 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         if not self.busy:
             self._process()
+        elif len(self.buf) > MAX_HEAD and self.transport is not None:
+            self.transport.pause_reading()  # a client pipelining faster than files go out
 
     def _process(self) -> None:
         transport = self.transport
@@ -195,7 +225,10 @@ class _Connection(asyncio.Protocol):
         self.last_seen = time.monotonic()
         if not keep:
             self._close()
-        elif self.buf:
+            return
+        if not transport.is_reading():
+            transport.resume_reading()
+        if self.buf:
             self._process()
 
     def _write(
@@ -251,20 +284,27 @@ class IndexServer:
                 conn._close()
         self.loop.call_later(IDLE_TIMEOUT / 5, self._sweep)
 
-    async def _start(self, host: str, port: int) -> None:
+    async def _start(self, sock: socket.socket) -> None:
         self._server = await self.loop.create_server(
-            lambda: _Connection(self), host, port, backlog=BACKLOG, reuse_address=True
+            lambda: _Connection(self), sock=sock, backlog=BACKLOG
         )
         self.port = self._server.sockets[0].getsockname()[1]
         self.loop.call_later(IDLE_TIMEOUT / 5, self._sweep)
 
     def bind(self, host: str, port: int) -> int:
         """Listen now (so the port is known and taken) and return the port."""
-        self.loop.run_until_complete(self._start(host, port))
+        return self.use_socket(listen_socket(host, port))
+
+    def use_socket(self, sock: socket.socket) -> int:
+        """Serve on an already listening socket (shared by worker processes)."""
+        self.loop.run_until_complete(self._start(sock))
         return self.port
 
     def serve_forever(self) -> None:
+        """Run until `stop()`, Ctrl-C or SIGTERM (the last two only in the main thread)."""
         asyncio.set_event_loop(self.loop)
+        if threading.current_thread() is threading.main_thread():
+            self.loop.add_signal_handler(signal.SIGTERM, self._shutdown)
         try:
             self.loop.run_forever()
         finally:
@@ -285,6 +325,59 @@ class IndexServer:
         self.log.flush()
         with contextlib.suppress(RuntimeError):
             self.loop.close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+def serve(
+    root: Path,
+    sock: socket.socket,
+    *,
+    workers: int = 1,
+    access_log: TextIO | None = None,
+) -> None:
+    """Serve on `sock` with `workers` processes until Ctrl-C or SIGTERM.
+
+    Worker processes share the listening socket, like nginx's: each runs its own event loop,
+    so pages and files are served on every core instead of one.
+    """
+    children: list[int] = []
+    for _ in range(max(0, workers - 1)):
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child
+            code = 0
+            try:
+                _serve_one(root, sock, access_log)
+            except KeyboardInterrupt:
+                pass
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    try:
+        _serve_one(root, sock, access_log)
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in children:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+
+
+def _serve_one(root: Path, sock: socket.socket, access_log: TextIO | None) -> None:
+    server = IndexServer(root, access_log=access_log)
+    try:
+        server.use_socket(sock)
+        server.serve_forever()
+    finally:
+        server.close()
 
 
 @contextlib.contextmanager

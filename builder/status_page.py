@@ -25,7 +25,7 @@ body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:72em;padding:
 h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;width:100%}th,td{padding:.25em .6em;text-align:left;
 vertical-align:top;border-bottom:1px solid #eee}th{background:#f6f6f6}
-td.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.92em}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.92em}
 .built{color:#0a6a2a}.downloaded{color:#555}.muted{color:#777}
 details summary{cursor:pointer}details table{margin:.3em 0 .8em}
 """
@@ -104,7 +104,7 @@ def render_status(wh: Wheelhouse) -> bytes:
         f'<p class="muted" id="summary">{len(projects)} projects, {len(all_entries)} wheels '
         f"({human_size(sum(e.size for e in all_entries))}); {built} built here, "
         f"{len(all_entries) - built} downloaded.</p>",
-        "<h2>Accelerators</h2><table><tr><th>index</th><th>wheels</th><th>use</th></tr>",
+        '<h2>Accelerators</h2><table><tr><th>index</th><th class="n">wheels</th><th>use</th></tr>',
     ]
     for accel in accels:
         n = sum(1 for e in all_entries if e.listed_in(accel))
@@ -118,25 +118,34 @@ def render_status(wh: Wheelhouse) -> bytes:
     targets = _targets(wh)
     out.append("<h2>Targets</h2>")
     if targets:
-        out.append("<table><tr><th>target</th><th>python</th><th>accel</th><th>policy</th></tr>")
+        out.append(
+            "<table><tr><th>target</th><th>python</th><th>accelerator</th><th>policy</th>"
+            "<th>runtime image</th><th>state</th></tr>"
+        )
         for t in targets:
+            accel = t.get("accelerator") or t.get("accel") or ""
+            state = "ready" if t.get("available", True) else f"missing: {t.get('missing')}"
             out.append(
                 f"<tr><td><code>{_e(t.get('name', ''))}</code></td>"
                 f"<td>{_e(t.get('python_version') or t.get('python') or '')}</td>"
-                f"<td>{_e(t.get('accel', ''))}</td><td>{_e(t.get('policy', ''))}</td></tr>"
+                f'<td><a href="{_e(quote(str(accel)))}/simple/">{_e(accel)}</a></td>'
+                f"<td>{_e(t.get('policy', ''))}</td>"
+                f"<td><code>{_e(t.get('runtime_image') or '')}</code></td><td>{_e(state)}</td></tr>"
             )
-        out.append("</table>")
+        out.append('</table><p class="muted">Also as <a href="targets.json">targets.json</a>.</p>')
     else:
         out.append('<p class="muted">No targets.json in this wheelhouse.</p>')
     out.append(
         '<h2>Projects</h2><table id="projects"><tr><th>project</th><th>versions</th>'
-        "<th>wheels</th><th>size</th><th>built</th><th>downloaded</th></tr>"
+        '<th class="n">wheels</th><th class="n">size</th><th class="n">built</th>'
+        '<th class="n">downloaded</th></tr>'
     )
     for p in projects:
         nb = sum(1 for e in p.entries if e.origin == "built")
         out.append(
             f'<tr id="p-{_e(p.name)}"><td><details><summary>{_e(p.name)}</summary><table>'
-            "<tr><th>wheel</th><th>size</th><th>origin</th><th>indexes</th><th>log</th></tr>"
+            '<tr><th>wheel</th><th class="n">size</th><th>origin</th><th>indexes</th>'
+            "<th>log</th></tr>"
         )
         for e in p.entries:
             where = ", ".join(e.accels) if e.accels is not None else "all"

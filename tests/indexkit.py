@@ -71,6 +71,7 @@ def add_wheel(
     accels: tuple[str, ...] | None = None,
     origin: str = "downloaded",
     update: bool = True,
+    cache_key: str | None = None,
     **kw: object,
 ) -> Path:
     """Write a wheel, publish it, and (by default) update the index as the pipeline does."""
@@ -78,7 +79,7 @@ def add_wheel(
     tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / filename
     path.write_bytes(data)
-    wh.publish(path, origin=origin, accels=accels)
+    wh.publish(path, origin=origin, accels=accels, cache_key=cache_key)
     os.unlink(path)
     if update:
         index.update_project(wh, name)

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -32,6 +33,13 @@ def served(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[tuple[Wheelhouse, str, io.StringIO]]:
     wh = sample_wheelhouse(tmp_path_factory.mktemp("served") / "wh")
+    (wh.root / "targets.json").write_text(json.dumps({"targets": [
+        {"name": "cp311-cu128-manylinux_2_28_x86_64", "python_version": "3.11.7",
+         "accelerator": "cu128", "policy": "manylinux_2_28", "available": True}
+    ]}))  # fmt: skip
+    add_wheel(wh, wh.root.parent / "tmp", "epsilon", "1.0", origin="built", cache_key="k1")
+    (wh.logs_dir / "k1.log").write_text("gcc -O2 ...\n")
+    wh.write_record("k1", {"name": "epsilon", "log": "logs/k1.log"})
     log = io.StringIO()
     with running(wh.root, access_log=log) as url:
         yield wh, url, log
@@ -95,7 +103,7 @@ def test_content_negotiation(served: tuple[Wheelhouse, str, io.StringIO]) -> Non
     resp, _ = request(url, "/cpu/simple/", headers={"Accept": "application/xml"})
     assert resp.status == 406
     resp, body = request(url, "/cpu/simple/", headers={"Accept": JSON})
-    assert [p["name"] for p in json.loads(body)["projects"]] == ["alpha", "beta"]
+    assert [p["name"] for p in json.loads(body)["projects"]] == ["alpha", "beta", "epsilon"]
 
 
 def test_etag_and_304(served: tuple[Wheelhouse, str, io.StringIO], tmp_path: Path) -> None:
@@ -266,12 +274,11 @@ def test_keep_alive_and_pipelining(served: tuple[Wheelhouse, str, io.StringIO]) 
 def test_access_log(served: tuple[Wheelhouse, str, io.StringIO]) -> None:
     _, url, log = served
     request(url, "/cpu/simple/")
-    import time
-
     time.sleep(0.1)
     line = [ln for ln in log.getvalue().splitlines() if '"GET /cpu/simple/ HTTP/1.1"' in ln][-1]
     assert re.fullmatch(
-        r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "GET /cpu/simple/ HTTP/1\.1" 200 \d+',
+        r"127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "
+        r'"GET /cpu/simple/ HTTP/1\.1" 200 \d+',
         line,
     ), line
 
@@ -281,9 +288,17 @@ def test_status_page(served: tuple[Wheelhouse, str, io.StringIO]) -> None:
     resp, body = request(url, "/")
     assert resp.status == 200 and resp.getheader("Content-Type") == "text/html; charset=utf-8"
     text = body.decode()
-    for needle in ("alpha", "gamma-cuda", "cu128", "built", "downloaded", 'href="cpu/simple/"'):
+    for needle in ("alpha", "gamma-cuda", "cu128", "built", "downloaded", 'href="cpu/simple/"',
+                   "cp311-cu128-manylinux_2_28_x86_64", 'href="logs/k1.log"'):  # fmt: skip
         assert needle in text
     assert "<script" not in text
+    resp, body = request(url, "/logs/k1.log")
+    assert (
+        resp.getheader("Content-Type") == "text/plain; charset=utf-8" and body == b"gcc -O2 ...\n"
+    )
+    resp, body = request(url, "/targets.json")
+    assert resp.getheader("Content-Type") == "application/json"
+    assert json.loads(body)["targets"][0]["accelerator"] == "cu128"
 
 
 @pytest.mark.parametrize("accept", ["ACCEPT_JSON_ONLY", "ACCEPT_HTML_ONLY"])

@@ -15,9 +15,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from click.testing import CliRunner
 from indexkit import sample_wheelhouse
 
 from builder import index
+from builder.cli import main
 from builder.nginx import nginx_config, perl_module
 from builder.server import running
 from builder.wheelhouse import Wheelhouse
@@ -166,8 +168,14 @@ def test_nginx_headers_like_prewheel(wh: Wheelhouse, nginx: str) -> None:
     assert _get(nginx, "/cpu/simple/Alpha/").status == 301
     gz = _get(nginx, "/cpu/simple/alpha/", Accept=PIP_ACCEPT, Accept_Encoding="gzip")
     assert gz.getheader("Content-Encoding") == "gzip"
-    for path in ("/cpu/simple/..%2f..%2fetc/passwd", "/catalog/alpha.json", "/nope"):
-        assert _get(nginx, path).status in (400, 404), path
+    outside = wh.root.parent / "outside.whl"
+    outside.write_text("secret")
+    (wh.files_dir / "zz").mkdir(exist_ok=True)
+    (wh.files_dir / "zz" / "evil.whl").unlink(missing_ok=True)
+    (wh.files_dir / "zz" / "evil.whl").symlink_to(outside)
+    for path in ("/cpu/simple/..%2f..%2fetc/passwd", "/catalog/alpha.json", "/nope",
+                 "/files/..%2f..%2f..%2fetc/passwd", "/files/zz/evil.whl"):  # fmt: skip
+        assert _get(nginx, path).status in (400, 403, 404), path
     assert _get(nginx, "/").getheader("Content-Type") == "text/html; charset=utf-8"
 
 
@@ -193,3 +201,13 @@ def test_status_page_in_headless_chromium(wh: Wheelhouse, tmp_path: Path) -> Non
     assert "<h1>prewheel wheelhouse</h1>" in dom.stdout, dom.stderr[-2000:]
     assert 'id="p-gamma-cuda"' in dom.stdout and "downloaded" in dom.stdout
     assert shot.is_file() and shot.stat().st_size > 1000
+
+
+def test_print_nginx_config(wh: Wheelhouse) -> None:
+    result = CliRunner().invoke(
+        main, ["serve", "--wheelhouse", str(wh.root), "--port", "9123", "--print-nginx-config"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "listen 127.0.0.1:9123 backlog=4096" in result.output
+    assert f"root {wh.root.resolve()};" in result.output
+    assert "perl_set $pypi_variant" in result.output
