@@ -14,6 +14,8 @@ Uses the engine at $DOCKER_HOST if one answers, else starts one with tests/docke
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -137,42 +139,28 @@ def bases(engine: Engine) -> tuple[str, str]:
 def _offline_wheels(dest: Path) -> None:
     """prewheel's pinned dependencies as wheels, downloaded once per pin set."""
     pins = (REPO / "requirements-builder.txt").read_bytes()
-    key = __import__("hashlib").sha256(pins).hexdigest()[:16]
+    key = hashlib.sha256(pins).hexdigest()[:16]
     cached = CACHE / f"wheels-{key}"
     if not cached.is_dir():
-        tmp = CACHE / f"wheels-{key}.tmp"
+        tmp = CACHE / f"wheels-{key}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         proc = subprocess.run(
             [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "-q",
-                "-r",
-                str(REPO / "requirements-builder.txt"),
-                "-d",
-                str(tmp),
-                "--only-binary=:all:",
-                "--python-version",
-                "3.11",
-                "--implementation",
-                "cp",
-                "--platform",
-                "manylinux_2_17_x86_64",
-                "--platform",
-                "manylinux2014_x86_64",
+                sys.executable, "-m", "pip", "download", "-q", "-r",
+                str(REPO / "requirements-builder.txt"), "-d", str(tmp), "--only-binary=:all:",
+                "--python-version", "3.11", "--implementation", "cp",
+                "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
             ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
         if proc.returncode != 0:
             pytest.skip(
-                f"cannot download prewheel's dependencies for the builder image:\n"
-                f"{proc.stderr[-2000:]}"
+                "Docker tier skipped: cannot download prewheel's dependencies for the builder "
+                f"image:\n{proc.stderr[-2000:]}"
             )
-        tmp.rename(cached)
+        with contextlib.suppress(OSError):  # another worker got there first: same pins
+            tmp.rename(cached)
+        shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(cached, dest)
 
 

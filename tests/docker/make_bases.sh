@@ -32,6 +32,10 @@ mirror() {
 
 MIRROR="${PREWHEEL_MIRROR:-$(mirror)}"
 mkdir -p "$CACHE"
+# One maker at a time per cache (parallel test workers, two engines): the others wait, then
+# find the tarballs made.
+exec 9>"$CACHE/.lock"
+flock 9
 
 key() {  # packages [options]
     printf '%s|%s|%s|%s|%s' "$RECIPE" "$SUITE" "$1" "${2:-}" "$MIRROR" | sha256sum | cut -c1-16
