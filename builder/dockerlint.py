@@ -24,7 +24,7 @@ _PIP = re.compile(r"pip(\d+(\.\d+)?)?")
 _PYTHON = re.compile(r"python(\d+(\.\d+)?t?)?")
 # pip install options that take a value as the next word.
 _PIP_VALUED_WORDS = (
-    "-r --requirement -c --constraint -e --editable -i --index-url --extra-index-url -f "
+    "-r --requirement -c --constraint -e --editable -i --index-url --extra-index-url -f -p "
     "--find-links -t --target --prefix --root --platform --python-version "
     "--implementation --abi --only-binary --no-binary --progress-bar --trusted-host "
     "--cert --client-cert --cache-dir --src --upgrade-strategy --log --proxy --retries "
@@ -70,19 +70,23 @@ def _strip_wrappers(words: list[str]) -> tuple[list[str], dict[str, str]]:
     return words, env
 
 
-def _pip_install_args(words: list[str]) -> list[str] | None:
-    """The arguments after `pip install` (or `python -m pip install`), else None."""
+def _pip_install_args(words: list[str]) -> tuple[str, list[str]] | None:
+    """("pip" or "uv", the arguments after `pip install`, `python -m pip install` or
+    `uv pip install`), else None."""
     exe = Path(words[0]).name if words else ""
     rest: list[str] | None = None
+    tool = "pip"
     if _PIP.fullmatch(exe):
         rest = words[1:]
     elif _PYTHON.fullmatch(exe) and words[1:3] == ["-m", "pip"]:
         rest = words[3:]
+    elif exe == "uv" and words[1:2] == ["pip"]:
+        tool, rest = "uv", words[2:]
     if rest is None:
         return None
     while rest and rest[0].startswith("-"):
         rest = rest[1:]
-    return rest[1:] if rest and rest[0] == "install" else None
+    return (tool, rest[1:]) if rest and rest[0] == "install" else None
 
 
 def _pip_requirements(args: list[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -217,9 +221,9 @@ def _lint_run(ins: Instruction, stage_env: dict[str, str], *, final: bool) -> li
     for words, line in commands(ins):
         words, env = _strip_wrappers(words)
         env = {**stage_env, **env}
-        pip_args = _pip_install_args(words)
-        if pip_args is not None:
-            out += _lint_pip(pip_args, env, caches, line, final=final)
+        pip = _pip_install_args(words)
+        if pip is not None:
+            out += _lint_pip(*pip, env, caches, line, final=final)
             continue
         pkg = _package_install(words)
         if pkg is None:
@@ -265,17 +269,23 @@ def _lint_run(ins: Instruction, stage_env: dict[str, str], *, final: bool) -> li
 
 
 def _lint_pip(
-    args: list[str], env: dict[str, str], caches: str, line: int, *, final: bool
+    tool: str, args: list[str], env: dict[str, str], caches: str, line: int, *, final: bool
 ) -> list[Finding]:
     out: list[Finding] = []
     opts, reqs = _pip_requirements(args)
-    if "--no-cache-dir" not in opts and not env.get("PIP_NO_CACHE_DIR") and ".cache" not in caches:
+    if tool == "uv":
+        no_cache = bool({"--no-cache", "-n"} & opts.keys() or env.get("UV_NO_CACHE"))
+        flag, where = "--no-cache", "~/.cache/uv"
+    else:
+        no_cache = "--no-cache-dir" in opts or bool(env.get("PIP_NO_CACHE_DIR"))
+        flag, where = "--no-cache-dir", "~/.cache/pip"
+    if not no_cache and ".cache" not in caches:
         out.append(
             Finding(
                 rule="pip-cache",
                 line=line,
-                message="pip install without --no-cache-dir keeps every downloaded wheel in the "
-                "layer (~/.cache/pip)",
+                message=f"{tool} pip install without {flag} keeps every downloaded wheel in the "
+                f"layer ({where})",
             )
         )
     constrained = "-c" in opts or "--constraint" in opts or env.get("PIP_CONSTRAINT")
@@ -302,6 +312,8 @@ def _lint_pip(
                 )
             )
     binary = [*opts.get("--only-binary", []), env.get("PIP_ONLY_BINARY", "")]
+    if tool == "uv" and ("--no-build" in opts or env.get("UV_NO_BUILD")):
+        binary.append(":all:")
     only_wheels = (
         reqs
         and all(r.endswith(".whl") for r in reqs)

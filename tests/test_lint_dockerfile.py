@@ -97,6 +97,15 @@ RUN --mount=type=cache,target=/root/.cache/pip pip install --only-binary=:all: a
     assert rules(text2) == []
 
 
+def test_uv_pip_install() -> None:
+    text = """\
+FROM python:3.12-slim
+RUN uv pip install --system flask==3.0.0
+RUN uv pip install --system --no-cache --no-build flask==3.0.0
+"""
+    assert rules(text) == [("pip-cache", 2), ("sdist-in-final", 2), ("consecutive-run", 3)]
+
+
 def test_apt_rules() -> None:
     text = """\
 FROM debian:bookworm-slim
