@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import platform
@@ -10,9 +11,11 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import Any
 
 from packaging import tags
 
@@ -199,13 +202,26 @@ def _cuda_version_of(accel: str) -> str | None:
     return f"{digits[:-1]}.{digits[-1]}"
 
 
+def _probe_here() -> dict[str, Any]:
+    """What _PROBE prints, for the interpreter running prewheel: no process to start."""
+    return {
+        "version": list(sys.version_info[:3]),
+        "implementation": sys.implementation.name,
+        "gil_disabled": bool(sysconfig.get_config_var("Py_GIL_DISABLED")),
+        "has_pip": importlib.util.find_spec("pip") is not None,
+    }
+
+
 @functools.cache
 def probe_interpreter(path: str) -> Interpreter | None:
     try:
-        out = subprocess.run(
-            [path, "-c", _PROBE], capture_output=True, text=True, timeout=30, check=True
-        ).stdout
-        info = json.loads(out)
+        if Path(path).absolute() == Path(sys.executable).absolute():
+            info = _probe_here()
+        else:
+            out = subprocess.run(
+                [path, "-c", _PROBE], capture_output=True, text=True, timeout=30, check=True
+            ).stdout
+            info = json.loads(out)
     except (OSError, subprocess.SubprocessError, json.JSONDecodeError):
         return None
     if info["implementation"] != "cpython":

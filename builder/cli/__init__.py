@@ -6,6 +6,7 @@ Each subcommand lives in its own module; errors are caught once, here.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
@@ -31,6 +32,30 @@ _SUBCOMMANDS = (
 
 
 class _Group(click.Group):
+    """Subcommands are imported when used: a no-op `prewheel build` must start fast."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        found = {
+            name.replace("_", "-")
+            for name in _SUBCOMMANDS
+            if importlib.util.find_spec(f"{__name__}.{name}") is not None
+        }
+        return sorted(found | set(super().list_commands(ctx)))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, cmd_name)
+        module = cmd_name.replace("-", "_")
+        if cmd is None and module in _SUBCOMMANDS:
+            try:
+                mod = importlib.import_module(f"{__name__}.{module}")
+            except ModuleNotFoundError as exc:  # a subcommand not written yet
+                if exc.name != f"{__name__}.{module}":
+                    raise
+                return None
+            cmd = mod.command
+            self.add_command(cmd)
+        return cmd
+
     def invoke(self, ctx: click.Context) -> Any:
         debug = ctx.params.get("debug") or os.environ.get("PREWHEEL_DEBUG")
         try:
@@ -67,13 +92,3 @@ def main(debug: bool) -> None:
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(package)s%(message)s",
     )
-
-
-for _name in _SUBCOMMANDS:
-    try:
-        _mod = importlib.import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as _exc:  # a subcommand not written yet
-        if _exc.name != f"{__name__}.{_name}":
-            raise
-        continue
-    main.add_command(_mod.command)
