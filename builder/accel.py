@@ -10,15 +10,16 @@ built again per accelerator, each build published to its own index only.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import elf
-from .build import BuildResult
 from .cachekey import CacheKey, compute
 from .config import Config
 from .targets import Target
 from .wheelfile import is_pure
 from .wheelhouse import Wheelhouse, utcnow
+
+if TYPE_CHECKING:  # the build library and pyelftools load only when a build runs
+    from .build import BuildResult
 
 
 class LinksCuda(Exception):
@@ -34,6 +35,8 @@ def cuda_links(wheel: Path) -> list[str]:
     """The CUDA libraries a built wheel's objects link (empty for pure wheels)."""
     if is_pure(wheel):
         return []
+    from . import elf
+
     return elf.cuda_libraries(elf.wheel_elves(wheel))
 
 

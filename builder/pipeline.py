@@ -19,12 +19,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from packaging.utils import canonicalize_name
 
 from . import __version__, accel, index, remote_cache
-from .build import BuildResult, build_wheel
 from .cachekey import CacheKey, build_tag, compute
 from .cmd import stop_all
 from .config import Config
@@ -33,10 +32,12 @@ from .fetch import fetch
 from .isa import isa_warnings
 from .log import get_logger, working_on
 from .plan import Plan, PlanItem
-from .repair import external_libraries, repair_wheel
 from .verify import verify_wheel
 from .wheelfile import is_pure, set_build_tag
 from .wheelhouse import Wheelhouse, utcnow
+
+if TYPE_CHECKING:  # the build library and pyelftools load only when something is built
+    from .build import BuildResult
 
 log = get_logger("pipeline")
 
@@ -321,6 +322,9 @@ class Executor:
     def _build(
         self, items: list[PlanItem], prebuilt: BuildResult | None = None
     ) -> _Candidate | None:
+        from .build import build_wheel
+        from .repair import external_libraries, repair_wheel
+
         item = items[0]
         key = self._key(item)
         pkg = self.config.package(item.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -237,7 +238,7 @@ def plan_item(
     if hashes:
         files = [f for f in files if f.sha256 is None or f.sha256 in hashes]
     if not pkg.force_build:
-        wheel = best_wheel(files, target.tag_set())
+        wheel = best_wheel(files, _tags(target))
         if wheel is not None:
             have = wh.has_file(wheel.filename, wheel.sha256)
             if have is not None:
@@ -298,7 +299,13 @@ def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
 
 def _fits(filename: str, target: Target) -> bool:
     wtags = parse_wheel_filename(filename)[3]
-    return bool(set(wtags) & set(target.tag_set()))
+    return bool(set(wtags) & set(_tags(target)))
+
+
+@functools.cache
+def _tags(target: Target) -> list[Tag]:
+    """The target's tags, computed once per run (a few hundred, for every package)."""
+    return target.tag_set()
 
 
 def make_plan(
