@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from packaging.utils import canonicalize_name
 
-from . import __version__, accel, index, remote_cache
+from . import __version__, accel
 from .cachekey import CacheKey, build_tag, compute
 from .cmd import stop_all
 from .config import Config
@@ -175,6 +175,8 @@ class Executor:
         return pool.submit(ctx.run, fn, *args)
 
     def _publish(self, wheel: Path, **kw: Any) -> str:
+        from . import index
+
         entry = self.wh.publish(wheel, **kw)
         project = canonicalize_name(entry.filename.split("-")[0])
         index.update_project(self.wh, project)
@@ -461,6 +463,8 @@ class Executor:
         self, item: PlanItem, key: CacheKey, work: Path, record: dict[str, Any]
     ) -> _Candidate | None:
         """A wheel another builder made under this key, from a --cache-from index."""
+        from . import remote_cache
+
         t0 = time.monotonic()
         for url in self.cache_from:
             with working_on(item.name):
