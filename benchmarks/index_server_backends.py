@@ -187,7 +187,7 @@ def _venv_with(work: Path, name: str, requirement: str, exe: str) -> Path:
 
 @contextlib.contextmanager
 def pypiserver(wheels: list[Path], work: Path, project: str, big: str) -> Iterator[Backend]:
-    exe = _venv_with(work, "pypiserver", "pypiserver==2.4.2 waitress", "pypi-server")
+    exe = _venv_with(work, "pypiserver", "pypiserver[cache]==2.4.2 waitress", "pypi-server")
     pkgs = work / "pypiserver-packages"
     if not pkgs.is_dir():
         pkgs.mkdir()
@@ -195,7 +195,8 @@ def pypiserver(wheels: list[Path], work: Path, project: str, big: str) -> Iterat
             os.link(w, pkgs / w.name)
     port = free_port()
     argv = [str(exe), "run", "-i", "127.0.0.1", "-p", str(port), "-a", ".", "-P", ".",
-            "--disable-fallback", "--server", "auto", str(pkgs)]  # fmt: skip
+            "--disable-fallback", "--server", "auto", "--backend", "cached-dir",
+            str(pkgs)]  # fmt: skip
     with process(argv, work / "pypiserver.log") as proc:
         base = f"http://127.0.0.1:{port}/simple/"
         wait_http(base, proc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jsonschema
@@ -177,3 +178,14 @@ def test_wheel_helper_is_valid() -> None:
     name, data = wheel_bytes("pkg-x", "1.0", build="1b", payload=1000)
     assert name == "pkg_x-1.0-1b-py3-none-any.whl"
     assert len(data) > 1000
+
+
+def test_concurrent_updates_keep_the_root_complete(tmp_path: Path) -> None:
+    wh = Wheelhouse(tmp_path / "wh")
+    wh.ensure()
+    names = [f"p{i:02d}" for i in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda n: add_wheel(wh, tmp_path / "tmp" / n, n, "1.0"), names))
+    root = json.loads((wh.root / "cpu/simple/index.json").read_text())
+    assert [p["name"] for p in root["projects"]] == names
+    assert index.check(wh) == []
