@@ -21,7 +21,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from packaging.utils import canonicalize_name
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from . import __version__, accel
 from .cachekey import CacheKey, build_tag, compute
@@ -34,7 +34,7 @@ from .log import get_logger, working_on
 from .plan import Plan, PlanItem
 from .verify import verify_wheel
 from .wheelfile import is_pure, set_build_tag
-from .wheelhouse import Wheelhouse, utcnow
+from .wheelhouse import CatalogEntry, Wheelhouse, utcnow
 
 if TYPE_CHECKING:  # the build library and pyelftools load only when something is built
     from .build import BuildResult
@@ -203,8 +203,12 @@ class Executor:
     def _run_all(self) -> None:
         builds: dict[str, list[PlanItem]] = {}
         downloads: dict[str, list[PlanItem]] = {}
+        relist: dict[str, list[PlanItem]] = {}
         for item in self.plan.items:
-            if item.action in ("cached", "skip"):
+            if item.action == "cached" and self._superseded(item) is not None:
+                assert item.cached_file is not None
+                relist.setdefault(item.cached_file, []).append(item)
+            elif item.action in ("cached", "skip"):
                 self._finish(
                     ItemResult(
                         item=item,
@@ -218,6 +222,8 @@ class Executor:
                 downloads.setdefault(item.file.url, []).append(item)
             else:
                 builds.setdefault(self._key(item).key, []).append(item)
+        for items in relist.values():
+            self._relist(items)
         with self._pool() as pool:
             futs = [self._submit(pool, self._download, items) for items in downloads.values()]
             for f in futs:
@@ -252,6 +258,70 @@ class Executor:
             config=self.config,
             wh=self.wh,
         )
+
+    # -- cached builds the index no longer lists -------------------------------
+
+    def _superseded(self, item: PlanItem) -> CatalogEntry | None:
+        """The cached build, when the index lists a newer build of its version and tags.
+
+        That happens when a config goes back to settings built before: the wheel for them is
+        in the wheelhouse, but a build under the settings in between has a higher build tag.
+        """
+        if item.key is None or item.cached_file is None:
+            return None
+        entries = self.wh.entries(item.name)
+        mine = next((e for e in entries if e.filename == item.cached_file), None)
+        if mine is None or not mine.listed_in(item.target.accel):
+            return None
+        _, version, build, tags = parse_wheel_filename(mine.filename)
+        for e in entries:
+            _, v, b, t = parse_wheel_filename(e.filename)
+            if v == version and t == tags and b > build and e.listed_in(item.target.accel):
+                return mine
+        return None
+
+    def _relist(self, items: list[PlanItem]) -> None:
+        """Publish the cached build again under a new, newest build tag (no build, no verify):
+        the index serves the wheel of the current settings."""
+        item = items[0]
+        entry = self._superseded(item)
+        assert entry is not None and item.key is not None
+        _, version, _, tags = parse_wheel_filename(entry.filename)
+        newest = max(
+            b
+            for _, v, b, t in (parse_wheel_filename(e.filename) for e in self.wh.entries(item.name))
+            if v == version and t == tags
+        )
+        # Newer than the newest even within the same second: the build tag sorts by its number.
+        when = max(time.time(), float(newest[0] + 1) if newest else 0.0)
+        t0 = time.monotonic()
+        with working_on(item.name):
+            self.reporter.step(item, "relist")
+            try:
+                work = self._tmp / f"relist-{item.key.short}"
+                work.mkdir(parents=True, exist_ok=True)
+                tagged = set_build_tag(self.wh.root / entry.path, build_tag(item.key, when), work)
+                name = self._publish(
+                    tagged, origin="built", accels=entry.accels, cache_key=entry.cache_key
+                )
+                published = self.wh.find(name)
+                for k in (item.key.key, item.key.source_key):
+                    rec = self.wh.read_record(k)
+                    if rec and rec.get("wheel") == entry.filename:
+                        rec.update(
+                            wheel=name,
+                            sha256=published.sha256 if published else None,
+                            relisted_from=entry.filename,
+                            relisted=utcnow(),
+                        )
+                        self.wh.write_record(k, rec)
+            except PrewheelError as exc:
+                log.warning("cannot list %s again: %s", entry.filename, exc.message)
+                name = entry.filename
+        for it in items:
+            self._finish(
+                ItemResult(item=it, status="cached", wheel=name, duration=time.monotonic() - t0)
+            )
 
     # -- download -----------------------------------------------------------
 

@@ -115,6 +115,37 @@ def test_changed_env_var_rebuilds_that_package_under_a_new_name(
     assert listed == [new]
 
 
+def test_going_back_relists_the_earlier_build_without_building(
+    upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    """Settings A, then B, then A again: A's wheel is reused, and listed as the newest."""
+    (first,) = _cext_wheels(wheelhouse)
+    changed = _base_config(upstream.url) + '[packages.pw-cext]\nenv = { PW_EXTRA = "2" }\n'
+    assert _status(_build(tmp_path, changed, wheelhouse))["pw-cext"] == "built"
+    logs = sorted(p.name for p in (wheelhouse / "logs").iterdir())
+
+    back = _build(tmp_path, _base_config(upstream.url), wheelhouse)
+    assert set(_status(back).values()) == {"cached"}
+    assert sorted(p.name for p in (wheelhouse / "logs").iterdir()) == logs, "nothing was built"
+    served = _served(wheelhouse)
+    assert served != first
+    assert served == max(_cext_wheels(wheelhouse), key=lambda w: parse_wheel_filename(w)[2])
+    # Under the first build's key: its bytes, but for the build tag in WHEEL and RECORD.
+    assert parse_wheel_filename(served)[2][1] == parse_wheel_filename(first)[2][1]
+    # The next run finds it listed: nothing more to do.
+    assert set(_status(_build(tmp_path, _base_config(upstream.url), wheelhouse)).values()) == {
+        "cached"
+    }
+    assert len(_cext_wheels(wheelhouse)) == 3
+    assert _served(wheelhouse) == served
+
+
+def _served(wh: Path) -> str:
+    listed = json.loads((wh / "cpu" / "simple" / "pw-cext" / "index.json").read_text())
+    (served,) = [f["filename"] for f in listed["files"]]
+    return str(served)
+
+
 def test_changed_sdist_rebuilds_that_package(
     fresh_upstream: Upstream, wheelhouse: Path, tmp_path: Path
 ) -> None:
