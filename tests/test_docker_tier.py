@@ -19,10 +19,12 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -361,6 +363,53 @@ def test_runtime_layers_hold_no_wheels(engine: Engine, runtime_image: str, tmp_p
     ).stdout
     copies = [line for line in history.splitlines() if line.startswith(("COPY", "ADD"))]
     assert copies == ["COPY app /app/ # buildkit"], copies
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_runtime_image_from_the_index_served_by_the_builder_image(
+    engine: Engine, bases: tuple[str, str], wheelhouse: Path, project: Path, tmp_path: Path
+) -> None:
+    """The other way in: `prewheel serve` in the builder image, the runtime stage's pip on it."""
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/cpu/simple/"
+    server = engine.run(
+        "run", "-d", "--rm", "--network=host", "-v", f"{wheelhouse}:/wheelhouse", BUILDER,
+        "serve", "--host", "127.0.0.1", "--port", str(port),
+    ).stdout.strip()  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(url + "pw-cext/", timeout=2) as resp:
+                    assert resp.status == 200
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.3)
+        ctx = tmp_path / "ctx"
+        shutil.copytree(project / "app", ctx / "app")
+        shutil.copy(project / "requirements.txt", ctx / "requirements.txt")
+        (ctx / ".dockerignore").write_text(".git\n")
+        dockerfile = _in_builder(
+            engine, project,
+            f"prewheel dockerfile -c prewheel.toml --target cp311-cpu-auto --index-url {url} "
+            "--app app --cmd 'python /app'",
+        ).stdout  # fmt: skip
+        assert f"ARG INDEX_URL={url}" in dockerfile
+        (ctx / "Dockerfile").write_text(dockerfile)
+        image = "prewheel-test/runtime-index:latest"
+        engine.run("build", "--network=host", "-t", image, "--build-arg",
+                   f"BASE_IMAGE={bases[1]}", ".", cwd=ctx)  # fmt: skip
+        out = engine.run("run", "--rm", "--network=none", image).stdout
+        assert "pw_cext.add(2, 3) = 5" in out
+    finally:
+        engine.run("stop", "-t", "2", server, check=False)
 
 
 def test_generated_dockerfile_passes_linters(project: Path, runtime_image: str) -> None:
