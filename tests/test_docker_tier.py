@@ -5,7 +5,8 @@ in /tmp/prewheel-docker-cache): a builder base with a compiler and a runtime bas
 Then: Dockerfile.builder is built on the builder base; `prewheel build` runs inside it on
 generated sdists served from the build context on 127.0.0.1; the runtime Dockerfile that
 `prewheel dockerfile` prints is built on the runtime base from that wheelhouse with
---network=none; the image imports every package and holds no compiler; and the same app built
+--network=none (and again from the index `prewheel serve` serves from the builder image); the
+image imports every package, holds no compiler and no wheel in any layer; and the same app built
 the naive single-stage way is compared by size (benchmarks/image_size.py).
 
 Uses the engine at $DOCKER_HOST if one answers, else starts one with tests/docker/dockerd.sh
