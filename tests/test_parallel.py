@@ -98,7 +98,7 @@ def failing(index: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     config = _config(
         root / "prewheel.toml",
         index,
-        packages=(f'[packages.pw-hang]\ntimeout = 8\nenv = {{ PW_HANG_DIR = "{pids}" }}\n'),
+        packages=(f'[packages.pw-hang]\ntimeout = 15\nenv = {{ PW_HANG_DIR = "{pids}" }}\n'),
     )
     reqs = "pw-pure==1.0\npw-haswheel==1.0\npw-broken==1.0\npw-hang==1.0\n"
     proc = _build(root, reqs, config, "-j", "3", "--json")
@@ -130,7 +130,7 @@ def test_a_hanging_build_is_stopped_and_recorded(failing: dict[str, Any]) -> Non
     hang = records["pw-hang"]
     assert hang["result"] == "failed"
     assert "timed out" in hang["error"]
-    assert hang["duration"] < 60
+    assert 15 <= hang["duration"] < 60
     assert "timed out" in results["pw-hang"]["error"]
     started = list(failing["pids"].iterdir())
     assert started, "the hanging build never ran"
@@ -162,7 +162,7 @@ def test_failures_are_retried_unless_told_not_to(failing: dict[str, Any]) -> Non
     assert _records(root / "wh") == before, "--no-retry-failed must not build anything"
 
     # The same pins (no new resolution), pw-hang switched off: pw-broken is tried again.
-    text = config.read_text().replace("timeout = 8", 'skip = "hangs"')
+    text = config.read_text().replace("timeout = 15", 'skip = "hangs"')
     config2 = root / "retry.toml"
     config2.write_text(text)
     retry = _build(root, reqs, config2, "--json")
