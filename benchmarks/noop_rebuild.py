@@ -1,0 +1,146 @@
+"""No-op rebuild: a warm `prewheel build` (everything cached) against a warm `pip wheel -r`.
+
+The set is 17 real PyPI pins (a fully pinned closure, as pip-compile writes it), six of them
+sdist-only for CPython 3.11. Both tools first run once cold (prewheel builds and publishes,
+pip fills its own cache in the work dir); then each runs --runs times warm and the medians
+are compared. Needs PyPI. Prints one line per run and the ratio; --json for machines.
+
+    python benchmarks/noop_rebuild.py [--workdir DIR] [--runs 5] [--json]
+
+Goal: prewheel >= 50x faster than pip, and under 1 second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PYPI = "https://pypi.org/simple/"
+
+# Six sdist-only for cp311 (C: python-Levenshtein, crcmod, netifaces; pure: termcolor,
+# docopt, sgmllib3k); the rest ship wheels. Every member of the closure is pinned.
+REQUIREMENTS = """\
+python-Levenshtein==0.12.2
+crcmod==1.7
+netifaces==0.11.0
+termcolor==1.1.0
+docopt==0.6.2
+sgmllib3k==1.0.0
+setuptools==68.2.2
+wrapt==1.14.1
+six==1.16.0
+idna==3.4
+certifi==2023.7.22
+charset-normalizer==3.3.2
+urllib3==2.0.7
+requests==2.31.0
+packaging==23.2
+attrs==23.1.0
+click==8.1.7
+"""
+
+
+def prewheel_argv() -> list[str]:
+    """The `prewheel` console script beside this interpreter, as a user runs it."""
+    script = Path(sys.executable).parent / "prewheel"
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "builder"]
+
+
+def timed(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd, check=False)
+    elapsed = time.perf_counter() - t0
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(argv)}\n{proc.stdout}\n{proc.stderr}")
+    return elapsed, proc.stdout
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/prewheel-bench-noop"))
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    work: Path = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    reqs = work / "requirements.txt"
+    reqs.write_text(REQUIREMENTS)
+    config = work / "prewheel.toml"
+    config.write_text(f'[index]\nupstream = "{PYPI}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PREWHEEL_"))}
+    env |= {"PIP_CONFIG_FILE": os.devnull, "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+    prewheel = [
+        *prewheel_argv(),
+        "build",
+        "-r",
+        str(reqs),
+        "-c",
+        str(config),
+        "--wheelhouse",
+        str(work / "wheelhouse"),
+    ]
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--isolated",
+        "wheel",
+        "--quiet",
+        "--index-url",
+        PYPI,
+        "--cache-dir",
+        str(work / "pip-cache"),
+        "-r",
+        str(reqs),
+        "-w",
+        str(work / "pip-wheels"),
+    ]
+
+    cold_prewheel, _ = timed(prewheel, env, work)
+    _, report = timed([*prewheel, "--json"], env, work)
+    counts = json.loads(report)["counts"]
+    if counts["cached"] != len(REQUIREMENTS.split()):
+        sys.exit(f"the warm prewheel run was not a no-op: {counts}")
+    shutil.rmtree(work / "pip-wheels", ignore_errors=True)
+    cold_pip, _ = timed(pip, env, work)
+
+    warm_prewheel, warm_pip = [], []
+    for i in range(args.runs):
+        # pip's best case: its cache warm and its -w directory already holding every wheel.
+        warm_pip.append(timed(pip, env, work)[0])
+        warm_prewheel.append(timed(prewheel, env, work)[0])
+        if not args.json:
+            print(f"run {i + 1}: prewheel {warm_prewheel[-1]:.3f} s, pip {warm_pip[-1]:.3f} s")
+    pw, pp = statistics.median(warm_prewheel), statistics.median(warm_pip)
+    result = {
+        "packages": len(REQUIREMENTS.split()),
+        "sdist_only": 6,
+        "cold_prewheel_s": round(cold_prewheel, 2),
+        "cold_pip_s": round(cold_pip, 2),
+        "warm_prewheel_median_s": round(pw, 3),
+        "warm_pip_median_s": round(pp, 3),
+        "ratio": round(pp / pw, 1),
+        "goal": "ratio >= 50 and prewheel < 1 s",
+        "met": pp / pw >= 50 and pw < 1.0,
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"cold: prewheel {cold_prewheel:.1f} s (builds 6 sdists), pip {cold_pip:.1f} s\n"
+        f"warm (median of {args.runs}): prewheel {pw:.3f} s, pip wheel {pp:.3f} s "
+        f"-> prewheel is {pp / pw:.1f}x faster (goal >= 50x, < 1 s: "
+        f"{'met' if result['met'] else 'not met'})"
+    )
+
+
+if __name__ == "__main__":
+    main()
