@@ -187,6 +187,8 @@ def resolve_cached(
         return closure, {
             n: [UpstreamFile.from_json(f) for f in fs] for n, fs in data["files"].items()
         }
+    if not refresh and key in _RESOLVED:
+        return _RESOLVED[key]
     closure = resolve_closure(target, pins, config.upstream)
     files = {
         r.name: [
@@ -207,7 +209,13 @@ def resolve_cached(
                 "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
             },
         )
+    _RESOLVED[key] = (closure, files)
     return closure, files
+
+
+# Closures resolved in this process: targets that differ only in accelerator or policy share
+# an interpreter, hence a closure (markers cannot see the accelerator); resolve it once.
+_RESOLVED: dict[str, tuple[list[Resolved], dict[str, list[UpstreamFile]]]] = {}
 
 
 def plan_item(

@@ -110,7 +110,7 @@ def lowest_policy(elves: list[elf.ElfInfo]) -> str | None:
         {p["name"] for p in _policies().values() if _glibc_of(p["name"])},
         key=lambda n: _glibc_of(n) or (0, 0),
     )
-    return next((n for n in names if not offending_symbols(elves, n)), None)
+    return next((f"{n}_{ARCH}" for n in names if not offending_symbols(elves, n)), None)
 
 
 def policy_error(wheel: Path, elves: list[elf.ElfInfo], policy: str) -> StepError:
@@ -152,6 +152,12 @@ def repair_wheel(
     argv: list[str] = [sys.executable, "-m", "auditwheel", "repair", "-w", str(outdir)]
     if target.policy != "auto":
         argv += ["--plat", target.policy]
+    else:
+        elves = elf.wheel_elves(wheel)
+        if not all(_links_libc(e) for e in elves):
+            # auditwheel tells glibc from musl by an extension's DT_NEEDED; one that calls
+            # nothing in libc has none ("couldn't detect libc"). Name the policy instead.
+            argv += ["--plat", lowest_policy(elves) or f"manylinux_2_17_{ARCH}"]
     if strip:
         argv.append("--strip")
     for pattern in excludes:
@@ -207,6 +213,10 @@ def check_policy(wheel: Path, target: Target, *, log_file: Path | None = None) -
             log=str(log_file) if log_file else None,
             hint=err.hint,
         )
+
+
+def _links_libc(obj: elf.ElfInfo) -> bool:
+    return any(n.startswith(("libc.so", "ld-musl", "libc.musl")) for n in obj.needed)
 
 
 def _log(log_file: Path, text: str) -> None:
