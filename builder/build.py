@@ -107,7 +107,21 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
             zf.extractall(dest)
     else:
         with tarfile.open(sdist) as tf:
-            tf.extractall(dest, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                tf.extractall(dest, filter="data")
+            else:  # Pythons before the extraction filters (3.11.2, bookworm's)
+                for member in tf.getmembers():
+                    parts = Path(member.name).parts
+                    if (
+                        member.name.startswith("/")
+                        or ".." in parts
+                        or member.issym()
+                        or (member.islnk())
+                    ):
+                        raise StepError(
+                            f"{sdist.name}: unsafe member {member.name!r}", step="build"
+                        )
+                tf.extractall(dest)
     tops = [p for p in dest.iterdir() if p.is_dir()]
     if len(tops) != 1:
         raise StepError(f"{sdist.name}: expected one top-level directory", step="build")

@@ -122,7 +122,6 @@ def _file_json(e: CatalogEntry) -> dict[str, object]:
     if e.requires_python:
         d["requires-python"] = e.requires_python
     d["core-metadata"] = {"sha256": e.metadata_sha256}
-    d["dist-info-metadata"] = {"sha256": e.metadata_sha256}
     d["size"] = e.size
     d["upload-time"] = e.upload_time
     d["yanked"] = e.yanked
