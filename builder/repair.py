@@ -142,22 +142,24 @@ def repair_wheel(
     """`auditwheel repair` to the target's policy; pure wheels pass through untouched."""
     if is_pure(wheel):
         return wheel
-    if target.policy != "auto":
-        elves = elf.wheel_elves(wheel)
-        if offending_symbols(elves, target.policy):
-            err = policy_error(wheel, elves, target.policy)
-            _log(log_file, f"prewheel: {err.message}\nhint: {err.hint}\n")
-            raise StepError(err.message, step="repair", log=str(log_file), hint=err.hint)
+    elves = elf.wheel_elves(wheel)
+    # Excluded libraries still bound the glibc the wheel needs: count them, as shipped.
+    provided = provided_elves(elves, excludes, target)
+    if target.policy != "auto" and offending_symbols([*elves, *provided], target.policy):
+        err = policy_error(wheel, [*elves, *provided], target.policy)
+        _log(log_file, f"prewheel: {err.message}\nhint: {err.hint}\n")
+        raise StepError(err.message, step="repair", log=str(log_file), hint=err.hint)
     outdir.mkdir(parents=True, exist_ok=True)
     argv: list[str] = [sys.executable, "-m", "auditwheel", "repair", "-w", str(outdir)]
     if target.policy != "auto":
         argv += ["--plat", target.policy]
-    else:
-        elves = elf.wheel_elves(wheel)
-        if not all(_links_libc(e) for e in elves):
-            # auditwheel tells glibc from musl by an extension's DT_NEEDED; one that calls
-            # nothing in libc has none ("couldn't detect libc"). Name the policy instead.
-            argv += ["--plat", lowest_policy(elves) or f"manylinux_2_17_{ARCH}"]
+    elif provided and lowest_policy([*elves, *provided]) != lowest_policy(elves):
+        argv += ["--plat", lowest_policy([*elves, *provided]) or target.platform_ceiling]
+        argv.append("--only-plat")
+    elif not all(_links_libc(e) for e in elves):
+        # auditwheel tells glibc from musl by an extension's DT_NEEDED; one that calls
+        # nothing in libc has none ("couldn't detect libc"). Name the policy instead.
+        argv += ["--plat", lowest_policy(elves) or f"manylinux_2_17_{ARCH}"]
     if strip:
         argv.append("--strip")
     for pattern in excludes:
@@ -213,6 +215,26 @@ def check_policy(wheel: Path, target: Target, *, log_file: Path | None = None) -
             log=str(log_file) if log_file else None,
             hint=err.hint,
         )
+
+
+def provided_elves(
+    elves: list[elf.ElfInfo], excludes: tuple[str, ...], target: Target
+) -> list[elf.ElfInfo]:
+    """The excluded libraries the wheel links, read from the target's toolkit (libcudart.so.13
+    needs GLIBC_2.17): auditwheel no longer looks at them, but the wheel cannot run on an older
+    glibc than they need. The driver is not in the toolkit and is not counted."""
+    if target.toolkit is None or not excludes:
+        return []
+    home = target.toolkit.cuda_home
+    dirs = (home / "lib64", home / "lib", home / "targets" / f"{ARCH}-linux" / "lib")
+    out = []
+    for lib in elf.external_needed(elves):
+        if lib == _DRIVER or not elf.matches_any(lib, excludes):
+            continue
+        path = next((d / lib for d in dirs if (d / lib).is_file()), None)
+        if path is not None:
+            out.append(elf.read_elf(lib, path.read_bytes()))
+    return out
 
 
 def _links_libc(obj: elf.ElfInfo) -> bool:

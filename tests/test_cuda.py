@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 from clitools import prewheel, serving
 from gpu.cuda_fixture import NAME, cuda_files
+from packaging.utils import parse_wheel_filename
 from upstream import Upstream, WriteConfig, pip_isolated_env
 
+from builder.elf import glibc_floor, read_elf
 from builder.targets import find_toolkit
 
 pytestmark = [
@@ -89,8 +91,20 @@ def test_cu130_wheel_grafts_neither_driver_nor_runtime(cuda_build: dict[str, obj
     assert shown.returncode == 0, shown.stderr
     info = json.loads(shown.stdout)
     assert "libcudart.so.13" in info["external_libs"]  # needed, not carried
-    # The policy is the oldest the wheel's own symbols allow; libcudart is not counted.
-    assert "manylinux" in wheel.name
+    # Not carried, but still counted: the tag is no older than libcudart's own glibc needs.
+    toolkit = find_toolkit("cu130", None)[0]
+    assert toolkit is not None
+    (cudart,) = [
+        p for d in ("lib64", "lib") for p in (toolkit.cuda_home / d).glob("libcudart.so.13")
+    ][:1]
+    floor = glibc_floor([read_elf(cudart.name, cudart.read_bytes())])
+    assert floor is not None
+    plats = [t.platform for t in parse_wheel_filename(wheel.name)[3]]
+    assert plats == [f"manylinux_{floor[0]}_{floor[1]}_x86_64"] or all(
+        p.startswith("manylinux") for p in plats
+    )
+    oldest = min(tuple(map(int, p.split("_")[1:3])) for p in plats if p.startswith("manylinux_"))
+    assert oldest >= floor, (plats, floor)
 
 
 def test_cuda_link_is_detected_and_built_per_accelerator(cuda_build: dict[str, object]) -> None:
