@@ -225,6 +225,11 @@ http {{
             add_header Cache-Control "{LOG_CACHE_CONTROL}" always;
         }}
 
+        location ~ "^/builds/[^/]+\\.json$" {{
+            default_type application/json;
+            add_header Cache-Control "{LOG_CACHE_CONTROL}" always;
+        }}
+
         location /logs/ {{
             default_type "text/plain";
             charset utf-8;

@@ -15,7 +15,7 @@ import hashlib
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from pathlib import Path
 from typing import Literal
@@ -45,6 +45,7 @@ LOG_CACHE_CONTROL = "no-cache"
 ALLOW = "GET, HEAD"
 TARGETS = "/targets.json"
 _NEG_CACHE_MAX = 512
+_KNOWN_MAX = 16384
 
 
 # -- negotiation -------------------------------------------------------------------------------
@@ -168,6 +169,7 @@ class Response:
     file: str | None = None
     offset: int = 0
     length: int = 0  # of the file slice
+    head: bytes | None = None  # `headers` already serialized, Content-Length included
 
     @property
     def content_length(self) -> int:
@@ -180,6 +182,11 @@ class _Page:
     body: bytes
     gz: bytes
     etag: str
+    # Serialized response headers per (content type, gzip, cache-control, vary): a page is
+    # asked for far more often than it changes, so its headers are built once.
+    heads: dict[tuple[str, bool, str, str], tuple[tuple[tuple[str, str], ...], bytes]] = field(
+        default_factory=dict
+    )
 
 
 REASONS = {
@@ -219,6 +226,7 @@ class Routes:
         self._neg: dict[str, str | None] = {}
         self._gz: dict[str, bool] = {}
         self._status: tuple[tuple[int, ...], float, _Page] | None = None
+        self._known: dict[str, str] = {}  # request target -> page directory, once validated
 
     # -- helpers ---------------------------------------------------------------
 
@@ -273,10 +281,16 @@ class Routes:
         if inm is not None and etag_matches(inm, etag):
             return Response(status=304, headers=common)
         body = page.gz if gz else page.body
-        out = [("Content-Type", ctype), *common]
-        if gz:
-            out.append(("Content-Encoding", "gzip"))
-        return Response(status=200, headers=tuple(out), body=body)
+        hkey = (ctype, gz, cache, vary)
+        prepared = page.heads.get(hkey)
+        if prepared is None:
+            out = [("Content-Type", ctype), *common]
+            if gz:
+                out.append(("Content-Encoding", "gzip"))
+            out.append(("Content-Length", str(len(body))))
+            head = "".join(f"{k}: {v}\r\n" for k, v in out).encode("latin-1")
+            prepared = page.heads[hkey] = (tuple(out), head)
+        return Response(status=200, headers=prepared[0], body=body, head=prepared[1])
 
     # -- routes ----------------------------------------------------------------
 
@@ -284,6 +298,9 @@ class Routes:
         """The response to one request; HEAD gets GET's headers (the caller drops the body)."""
         if method not in ("GET", "HEAD"):
             return _error(405, (("Allow", ALLOW),))
+        base = self._known.get(target)
+        if base is not None:
+            return self._simple_page(base, headers)
         raw = target.split("?", 1)[0].split("#", 1)[0]
         if raw.startswith(("http://", "https://")):
             raw = "/" + raw.split("/", 3)[3] if raw.count("/") >= 3 else "/"
@@ -299,13 +316,13 @@ class Routes:
         if path == "/":
             return self._status_page(headers)
         if len(parts) >= 2 and parts[1] == "simple":
-            return self._simple(parts, headers, raw)
+            return self._simple(parts, headers, raw, target)
         static_dir = parts[0] in ("files", "logs", "builds") and len(parts) >= 2 and parts[-1]
         if static_dir or path == TARGETS:
             return self._file(parts, headers)
         return NOT_FOUND
 
-    def _simple(self, parts: list[str], headers: dict[str, str], raw: str) -> Response:
+    def _simple(self, parts: list[str], headers: dict[str, str], raw: str, target: str) -> Response:
         accel = parts[0]
         if accel in RESERVED:
             return NOT_FOUND
@@ -320,6 +337,14 @@ class Routes:
             base = os.path.join(self.root, accel, "simple", project)
         else:
             return NOT_FOUND
+        resp = self._simple_page(base, headers)
+        if resp.status != 404:  # parsing and validating this target again would be the same
+            if len(self._known) > _KNOWN_MAX:
+                self._known.clear()
+            self._known[target] = base
+        return resp
+
+    def _simple_page(self, base: str, headers: dict[str, str]) -> Response:
         choice = self._negotiate(headers.get("accept"))
         if choice is None:
             if self._page(os.path.join(base, "index.html")) is None:
@@ -357,7 +382,8 @@ class Routes:
         name = parts[-1]
         if parts[0] == "logs":
             ctype, cache = "text/plain; charset=utf-8", LOG_CACHE_CONTROL
-        elif len(parts) == 1:  # /targets.json, rewritten by every build
+        elif len(parts) == 1 or (parts[0] == "builds" and name.endswith(".json")):
+            # /targets.json, rewritten by every build; builds/<key>.json for --cache-from
             ctype, cache = "application/json", LOG_CACHE_CONTROL
         elif name.endswith(".whl"):
             ctype, cache = "application/octet-stream", FILE_CACHE_CONTROL

@@ -32,6 +32,8 @@ MAX_HEAD = 64 * 1024
 IDLE_TIMEOUT = 75.0
 BACKLOG = 4096
 SERVER = "prewheel"
+_KEEP = b"Connection: keep-alive\r\n\r\n"
+_CLOSE = b"Connection: close\r\n\r\n"
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -40,6 +42,7 @@ class _Clock:
 
     def __init__(self) -> None:
         self._sec = -1
+        self._prefixes: dict[int, bytes] = {}
         self.http_date = ""
         self.log_date = ""
 
@@ -47,12 +50,26 @@ class _Clock:
         now = int(time.time())
         if now != self._sec:
             self._sec = now
+            self._prefixes = {}
             self.http_date = formatdate(now, usegmt=True)
             t = time.gmtime(now)
             self.log_date = (
                 f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
                 f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
             )
+
+    def prefix(self, status: int) -> bytes:
+        """Status line, Server and Date: the same bytes for every response this second."""
+        try:
+            return self._prefixes[status]
+        except KeyError:
+            line = (
+                f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
+                f"Server: {SERVER}\r\nDate: {self.http_date}\r\n"
+            )
+            data: bytes = line.encode("latin-1")
+            self._prefixes[status] = data
+            return data
 
 
 class _AccessLog:
@@ -197,6 +214,13 @@ class _Connection(asyncio.Protocol):
             f"{resp.status} {size if method != 'HEAD' and resp.status != 304 else 0}\n"
         )
         send_body = method != "HEAD" and resp.status != 304
+        if resp.head is not None and resp.file is None and self.transport is not None:
+            body = resp.body if send_body else b""
+            end = _KEEP if keep else _CLOSE
+            self.transport.write(b"".join((app.clock.prefix(resp.status), resp.head, end, body)))
+            if not keep:
+                self._close()
+            return
         if resp.file is None:
             self._write(
                 resp.status, resp.headers, resp.body if send_body else b"", keep, True, size
@@ -243,15 +267,12 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        lines = [
-            f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
-            f"Server: {SERVER}\r\nDate: {self.app.clock.http_date}\r\n"
-        ]
-        lines += [f"{k}: {v}\r\n" for k, v in headers]
+        lines = [f"{k}: {v}\r\n" for k, v in headers]
         if with_length and status != 304:
             lines.append(f"Content-Length: {len(body) if length is None else length}\r\n")
-        lines.append("Connection: keep-alive\r\n\r\n" if keep else "Connection: close\r\n\r\n")
-        transport.write("".join(lines).encode("latin-1") + body)
+        head = "".join(lines).encode("latin-1")
+        end = _KEEP if keep else _CLOSE
+        transport.write(b"".join((self.app.clock.prefix(status), head, end, body)))
 
     def _close(self) -> None:
         self.closing = True

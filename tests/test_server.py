@@ -296,6 +296,9 @@ def test_status_page(served: tuple[Wheelhouse, str, io.StringIO]) -> None:
     assert (
         resp.getheader("Content-Type") == "text/plain; charset=utf-8" and body == b"gcc -O2 ...\n"
     )
+    resp, body = request(url, "/builds/k1.json")
+    assert resp.getheader("Content-Type") == "application/json"
+    assert json.loads(body)["log"] == "logs/k1.log"
     resp, body = request(url, "/targets.json")
     assert resp.getheader("Content-Type") == "application/json"
     assert json.loads(body)["targets"][0]["accelerator"] == "cu128"

@@ -177,6 +177,11 @@ def test_nginx_headers_like_prewheel(wh: Wheelhouse, nginx: str) -> None:
                  "/files/..%2f..%2f..%2fetc/passwd", "/files/zz/evil.whl"):  # fmt: skip
         assert _get(nginx, path).status in (400, 403, 404), path
     assert _get(nginx, "/").getheader("Content-Type") == "text/html; charset=utf-8"
+    wh.write_record("k9", {"name": "alpha"})
+    (wh.root / "targets.json").write_text("{}")
+    for path in ("/builds/k9.json", "/targets.json"):
+        got = _get(nginx, path)
+        assert (got.status, got.getheader("Content-Type")) == (200, "application/json"), path
 
 
 def _chromium() -> str | None:
