@@ -589,15 +589,20 @@ class Executor:
             links |= {c.wheel.parent for _, c in all_cands}
             work = self._tmp / f"verify-{cand.key.short}-{item.target.name}"
             try:
-                modules = verify_wheel(
-                    cand.wheel,
-                    name=item.name,
-                    target=item.target,
-                    find_links=sorted(links),
-                    workdir=work,
-                    log_file=log_file,
-                    import_names=pkg.import_names,
-                )
+                # A verification (venv, install, import) is work like a build: --jobs bounds both.
+                count = self.slots.acquire(False)
+                try:
+                    modules = verify_wheel(
+                        cand.wheel,
+                        name=item.name,
+                        target=item.target,
+                        find_links=sorted(links),
+                        workdir=work,
+                        log_file=log_file,
+                        import_names=pkg.import_names,
+                    )
+                finally:
+                    self.slots.release(count)
                 accels = None
                 if cand.key.inputs["accel"] != "any":
                     accels = tuple(sorted({i.target.accel for i in items}))
