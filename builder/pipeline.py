@@ -349,7 +349,8 @@ class Executor:
     # -- build --------------------------------------------------------------
 
     def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem], _Candidate]]:
-        """Builds from one source: the first builds; if its wheel is pure, it serves all."""
+        """Builds from one source: the first builds; if its wheel is pure, it serves all; if
+        it is abi3, it serves every other Python whose tags accept it."""
         out = self._build_split(groups[0])
         rest = groups[1:]
         if len(out) == 1 and is_pure(out[0][1].wheel):
@@ -357,9 +358,21 @@ class Executor:
                 # Same pure wheel, listed again for these targets after verification.
                 out.append((items, out[0][1]))
             return out
+        abi3 = out[0][1] if len(out) == 1 and _is_abi3(out[0][1].wheel) else None
         for items in rest:
-            out += self._build_split(items)
+            if abi3 is not None and self._serves(abi3, items):
+                out.append((items, abi3))
+            else:
+                out += self._build_split(items)
         return out
+
+    def _serves(self, cand: _Candidate, items: list[PlanItem]) -> bool:
+        """Whether `cand`'s abi3 wheel fits `items`: same accelerator, policy and repair
+        options (the rest of the key is the shared source), and tags the target accepts."""
+        key = self._key(items[0])
+        same = all(key.inputs[k] == cand.key.inputs[k] for k in ("accel", "policy", "repair"))
+        wheel_tags = set(parse_wheel_filename(cand.wheel.name)[3])
+        return same and bool(wheel_tags & set(items[0].target.tag_set()))
 
     def _build_split(self, items: list[PlanItem]) -> list[tuple[list[PlanItem], _Candidate]]:
         """Build `items`; if the accelerator-neutral build links CUDA, build per accelerator.
@@ -638,7 +651,8 @@ class Executor:
                 "duration": round(duration, 3),
             }
             self.wh.write_record(cand.key.key, record)
-            if is_pure(cand.wheel):
+            if is_pure(cand.wheel) or (_is_abi3(cand.wheel) and cand.key.inputs["accel"] == "any"):
+                # Found again by every target the wheel's tags fit (plan.cached_build).
                 self.wh.write_record(cand.key.source_key, record)
         for it in items:
             self._finish(
@@ -672,3 +686,7 @@ def execute(
         retry_failed=retry_failed,
         cache_from=cache_from,
     ).run()
+
+
+def _is_abi3(wheel: Path) -> bool:
+    return any(t.abi == "abi3" for t in parse_wheel_filename(wheel.name)[3])
