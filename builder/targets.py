@@ -418,7 +418,8 @@ def _resolve(spec: TargetSpec, config: Config) -> Target:
         interp, missing = find_interpreter(spec.python)
     toolkit = None
     acc = config.accel(spec.accel)
-    excludes: tuple[str, ...] = ()
+    # The driver is never grafted, on any target: it belongs to the host.
+    excludes: tuple[str, ...] = tuple(dict.fromkeys(("libcuda.so.1", *acc.exclude)))
     arch_list: tuple[str, ...] = ()
     if spec.accel != "cpu":
         excludes = tuple(dict.fromkeys(CUDA_EXCLUDES + acc.exclude))
