@@ -147,6 +147,14 @@ def build_wheel(
     assert target.interpreter is not None
     deadline = time.monotonic() + (pkg.timeout or config.build_timeout)
     src = unpack_sdist(sdist, workdir / "src")
+    for patch in pkg.patches:  # from the config; part of the cache key
+        run(
+            ["patch", "-p1", "--forward", "--batch", "-i", patch],
+            step="patch",
+            log_file=log_file,
+            cwd=src,
+            timeout=60,
+        )
     env_dir = workdir / "env"
     run(
         [target.interpreter.path, "-m", "venv", "--without-pip", env_dir],

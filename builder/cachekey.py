@@ -107,6 +107,7 @@ def compute(
         "config_settings": dict(sorted(pkg.config_settings.items())),
         "build_requires": sorted(pkg.build_requires),
         "build_constraints_sha256": constraints,
+        "patches_sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in pkg.patches],
         "auditwheel": dist_version("auditwheel"),
         "repair": repair_options(target, config),
         "interpreter": {

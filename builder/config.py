@@ -67,6 +67,7 @@ class PackageConfig:
     force_build: bool = False
     import_names: tuple[str, ...] | None = None
     timeout: float | None = None
+    patches: tuple[str, ...] = ()  # absolute paths of unified diffs, applied with patch -p1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +115,7 @@ _PACKAGE_KEYS = (
     "force_build",
     "import_names",
     "timeout",
+    "patches",
 )
 
 
@@ -228,7 +230,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
 
     targets = _parse_targets(raw, p)
     accels = _parse_accels(raw, p)
-    packages = _parse_packages(raw, p)
+    base = Path(source).parent if Path(source).is_file() else Path.cwd()
+    packages = _parse_packages(raw, p, base)
 
     if p.items:
         raise ConfigError(p.items, source=source)
@@ -304,7 +307,18 @@ def _parse_accels(raw: Mapping[str, Any], p: _Problems) -> dict[str, AccelConfig
     return out
 
 
-def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageConfig]:
+def _patches(value: Any, where: str, p: _Problems, base: Path) -> tuple[str, ...]:
+    """Patch files, relative to the config file's directory; each must exist."""
+    out = []
+    for i, name in enumerate(p.str_list(value, where)):
+        path = (base / name).resolve()
+        if not path.is_file():
+            p.add(f"{where}[{i}]", f"no such file: {path}")
+        out.append(str(path))
+    return tuple(out)
+
+
+def _parse_packages(raw: Mapping[str, Any], p: _Problems, base: Path) -> dict[str, PackageConfig]:
     out: dict[str, PackageConfig] = {}
     for name, value in p.table(raw.get("packages", {}), "packages").items():
         where = f"packages.{name}"
@@ -337,5 +351,6 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems) -> dict[str, PackageCo
                 p.str_list(imports, f"{where}.import_names") if imports is not None else None
             ),
             timeout=p.positive(timeout, f"{where}.timeout") if timeout is not None else None,
+            patches=_patches(tbl.get("patches", []), f"{where}.patches", p, base),
         )
     return out

@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from packaging.utils import parse_wheel_filename
 from upstream import Upstream
 
 from builder.cachekey import build_tag, compute
-from builder.config import default_config, parse_config
+from builder.config import default_config, load_config, parse_config
 from builder.targets import Interpreter, resolve_targets
 
 pytestmark = pytest.mark.slow
@@ -160,6 +161,23 @@ def test_changed_sdist_rebuilds_that_package(
     assert len(_cext_wheels(wheelhouse)) == 2
 
 
+def test_a_patch_in_config_rebuilds_that_package_with_the_change(
+    upstream: Upstream, wheelhouse: Path, tmp_path: Path
+) -> None:
+    patch = tmp_path / "pw-pure.diff"
+    patch.write_text(
+        "--- a/pw_pure/__init__.py\n+++ b/pw_pure/__init__.py\n"
+        "@@ -1 +1,2 @@\n VALUE = 'pw_pure'\n+PATCHED = True\n"
+    )
+    config = _base_config(upstream.url) + '[packages.pw-pure]\npatches = ["pw-pure.diff"]\n'
+    proc = _build(tmp_path, config, wheelhouse)
+    assert _status(proc) == {"pw-cext": "cached", "pw-pure": "built", "pw-haswheel": "cached"}
+    wheel = next(r["wheel"] for r in json.loads(proc.stdout)["results"] if r["name"] == "pw-pure")
+    (path,) = (wheelhouse / "files").rglob(wheel)
+    with zipfile.ZipFile(path) as zf:
+        assert "PATCHED = True" in zf.read("pw_pure/__init__.py").decode()
+
+
 def test_changed_repair_options_rebuild_only_what_is_repaired(
     upstream: Upstream, wheelhouse: Path, tmp_path: Path
 ) -> None:
@@ -192,7 +210,7 @@ def _key(**changes: Any) -> str:
     return compute(target=target, config=config, **args).key
 
 
-def test_key_is_stable_and_names_each_input() -> None:
+def test_key_is_stable_and_names_each_input(tmp_path: Path) -> None:
     target = resolve_targets(default_config())[0]
     assert target.interpreter is not None
     other_python = dataclasses.replace(
@@ -212,6 +230,7 @@ def test_key_is_stable_and_names_each_input() -> None:
         ),
         "strip": _key(config=_cfg({"build": {"strip": True}})),
         "interpreter": _key(target=other_python),
+        "patches": _key(config=_patched(tmp_path)),
         "policy": _key(
             target=dataclasses.replace(
                 target, spec=dataclasses.replace(target.spec, policy="manylinux_2_28_x86_64")
@@ -240,6 +259,13 @@ def test_build_tag_sorts_by_time_and_names_the_key() -> None:
     )
     assert build_tag(key, 1_700_000_000.5) == f"1700000000_{key.key[:12]}"
     assert isinstance(target.interpreter, Interpreter)
+
+
+def _patched(tmp_path: Path) -> Any:
+    (tmp_path / "fix.diff").write_text("--- a/x\n+++ b/x\n")
+    config = tmp_path / "prewheel.toml"
+    config.write_text('[packages.pw-cext]\npatches = ["fix.diff"]\n')
+    return load_config(config)
 
 
 def _cfg(raw: dict[str, Any]) -> Any:

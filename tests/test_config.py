@@ -153,3 +153,15 @@ def test_skip_and_python_filter_appear_in_the_plan(
     assert items["pw-pure"]["action"] == "skip"
     assert "<3.9" in items["pw-pure"]["reason"]
     assert items["pw-haswheel"]["action"] == "download"
+
+
+def test_patches_are_found_beside_the_config(tmp_path: Path) -> None:
+    (tmp_path / "patches").mkdir()
+    (tmp_path / "patches" / "fix.diff").write_text("--- a/x\n+++ b/x\n")
+    path = tmp_path / "prewheel.toml"
+    path.write_text('[packages.x]\npatches = ["patches/fix.diff"]\n')
+    assert load_config(path).package("x").patches == (str(tmp_path / "patches" / "fix.diff"),)
+    path.write_text('[packages.x]\npatches = ["patches/fix.diff", "missing.diff"]\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.problems == [f"packages.x.patches[1]: no such file: {tmp_path}/missing.diff"]
