@@ -1,8 +1,8 @@
 """Index servers compared on one generated wheel set: pages, files, installs, and updates.
 
     python benchmarks/index_server.py [--work /tmp/prewheel-bench] [--projects 2000]
-        [--versions 5] [--duration 5] [--rounds 3] [--connections 16] [--only NAME ...]
-        [--json]
+        [--versions 5] [--duration 5] [--rounds 3] [--installs 3] [--connections 16]
+        [--only NAME ...] [--json]
 
 The wheel set: PROJECTS x VERSIONS small pure wheels, plus 8 real 1 MiB wheels (`bigpkg-N`).
 Servers: `prewheel serve`, devpi-server 6.20.3 (Argon2 turned down so it starts fast),
@@ -10,8 +10,8 @@ pypiserver 2.4, `python -m http.server` and nginx on the static tree (the config
 `prewheel serve --print-nginx-config`, and a plain static one as the upper bound). Load comes
 from Debian's wrk on 127.0.0.1, bounded by --duration; installs are cold (no cache) pip and uv
 installs of the 8 big packages.
-All servers run at once and are measured in turn, round after round; the table shows the
-median round (installs: the fastest). Read ratios, not absolutes.
+All servers run at once and are measured in turn, round after round, so that other load on
+the machine hits them alike; the table shows medians. Read ratios, not absolutes.
 Needs: apt-get install wrk nginx libnginx-mod-http-perl.
 Exit 0 when every goal is met, 1 otherwise.
 """
@@ -144,6 +144,7 @@ def main() -> int:
     ap.add_argument("--versions", type=int, default=5)
     ap.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians reported")
+    ap.add_argument("--installs", type=int, default=3, help="cold installs per tool and round")
     ap.add_argument("--connections", type=int, default=16)
     names = ["prewheel", "devpi", "pypiserver", "http.server", "nginx", "nginx-plain"]
     ap.add_argument("--only", nargs="*", default=None, choices=names)
@@ -178,7 +179,7 @@ def main() -> int:
             except Exception as exc:  # one server failing must not stop the others
                 print(f"{key}: failed: {exc}", file=sys.stderr)
                 failed.append(key)
-        results = measure(running, args.rounds, args.duration, args.connections)
+        results = measure(running, args.rounds, args.duration, args.connections, args.installs)
     load = os.getloadavg()[0]
     update = add_one_wheel(root, args.work)
     print_table(results, update, len(wheels), args.rounds, load)
@@ -189,7 +190,7 @@ def main() -> int:
 
 
 def measure(
-    running: dict[str, Backend], rounds: int, duration: int, connections: int
+    running: dict[str, Backend], rounds: int, duration: int, connections: int, installs: int
 ) -> dict[str, dict[str, float | str]]:
     """Every server in every round, in turn, so that a change in the machine's load (other
     work on a shared host) hits all servers alike; each figure is the median of the rounds."""
@@ -201,16 +202,17 @@ def measure(
             files = wrk(b.wheel_url, duration, connections)
             got = {"page_rps": page["rps"], "page_p99_ms": page["p99_ms"],
                    "page_non2xx": page["non2xx"], "file_rps": files["rps"],
-                   "file_p99_ms": files["p99_ms"], "uv_s": timed_install("uv", b.index_url),
-                   "pip_s": timed_install("pip", b.index_url)}  # fmt: skip
+                   "file_p99_ms": files["p99_ms"]}  # fmt: skip
             for metric, value in got.items():
                 samples[key].setdefault(metric, []).append(value)
-    # Throughput: the median round. Install times: the fastest round, the least disturbed by
-    # whatever else the machine was doing (one install is a single, short sample).
-    pick = {"uv_s": min, "pip_s": min}
+            for _ in range(installs):
+                for tool in ("uv", "pip"):
+                    samples[key].setdefault(f"{tool}_s", []).append(
+                        timed_install(tool, b.index_url)
+                    )
     return {
         key: {"name": running[key].name}
-        | {m: pick.get(m, statistics.median)(values) for m, values in metrics.items()}
+        | {m: statistics.median(values) for m, values in metrics.items()}
         for key, metrics in samples.items()
     }
 
@@ -219,8 +221,8 @@ def print_table(
     results: dict[str, dict[str, float | str]], update: dict[str, float], n: int, rounds: int,
     load: float,
 ) -> None:  # fmt: skip
-    print(f"\nIndex servers, {n} wheels; {rounds} interleaved rounds (req/s and p99: median; "
-          f"installs: fastest); 2 cores shared with wrk; load average {load:.1f}\n")  # fmt: skip
+    print(f"\nIndex servers, {n} wheels; medians of {rounds} interleaved rounds; 2 cores shared "
+          f"with wrk; load average {load:.1f}\n")  # fmt: skip
     print(
         "| server | page req/s | page p99 | 1 MiB wheel req/s | uv install (8) | pip install (8) |"
     )
