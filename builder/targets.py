@@ -131,6 +131,7 @@ class Target:
             }
             if self.toolkit
             else None,
+            "compiler": c_compiler(),
             "arch_list": list(self.arch_list),
             "policy": self.policy,
             "platform_ceiling": self.platform_ceiling,
@@ -140,6 +141,22 @@ class Target:
             "available": self.missing is None,
             "missing": self.missing,
         }
+
+
+@functools.cache
+def c_compiler() -> dict[str, str] | None:
+    """The C compiler builds will use ($CC, else cc) and its version line."""
+    cc = (os.environ.get("CC") or "cc").split()[0]
+    path = shutil.which(cc)
+    if path is None:
+        return None
+    try:
+        out = subprocess.run(
+            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"path": path, "version": (out.splitlines() or [""])[0].strip()}
 
 
 def host_glibc() -> tuple[int, int]:
