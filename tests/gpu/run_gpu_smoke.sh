@@ -3,7 +3,8 @@
 # kernel on the GPU. Run it from the repository root on a machine with an NVIDIA GPU:
 #
 #   tests/gpu/run_gpu_smoke.sh                 # builds the wheel here first (needs nvcc 13.0)
-#   WHEELHOUSE=/path/to/wheelhouse tests/gpu/run_gpu_smoke.sh   # uses an existing build
+#   WHEELHOUSE=/path/to/wheelhouse tests/gpu/run_gpu_smoke.sh
+#       uses the pw-cuda wheel already built there, or builds it there (and keeps it)
 #
 # Environment: PYTHON (default python3), ACCEL (default cu130), ARCH_LIST (default "7.5;8.0;
 # 9.0;10.0;12.0+PTX"), CUDA_HOME (where libcudart comes from when the system has none).
@@ -37,10 +38,10 @@ fi
 cd "$REPO"
 export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
-if [ -z "${WHEELHOUSE:-}" ]; then
-    WHEELHOUSE="$WORK/wheelhouse"
-    say "building pw-cuda for $ACCEL (arch list $ARCH_LIST)"
-    "$PYTHON" - "$WORK" "$ACCEL" "$ARCH_LIST" <<'EOF'
+WHEELHOUSE=${WHEELHOUSE:-$WORK/wheelhouse}
+if ! ls "$WHEELHOUSE"/files/*/pw_cuda-*.whl >/dev/null 2>&1; then
+    say "building pw-cuda for $ACCEL (arch list $ARCH_LIST) into $WHEELHOUSE"
+    "$PYTHON" - "$WORK" "$ACCEL" "$ARCH_LIST" "$WHEELHOUSE" <<'EOF'
 import json, subprocess, sys
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from cuda_fixture import NAME, cuda_files
 from upstream import standard_upstream
 
 work, accel, arch_list = Path(sys.argv[1]), sys.argv[2], sys.argv[3].split(";")
+wheelhouse = Path(sys.argv[4]).resolve()
 up = standard_upstream(work / "upstream")
 try:
     up.add_sdist(NAME, "1.0", cuda_files())
@@ -61,7 +63,7 @@ try:
     (work / "requirements.txt").write_text(f"{NAME}==1.0\n")
     proc = subprocess.run(
         [sys.executable, "-m", "builder", "build", "-r", str(work / "requirements.txt"),
-         "-c", str(config), "--wheelhouse", str(work / "wheelhouse"), "--quiet"],
+         "-c", str(config), "--wheelhouse", str(wheelhouse), "--quiet"],
     )
     sys.exit(proc.returncode)
 finally:
