@@ -133,6 +133,13 @@ def _print(
         )
         if rec.get("wheel"):
             console.print(f"  wheel: {rec['wheel']}", highlight=False, markup=False)
+        if rec.get("relisted_from"):
+            console.print(
+                f"  listed again {rec.get('relisted')} (settings went back), first as "
+                f"{rec['relisted_from']}",
+                highlight=False,
+                markup=False,
+            )
         if deps:
             console.print(
                 "  build deps: " + ", ".join(f"{k}=={v}" for k, v in sorted(deps.items())),
