@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -101,17 +100,15 @@ def test_each_index_installs_the_closure_for_every_python(
     with serving(multi["wh"]) as base:  # type: ignore[arg-type]
         for interp in (PYTHONS[0], PYTHONS[-1]):
             venv = tmp_path / interp.abi
-            # This pip, not the venv's: Python 3.9's bundled pip 23.0 crashes on PEP 691
-            # JSON that carries `dist-info-metadata` as a dict (the reason PEP 714 renamed it).
-            subprocess.run([str(interp.path), "-m", "venv", "--without-pip", str(venv)], check=True)
+            # The venv's own pip: Python 3.9 bundles pip 23.0, which crashes on PEP 691 JSON
+            # that names `dist-info-metadata` (PEP 714); the index must serve it anyway.
+            subprocess.run([str(interp.path), "-m", "venv", str(venv)], check=True)
             python = venv / "bin" / "python"
             proc = subprocess.run(
                 [
-                    sys.executable,
+                    str(python),
                     "-m",
                     "pip",
-                    "--python",
-                    str(python),
                     "install",
                     "--isolated",
                     "--only-binary=:all:",
