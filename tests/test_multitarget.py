@@ -33,7 +33,7 @@ def multi(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[
         f'[targets]\npython = ["3.9+"]\naccel = {json.dumps(ACCELS)}\n'
     )
     reqs = root / "requirements.txt"
-    reqs.write_text("pw-app==1.0\n")
+    reqs.write_text("pw-cext==1.0\npw-pure==1.0\n")
     wh = root / "wheelhouse"
     proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json", "-j", "2")
     assert proc.stdout.startswith("{"), proc.stderr
@@ -114,7 +114,8 @@ def test_each_index_installs_the_closure_for_every_python(
                     "--only-binary=:all:",
                     "--index-url",
                     f"{base}/{accel}/simple/",
-                    "pw-app==1.0",
+                    "pw-cext==1.0",
+                    "pw-pure==1.0",
                 ],
                 capture_output=True,
                 text=True,
@@ -122,7 +123,7 @@ def test_each_index_installs_the_closure_for_every_python(
             )
             assert proc.returncode == 0, proc.stdout + proc.stderr
             out = subprocess.run(
-                [str(python), "-c", "import pw_app, pw_cext; print(pw_cext.add(20, 22))"],
+                [str(python), "-c", "import pw_pure, pw_cext; print(pw_cext.add(20, 22))"],
                 capture_output=True,
                 text=True,
                 env=env,
