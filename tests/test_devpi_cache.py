@@ -132,10 +132,15 @@ def static_tree(tmp_path: Path) -> Wheelhouse:
     return wh
 
 
-def test_prewheel_served_index_by_build_tag(static_tree: Wheelhouse) -> None:
-    """`prewheel serve` (PEP 691 JSON, no records served): the build tag alone finds it."""
+def test_prewheel_served_index_by_record_then_build_tag(static_tree: Wheelhouse) -> None:
+    """`prewheel serve` serves builds/<key>.json: the record confirms the key; without
+    records, the build tag alone still finds the wheel (unconfirmed)."""
     with running(static_tree.root) as base:
         url = f"{base}/cpu/simple/"
+        remote = find_cached(url, "pw-static", "1.0", key_of("e"), CP311)
+        assert remote is not None and remote.confirmed
+        for record in static_tree.builds_dir.glob("*.json"):
+            record.unlink()
         remote = find_cached(url, "pw-static", "1.0", key_of("e"), CP311)
         assert remote is not None and not remote.confirmed
         assert remote.sha256 == static_tree.entries("pw-static")[0].sha256
