@@ -59,6 +59,13 @@ def verify_wheel(
             "PYTHONNOUSERSITE": "1",
         }
     )
+    if target.toolkit is not None:
+        # Excluded CUDA runtime libraries come from the runtime image there; here, from the
+        # toolkit, so the import does not depend on this host's ldconfig cache.
+        home = target.toolkit.cuda_home
+        libdirs = [str(d) for d in (home / "lib64", home / "lib") if d.is_dir()]
+        old = os.environ.get("LD_LIBRARY_PATH")
+        env["LD_LIBRARY_PATH"] = ":".join([*libdirs, *([old] if old else [])])
     links: list[str] = []
     for d in dict.fromkeys([wheel.parent, *find_links]):
         links += ["--find-links", str(d)]
