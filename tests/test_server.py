@@ -7,7 +7,10 @@ import http.client
 import io
 import json
 import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -320,3 +323,43 @@ def test_pypi_simple_parses(served: tuple[Wheelhouse, str, io.StringIO], accept:
             assert client.get_package_metadata(pkg).startswith("Metadata-Version")
         if accept == "ACCEPT_JSON_ONLY":
             assert page.versions == ["1.0", "1.1"]
+
+
+@pytest.mark.parametrize(
+    ("header", "size", "expected"),
+    [
+        ("bytes=0-0", 10, (0, 0)),
+        ("bytes=5-100", 10, (5, 9)),
+        ("bytes=-3", 10, (7, 9)),
+        ("bytes=-30", 10, (0, 9)),
+        ("bytes=10-", 10, False),
+        ("bytes=-0", 10, False),
+        ("bytes=0-1,3-4", 10, None),
+        ("items=0-1", 10, None),
+        ("bytes=x-1", 10, None),
+        ("bytes=5-2", 10, None),
+    ],
+)
+def test_parse_range(header: str, size: int, expected: object) -> None:
+    assert routes.parse_range(header, size) == expected
+
+
+def test_cli_serve_workers_log_and_sigterm(served: tuple[Wheelhouse, str, io.StringIO]) -> None:
+    wh, _, _ = served
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", "serve", "--wheelhouse", str(wh.root), "--port", "0",
+         "--workers", "2"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        banner = proc.stderr.readline()
+        url = re.search(r"http://[\d.]+:\d+", banner)
+        assert url, banner
+        for _ in range(4):
+            resp, _ = request(url.group(0), "/cpu/simple/", headers={"Accept": JSON})
+            assert resp.status == 200
+        assert '"GET /cpu/simple/ HTTP/1.1" 200' in proc.stderr.readline()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
