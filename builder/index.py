@@ -264,6 +264,25 @@ def _update_project(wh: Wheelhouse, project: str) -> None:
             write_root(wh, accel)
 
 
+def ensure(wh: Wheelhouse) -> list[str]:
+    """Write the tree of every known accelerator that has none yet; return their names.
+
+    Run when serving starts, so that a fresh or just-upgraded wheelhouse answers `/cpu/simple/`
+    with a (possibly empty) index rather than 404. Cheap when every tree exists.
+    """
+    if not wh.root.is_dir():
+        return []
+    missing = [
+        a for a in _known_accelerators(wh, []) if not (simple_dir(wh, a) / "index.html").is_file()
+    ]
+    if missing:
+        with _locked(wh):
+            catalog = {p: wh.entries(p) for p in wh.projects()}
+            for accel in missing:
+                _write_tree(wh, accel, catalog)
+    return missing
+
+
 def _write_tree(wh: Wheelhouse, accel: str, catalog: dict[str, list[CatalogEntry]]) -> None:
     """Write one accelerator's whole tree: on rebuild, and when an accelerator first appears
     (its index must list the universal wheels published before it existed)."""

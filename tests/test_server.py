@@ -363,3 +363,21 @@ def test_cli_serve_workers_log_and_sigterm(served: tuple[Wheelhouse, str, io.Str
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
+
+
+def test_serve_answers_an_empty_wheelhouse(tmp_path: Path) -> None:
+    (tmp_path / "wh").mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", "serve", "--wheelhouse", str(tmp_path / "wh"),
+         "--port", "0", "--workers", "1", "-q"],
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        url = re.search(r"http://[\d.]+:\d+", proc.stderr.readline())
+        assert url
+        resp, body = request(url.group(0), "/cpu/simple/", headers={"Accept": JSON})
+        assert resp.status == 200 and json.loads(body)["projects"] == []
+    finally:
+        proc.terminate()
+        proc.wait(10)

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import click
 
+from .. import index
 from ..errors import PrewheelError
 from ..nginx import nginx_config
 from ..server import listen_socket, serve
+from ..wheelhouse import Wheelhouse
 from ._options import wheelhouse_option
 
 
@@ -44,6 +46,10 @@ def command(
     if print_nginx:
         click.echo(nginx_config(wheelhouse.resolve(), host=host, port=port), nl=False)
         return
+    try:
+        index.ensure(Wheelhouse(wheelhouse))
+    except OSError as exc:  # a read-only wheelhouse is served as it is
+        click.echo(f"warning: cannot write missing index pages: {exc}", err=True)
     try:
         sock = listen_socket(host, port)
     except OSError as exc:
