@@ -13,6 +13,7 @@ from rich.console import Console
 from ..errors import EXIT_FAILED
 from ..pipeline import execute
 from ..plan import make_plan
+from ..status_page import write_status
 from ..targets_json import write_targets_json
 from ..wheelhouse import Wheelhouse
 from ._common import load_inputs, planning
@@ -109,6 +110,7 @@ def command(
             cache_from=cache_from,
         )
     write_targets_json(wh, selected)
+    write_status(wh)  # status.html, for nginx or S3 serving the tree as it is
     if as_json:
         data = report.to_json()
         data["skipped_targets"] = [
