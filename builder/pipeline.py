@@ -15,12 +15,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from . import __version__, accel
@@ -33,7 +34,7 @@ from .isa import isa_warnings
 from .log import get_logger, working_on
 from .plan import Plan, PlanItem
 from .verify import verify_wheel
-from .wheelfile import is_pure, set_build_tag
+from .wheelfile import is_pure, read_metadata, set_build_tag
 from .wheelhouse import CatalogEntry, Wheelhouse, utcnow
 
 if TYPE_CHECKING:  # the build library and pyelftools load only when something is built
@@ -232,14 +233,29 @@ class Executor:
         by_source: dict[str, list[list[PlanItem]]] = {}
         for items in builds.values():
             by_source.setdefault(self._key(items[0]).source_key, []).append(items)
-        with self._pool() as pool:
+        # A wheel that needs nothing built in this run is verified as soon as it is built,
+        # beside the other builds; the rest wait until every build is done (their
+        # dependencies must be there to install).
+        building = {canonicalize_name(i[0].name) for i in builds.values()}
+        later: list[tuple[list[PlanItem], _Candidate]] = []
+        with self._pool() as pool, self._pool() as verify_pool:
             futs2 = [self._submit(pool, self._build_group, groups) for groups in by_source.values()]
-            for f2 in futs2:
-                candidates += f2.result()
-        with self._pool() as pool:
-            futs3 = [
-                self._submit(pool, self._verify_publish, items, cand, candidates)
-                for items, cand in candidates
+            futs3 = []
+            for f2 in as_completed(futs2):
+                for items, cand in f2.result():
+                    candidates.append((items, cand))
+                    deps = _requires(cand.wheel)
+                    if deps is None or deps & building:
+                        later.append((items, cand))
+                    else:
+                        futs3.append(
+                            self._submit(
+                                verify_pool, self._verify_publish, items, cand, list(candidates)
+                            )
+                        )
+            futs3 += [
+                self._submit(verify_pool, self._verify_publish, items, cand, candidates)
+                for items, cand in later
             ]
             for f3 in futs3:
                 f3.result()
@@ -686,6 +702,16 @@ def execute(
         retry_failed=retry_failed,
         cache_from=cache_from,
     ).run()
+
+
+def _requires(wheel: Path) -> set[str] | None:
+    """The names a wheel requires (any extra or marker: a superset is safe here); None when
+    its metadata cannot be read."""
+    try:
+        meta = Metadata.from_email(read_metadata(wheel), validate=False)
+        return {canonicalize_name(r.name) for r in meta.requires_dist or ()}
+    except Exception:  # unreadable metadata: verify it with the others, at the end
+        return None
 
 
 def _is_abi3(wheel: Path) -> bool:
