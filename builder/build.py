@@ -147,6 +147,12 @@ def build_wheel(
     assert target.interpreter is not None
     deadline = time.monotonic() + (pkg.timeout or config.build_timeout)
     src = unpack_sdist(sdist, workdir / "src")
+    if pkg.patches and shutil.which("patch") is None:
+        raise StepError(
+            "the config has patches for this package, but `patch` is not installed",
+            step="patch",
+            hint="install it (Debian: apt-get install patch)",
+        )
     for patch in pkg.patches:  # from the config; part of the cache key
         run(
             ["patch", "-p1", "--forward", "--batch", "-i", patch],
