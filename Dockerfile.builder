@@ -17,7 +17,7 @@ ARG BASE_IMAGE=quay.io/pypa/manylinux_2_28_x86_64
 FROM ${BASE_IMAGE} AS base
 # Debian/Ubuntu bases (nvidia/cuda:*-devel) get a Python and a C/C++ toolchain; manylinux and
 # bases that already have them are left alone.
-ARG APT_PACKAGES="python3 python3-dev python3-venv python3-pip gcc g++ libc6-dev"
+ARG APT_PACKAGES="python3 python3-dev python3-venv python3-pip gcc g++ libc6-dev patch"
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
 # hadolint ignore=DL3008,SC2086
 RUN if command -v apt-get >/dev/null && ! dpkg -s ${APT_PACKAGES} >/dev/null 2>&1; then \

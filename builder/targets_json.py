@@ -52,13 +52,13 @@ def write_targets_json(wh: Wheelhouse, targets: Iterable[Target]) -> Path:
     merged: dict[str, dict[str, Any]] = {e["name"]: e for e in old if isinstance(e, dict)}
     for target in targets:
         merged[target.name] = target_entry(target)
-    atomic_write_json(
-        path,
-        {
-            "version": SCHEMA_VERSION,
-            "updated": utcnow(),
-            "accelerators": sorted({e["accelerator"] for e in merged.values()}),
-            "targets": [merged[n] for n in sorted(merged)],
-        },
-    )
+    body = {
+        "version": SCHEMA_VERSION,
+        "accelerators": sorted({e["accelerator"] for e in merged.values()}),
+        "targets": [merged[n] for n in sorted(merged)],
+    }
+    current = read_targets_json(path)
+    current.pop("updated", None)
+    if current != body:  # a no-op run leaves the wheelhouse byte for byte as it was
+        atomic_write_json(path, {**body, "updated": utcnow()})
     return path
