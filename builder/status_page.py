@@ -168,7 +168,9 @@ def render_status(wh: Wheelhouse) -> bytes:
 def write_status(wh: Wheelhouse) -> Path:
     """Write the static `status.html`, for servers other than prewheel's own."""
     path = wh.root / STATUS_FILE
-    atomic_write_bytes(path, render_status(wh))
+    page = render_status(wh)
+    if not path.is_file() or path.read_bytes() != page:
+        atomic_write_bytes(path, page)
     return path
 
 
