@@ -16,10 +16,10 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -33,68 +33,17 @@ from .fetch import fetch
 from .isa import isa_warnings
 from .log import get_logger, working_on
 from .plan import Plan, PlanItem
+from .report import BuildReport, ItemResult, Reporter
 from .verify import verify_wheel
 from .wheelfile import is_pure, read_metadata, set_build_tag
 from .wheelhouse import CatalogEntry, Wheelhouse, utcnow
+
+__all__ = ["BuildReport", "ItemResult", "Reporter", "execute"]
 
 if TYPE_CHECKING:  # the build library and pyelftools load only when something is built
     from .build import BuildResult
 
 log = get_logger("pipeline")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ItemResult:
-    item: PlanItem
-    status: str  # built | downloaded | cached | skipped | failed
-    wheel: str | None = None
-    duration: float = 0.0
-    error: str | None = None
-    step: str | None = None
-    log: str | None = None
-    tail: str = ""
-    warnings: tuple[str, ...] = ()
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **self.item.to_json(),
-            "status": self.status,
-            "wheel": self.wheel,
-            "duration": round(self.duration, 3),
-            "error": self.error,
-            "step": self.step,
-            "log": self.log,
-            "tail": self.tail,
-            "warnings": list(self.warnings),
-        }
-
-
-@dataclass(kw_only=True)
-class BuildReport:
-    results: list[ItemResult] = field(default_factory=list)
-    duration: float = 0.0
-
-    @property
-    def failed(self) -> list[ItemResult]:
-        return [r for r in self.results if r.status == "failed"]
-
-    def counts(self) -> dict[str, int]:
-        out = dict.fromkeys(("built", "downloaded", "cached", "skipped", "failed"), 0)
-        for r in self.results:
-            out[r.status] += 1
-        return out
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "duration": round(self.duration, 3),
-            "counts": self.counts(),
-            "results": [r.to_json() for r in self.results],
-        }
-
-
-class Reporter(Protocol):
-    def step(self, item: PlanItem, step: str) -> None: ...
-    def finished(self, result: ItemResult) -> None: ...
 
 
 class _Slots:

@@ -11,8 +11,8 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from ..pipeline import BuildReport, ItemResult
 from ..plan import PlanItem
+from ..report import BuildReport, ItemResult
 
 _COLOUR = {
     "built": "green",
