@@ -50,3 +50,15 @@ def json_option(f: F) -> F:
 
 def quiet_option(f: F) -> F:
     return click.option("-q", "--quiet", is_flag=True, help="Plain lines only, no live display.")(f)
+
+
+def plan_inputs(f: F) -> F:
+    """What `plan` and `build` both read: requirements, config, targets, wheelhouse."""
+    f = config_option(target_option(wheelhouse_option(f)))
+    return click.option(
+        "-r",
+        "--requirements",
+        type=click.Path(dir_okay=False, path_type=Path),
+        required=True,
+        help="requirements.txt (pinned) or pylock.toml.",
+    )(f)

@@ -17,27 +17,12 @@ from ..status_page import write_status
 from ..targets_json import write_targets_json
 from ..wheelhouse import Wheelhouse
 from ._common import load_inputs, planning
-from ._options import (
-    config_option,
-    json_option,
-    quiet_option,
-    target_option,
-    wheelhouse_option,
-)
+from ._options import json_option, plan_inputs, quiet_option
 from ._progress import Progress, print_summary
 
 
 @click.command("build")
-@click.option(
-    "-r",
-    "--requirements",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="requirements.txt (pinned) or pylock.toml.",
-)
-@config_option
-@target_option
-@wheelhouse_option
+@plan_inputs
 @click.option(
     "-j",
     "--jobs",

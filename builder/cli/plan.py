@@ -12,22 +12,13 @@ from rich.table import Table
 from ..plan import make_plan
 from ..wheelhouse import Wheelhouse
 from ._common import load_inputs, planning
-from ._options import config_option, json_option, target_option, wheelhouse_option
+from ._options import json_option, plan_inputs
 
 _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim"}
 
 
 @click.command("plan")
-@click.option(
-    "-r",
-    "--requirements",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="requirements.txt (pinned) or pylock.toml.",
-)
-@config_option
-@target_option
-@wheelhouse_option
+@plan_inputs
 @json_option
 @click.option("--matrix", is_flag=True, help="Print the build work as a CI job matrix (JSON).")
 @click.option(
