@@ -458,6 +458,7 @@ class Executor:
                     tagged, target=item.target, excludes=excludes
                 )
                 record["build_duration"] = round(time.monotonic() - t0, 3)
+                record["build_finished"] = utcnow()  # before the slot is given back
         except StepError as exc:
             self._fail(items, record, exc, t0)
             return None

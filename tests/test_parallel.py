@@ -66,8 +66,12 @@ def _records(wh: Path) -> dict[str, dict[str, Any]]:
 
 
 def _interval(rec: dict[str, Any]) -> tuple[float, float]:
-    start = dt.datetime.strptime(rec["started"], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
-    return start, start + rec["build_duration"]
+    """When the build held its slot: taken after acquiring it, and before giving it back."""
+
+    def when(stamp: str) -> float:
+        return dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+
+    return when(rec["started"]), when(rec["build_finished"])
 
 
 def test_jobs_run_builds_at_once_and_heavy_alone(index: Upstream, tmp_path: Path) -> None:
