@@ -284,7 +284,8 @@ def _lint_pip(
             Finding(
                 rule="pip-cache",
                 line=line,
-                message=f"{tool} pip install without {flag} keeps every downloaded wheel in the "
+                message=f"{'uv pip' if tool == 'uv' else 'pip'} install without {flag} keeps "
+                "every downloaded wheel in the "
                 f"layer ({where})",
             )
         )
