@@ -107,7 +107,6 @@ class Executor:
         self.slots = _Slots(self.jobs)
         self.report = BuildReport()
         self._lock = threading.Lock()
-        self._changed: set[str] = set()
         self._tmp = Path(tempfile.mkdtemp(prefix="prewheel-"))
 
     # -- helpers ------------------------------------------------------------
@@ -128,10 +127,7 @@ class Executor:
         from . import index
 
         entry = self.wh.publish(wheel, **kw)
-        project = canonicalize_name(entry.filename.split("-")[0])
-        index.update_project(self.wh, project)
-        with self._lock:
-            self._changed.add(project)
+        index.update_project(self.wh, canonicalize_name(parse_wheel_filename(entry.filename)[0]))
         return entry.filename
 
     # -- the run ------------------------------------------------------------
