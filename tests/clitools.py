@@ -29,6 +29,28 @@ def prewheel(
     )
 
 
+def pip_install(
+    python: Path, index_url: str, *requirements: str, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """`pip install --isolated --only-binary=:all:` from one index, as a runtime stage does."""
+    return subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--isolated",
+            "--only-binary=:all:",
+            "--index-url",
+            index_url,
+            *requirements,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

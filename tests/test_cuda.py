@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from clitools import prewheel, serving
+from clitools import pip_install, prewheel, serving
 from gpu.cuda_fixture import NAME, cuda_files
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, WriteConfig, pip_isolated_env
@@ -174,23 +174,7 @@ def test_installed_from_the_cu130_index_it_reports_no_device(
     python = venv / "bin" / "python"
     env = pip_isolated_env()
     with serving(cuda_build["wh"]) as base:  # type: ignore[arg-type]
-        proc = subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--isolated",
-                "--only-binary=:all:",
-                "--index-url",
-                f"{base}/cu130/simple/",
-                f"{NAME}==1.0",
-                "pw-pure==1.0",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
+        proc = pip_install(python, f"{base}/cu130/simple/", f"{NAME}==1.0", "pw-pure==1.0", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     script = (
         "import pw_cuda\n"

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from clitools import prewheel, serving
+from clitools import pip_install, prewheel, serving
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, pip_isolated_env
@@ -101,25 +101,11 @@ def test_each_index_installs_the_closure_for_every_python(
         for interp in (PYTHONS[0], PYTHONS[-1]):
             venv = tmp_path / interp.abi
             # The venv's own pip: Python 3.9 bundles pip 23.0, which crashes on PEP 691 JSON
-            # that names `dist-info-metadata` (PEP 714); the index must serve it anyway.
+            # that carries `dist-info-metadata` (PEP 714), so the index must not send it.
             subprocess.run([str(interp.path), "-m", "venv", str(venv)], check=True)
             python = venv / "bin" / "python"
-            proc = subprocess.run(
-                [
-                    str(python),
-                    "-m",
-                    "pip",
-                    "install",
-                    "--isolated",
-                    "--only-binary=:all:",
-                    "--index-url",
-                    f"{base}/{accel}/simple/",
-                    "pw-cext==1.0",
-                    "pw-pure==1.0",
-                ],
-                capture_output=True,
-                text=True,
-                env=env,
+            proc = pip_install(
+                python, f"{base}/{accel}/simple/", "pw-cext==1.0", "pw-pure==1.0", env=env
             )
             assert proc.returncode == 0, proc.stdout + proc.stderr
             out = subprocess.run(

@@ -8,7 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from clitools import compiler_free_venv, prewheel, serving
+from clitools import compiler_free_venv, pip_install, prewheel, serving
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, WriteConfig
 
@@ -93,22 +93,7 @@ def test_failed_build_keeps_its_log(built: dict[str, object]) -> None:
 def test_serve_then_install_without_compiler(built: dict[str, object], tmp_path: Path) -> None:
     python, env = compiler_free_venv(tmp_path / "venv")
     with serving(built["wh"]) as base:  # type: ignore[arg-type]
-        proc = subprocess.run(
-            [
-                str(python),
-                "-m",
-                "pip",
-                "install",
-                "--isolated",
-                "--only-binary=:all:",
-                "--index-url",
-                f"{base}/cpu/simple/",
-                "pw-app==1.0",
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
+        proc = pip_install(python, f"{base}/cpu/simple/", "pw-app==1.0", env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     out = subprocess.run(
         [str(python), "-c", "import pw_app, pw_cext; print(pw_cext.add(2, 3))"],
