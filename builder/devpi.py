@@ -51,6 +51,15 @@ class Response:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def json_if_ok(self) -> Any:
+        """The JSON body of a 200 answer; None for any other status or a body not JSON."""
+        if self.status != 200:
+            return None
+        try:
+            return self.json()
+        except ValueError:
+            return None
+
     def message(self) -> str:
         """devpi's own explanation of an error, for our error messages."""
         try:
@@ -308,13 +317,7 @@ class DevpiClient:
             )
 
     def fetch_json(self, url: str) -> Any:
-        resp = self.request("GET", url)
-        if resp.status != 200:
-            return None
-        try:
-            return resp.json()
-        except ValueError:
-            return None
+        return self.request("GET", url).json_if_ok()
 
 
 def _uploader(link: dict[str, Any]) -> str | None:

@@ -51,12 +51,7 @@ def _get_json(url: str, timeout: float, accept: str = "application/json") -> Any
         resp = http_request("GET", url, headers={"Accept": accept}, timeout=timeout)
     except Unreachable:
         return None
-    if resp.status != 200:
-        return None
-    try:
-        return resp.json()
-    except ValueError:
-        return None
+    return resp.json_if_ok()
 
 
 def _records(index_url: str, project: str, version: str, timeout: float) -> dict[str, list[Any]]:
