@@ -14,7 +14,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import Any
 
-from . import RECIPE_VERSION
+from . import RECIPE_VERSION, noop
 from .config import Config, PackageConfig
 from .targets import ARCH, Target
 
@@ -62,6 +62,11 @@ def _version_line(exe: str) -> str | None:
     return out or None
 
 
+def _file_sha256(path: str) -> str:
+    noop.watch_file(path)
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def toolkit_version(nvcc: Path, fallback: str) -> str:
     """nvcc's full version as it reports itself (`13.0.88`), not the release a config names."""
     out = _version_line(str(nvcc)) or ""
@@ -72,6 +77,7 @@ def toolkit_version(nvcc: Path, fallback: str) -> str:
 def compiler_version(env: dict[str, str]) -> str | None:
     """The first line of `$CC --version` (`cc` by default): a new compiler changes the bytes."""
     cc = env.get("CC") or os.environ.get("CC") or "cc"
+    noop.watch_which(cc.split()[0])
     exe = shutil.which(cc.split()[0]) if cc else None
     if exe is None:
         return None
@@ -97,6 +103,7 @@ def compute(
     constraints = None
     if config.build_constraints:
         path = Path(config.build_constraints)
+        noop.watch_file(path)
         constraints = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
     inputs: dict[str, Any] = {
         "recipe": RECIPE_VERSION,
@@ -107,7 +114,7 @@ def compute(
         "config_settings": dict(sorted(pkg.config_settings.items())),
         "build_requires": sorted(pkg.build_requires),
         "build_constraints_sha256": constraints,
-        "patches_sha256": [hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in pkg.patches],
+        "patches_sha256": [_file_sha256(p) for p in pkg.patches],
         "auditwheel": dist_version("auditwheel"),
         "repair": repair_options(target, config),
         "interpreter": {

@@ -17,6 +17,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
+from . import noop
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -193,6 +194,7 @@ def default_config() -> Config:
 
 def load_config(path: Path | None) -> Config:
     """Load `path`, or `config/prewheel.toml` if present, or the built-in defaults."""
+    noop.watch_file(path or DEFAULT_CONFIG)
     if path is None:
         if not DEFAULT_CONFIG.is_file():
             return default_config()
@@ -312,6 +314,7 @@ def _patches(value: Any, where: str, p: _Problems, base: Path) -> tuple[str, ...
     out = []
     for i, name in enumerate(p.str_list(value, where)):
         path = (base / name).resolve()
+        noop.watch_file(path)
         if not path.is_file():
             p.add(f"{where}[{i}]", f"no such file: {path}")
         out.append(str(path))

@@ -26,6 +26,7 @@ from typing import Any
 from packaging.metadata import parse_email
 from packaging.utils import canonicalize_name
 
+from . import noop
 from .errors import PushError
 
 CHUNK = 1 << 20
@@ -84,6 +85,7 @@ def http_request(
     """One HTTP exchange; HTTP error statuses are returned, not raised, so callers decide."""
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
         raise Unreachable(f"{url}: only http:// and https:// URLs are supported")
+    noop.volatile(url)
     req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:

@@ -11,6 +11,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from . import noop
 from .errors import RequirementsError
 
 if sys.version_info >= (3, 11):
@@ -33,6 +34,7 @@ class Pin:
 
 def read_requirements(path: Path) -> list[Pin]:
     """Parse a requirements file or a pylock.toml; errors name the file and line."""
+    noop.watch_file(path)
     if not path.is_file():
         raise RequirementsError(f"{path}: no such file")
     if path.name.startswith("pylock.") and path.suffix == ".toml":
@@ -78,6 +80,7 @@ def _read_txt(path: Path, *, seen: set[Path]) -> list[Pin]:
         if line.startswith(("-r ", "--requirement ", "-r", "--requirement=")):
             included = _option_value(line, ("-r", "--requirement"), where)
             inc_path = (path.parent / included).resolve()
+            noop.watch_file(inc_path)
             if inc_path in seen:
                 raise RequirementsError(f"{where}: recursive include of {included}")
             if not inc_path.is_file():

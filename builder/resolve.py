@@ -10,6 +10,7 @@ from pathlib import Path
 
 from packaging.utils import canonicalize_name
 
+from . import noop
 from .cmd import clean_env, run
 from .errors import CommandError, ResolutionError
 from .requirements import Pin
@@ -29,6 +30,7 @@ def resolve_closure(target: Target, pins: list[Pin], upstream: str) -> list[Reso
     Markers are evaluated for that interpreter, so each target gets its own closure.
     """
     assert target.interpreter is not None
+    noop.volatile(f"pip to resolve the closure for {target.name}")
     with tempfile.TemporaryDirectory(prefix="prewheel-resolve-") as tmp:
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")

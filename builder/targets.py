@@ -19,6 +19,7 @@ from typing import Any
 
 from packaging import tags
 
+from . import noop
 from .config import CUDA_EXCLUDES, Config, TargetSpec
 
 ARCH = platform.machine() or "x86_64"
@@ -147,6 +148,7 @@ class Target:
 def c_compiler() -> dict[str, str] | None:
     """The C compiler builds will use ($CC, else cc) and its version line."""
     cc = (os.environ.get("CC") or "cc").split()[0]
+    noop.watch_which(cc)
     path = shutil.which(cc)
     if path is None:
         return None
@@ -269,6 +271,7 @@ def interpreter_candidates(python: str) -> list[Path]:
     cands = [Path(f"/opt/python/cp{major}{minor}-cp{major}{minor}{t}/bin/python")]
     pyenv_root = os.environ.get("PYENV_ROOT") or str(Path.home() / ".pyenv")
     versions = Path(pyenv_root) / "versions"
+    noop.watch_path(versions)
     if versions.is_dir():
         found = [
             d / "bin" / "python"
@@ -276,6 +279,7 @@ def interpreter_candidates(python: str) -> list[Path]:
             if re.fullmatch(rf"{major}\.{minor}\.\d+{t}", d.name)
         ]
         cands += sorted(found, key=_version_key, reverse=True)
+    noop.watch_which(f"python{major}.{minor}{t}")
     on_path = shutil.which(f"python{major}.{minor}{t}")
     if on_path:
         cands.append(Path(on_path))
@@ -287,6 +291,7 @@ def find_interpreter(python: str) -> tuple[Interpreter | None, str | None]:
     if not cands:
         return None, f"'{python}' is not a Python version (3.12, 3.13t), a path, or 'current'"
     for cand in cands:
+        noop.watch_path(cand)
         if cand.is_file() and os.access(cand, os.X_OK):
             interp = probe_interpreter(str(cand))
             if interp is not None and (
@@ -306,6 +311,7 @@ def toolkit_homes(accel: str, cuda_home: str | None) -> list[Path]:
         if os.environ.get(var):
             homes.append(Path(os.environ[var]))
     homes.append(Path("/usr/local/cuda"))
+    noop.watch_which("nvcc")
     on_path = shutil.which("nvcc")
     if on_path:
         homes.append(Path(on_path).resolve().parent.parent)
@@ -321,6 +327,7 @@ def find_toolkit(accel: str, cuda_home: str | None) -> tuple[Toolkit | None, str
     seen: list[str] = []
     for home in toolkit_homes(accel, cuda_home):
         nvcc = home / "bin" / "nvcc"
+        noop.watch_path(nvcc)
         if not nvcc.is_file():
             seen.append(f"{home} (no bin/nvcc)")
             continue

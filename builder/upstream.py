@@ -24,6 +24,7 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
+from . import noop
 from .errors import HashMismatchError, UpstreamError
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
@@ -73,6 +74,7 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
+    noop.volatile(url)
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:
@@ -173,6 +175,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
     """
     tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
+    noop.volatile(url)
     req = urllib.request.Request(url)
     try:
         with (

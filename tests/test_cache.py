@@ -10,6 +10,7 @@ import dataclasses
 import json
 import shutil
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -78,10 +79,17 @@ def test_nothing_changed_rebuilds_nothing(
     upstream: Upstream, wheelhouse: Path, tmp_path: Path
 ) -> None:
     before = snapshot(wheelhouse)
+    time.sleep(0.2)  # older than the no-op stamp's racy margin (see test_noop.py)
     proc = _build(tmp_path, _base_config(upstream.url), wheelhouse)
     assert set(_status(proc).values()) == {"cached"}
     # No build, repair, verify or build-dependency install: no log, record or file changed.
-    assert snapshot(wheelhouse) == before
+    # The one new file is the no-op stamp, which the next run is answered from.
+    after = snapshot(wheelhouse)
+    (stamp,) = set(after) - set(before)
+    assert stamp.startswith("cache/noop/") and {k: after[k] for k in before} == before
+    proc = _build(tmp_path, _base_config(upstream.url), wheelhouse)
+    assert set(_status(proc).values()) == {"cached"} and json.loads(proc.stdout)["fast_path"]
+    assert snapshot(wheelhouse) == after
 
 
 def test_changed_env_var_rebuilds_that_package_under_a_new_name(

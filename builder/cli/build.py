@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import click
 from packaging.utils import canonicalize_name
 from rich.console import Console
 
+from .. import noop
 from ..errors import EXIT_FAILED
 from ..pipeline import execute
 from ..plan import make_plan
@@ -19,6 +21,8 @@ from ..wheelhouse import Wheelhouse
 from ._common import load_inputs, planning
 from ._options import json_option, plan_inputs, quiet_option
 from ._progress import Progress, print_summary
+
+log = logging.getLogger(__name__)
 
 
 @click.command("build")
@@ -76,6 +80,7 @@ def command(
     2 bad input or configuration (nothing was changed).
     """
     console = Console(stderr=as_json, quiet=False)
+    noop.begin(wheelhouse)
     config, pins, selected = load_inputs(requirements, config_path, targets)
     wh = Wheelhouse(wheelhouse)
     with planning(console, len(selected), quiet=quiet or as_json):
@@ -96,11 +101,15 @@ def command(
         )
     write_targets_json(wh, selected)
     write_status(wh)  # status.html, for nginx or S3 serving the tree as it is
+    data = report.to_json()
+    data["skipped_targets"] = [
+        {"target": t.name, "reason": t.missing} for t in plan.skipped_targets
+    ]
+    if all(r.status in ("cached", "skipped") for r in report.results):
+        why_not = noop.save(wheelhouse, {**data, "fast_path": False})
+        log.debug("no-op stamp %s", f"not written: {why_not}" if why_not else "written")
+    data["fast_path"] = False
     if as_json:
-        data = report.to_json()
-        data["skipped_targets"] = [
-            {"target": t.name, "reason": t.missing} for t in plan.skipped_targets
-        ]
         click.echo(json.dumps(data, indent=2))
     else:
         print_summary(report, console)
