@@ -76,6 +76,10 @@ def command(
 ) -> None:
     """Fetch, build, repair, verify and publish every wheel the targets need.
 
+    A run that finds nothing to do stamps what it consulted; the next run with the same
+    arguments is answered from that stamp while nothing in it has changed
+    (PREWHEEL_DEBUG=1 says why not; PREWHEEL_FAST=0 always runs the full build).
+
     Exit status: 0 all done; 1 some packages failed (the rest were published);
     2 bad input or configuration (nothing was changed).
     """
