@@ -273,9 +273,9 @@ def _debug(why: str) -> None:
         print(f"no-op stamp: {why}; running the full build", file=sys.stderr)
 
 
-def check(argv: list[str]) -> tuple[dict[str, Any], bool] | None:
-    """The stamped report and whether to print JSON, when nothing the stamp recorded has
-    changed; None (with the reason under PREWHEEL_DEBUG) otherwise."""
+def check(argv: list[str]) -> tuple[dict[str, Any], bool, str] | None:
+    """The stamped report, whether to print JSON and the stamp's path, when nothing the stamp
+    recorded has changed; None (with the reason under PREWHEEL_DEBUG) otherwise."""
     parsed = _parse(argv)
     if parsed is None or os.environ.get("PREWHEEL_FAST") == "0":
         return None
@@ -293,7 +293,11 @@ def check(argv: list[str]) -> tuple[dict[str, Any], bool] | None:
     now = _identity(key)
     for part, value in now.items():
         if stamp.get(part) != value:
-            _debug(f"{part} changed")
+            why = f"{part} changed"
+            if part == "env":
+                names = sorted({k for k, _ in set(value) ^ set(stamp.get(part) or ())})
+                why += f" ({', '.join(names)})"
+            _debug(why)
             return None
     for kind, p, sig in stamp["watched"]:
         if _SIGNERS[kind](p) != sig:
@@ -303,10 +307,10 @@ def check(argv: list[str]) -> tuple[dict[str, Any], bool] | None:
         _debug("the wheelhouse changed")
         return None
     report: dict[str, Any] = stamp["report"]
-    return report, as_json
+    return report, as_json, path
 
 
-def _print_report(report: dict[str, Any], seconds: float) -> None:
+def _print_report(report: dict[str, Any], seconds: float, stamp: str) -> None:
     rows = [("target", "package", "version", "result", "wheel / reason")]
     for r in sorted(report["results"], key=lambda r: (r["target"], r["name"])):
         rows.append((r["target"], r["name"], r["version"], r["status"], r["wheel"] or r["reason"]))
@@ -316,11 +320,11 @@ def _print_report(report: dict[str, Any], seconds: float) -> None:
         for row in rows
     ]
     counts = ", ".join(f"{n} {k}" for k, n in report["counts"].items())
-    lines.append(
-        f"{counts} in {seconds:.3f}s: nothing changed since the last run "
-        "(inputs, tools and wheelhouse checked against its stamp)"
-    )
     lines += [f"skipped target {t['target']}: {t['reason']}" for t in report["skipped_targets"]]
+    lines += [
+        f"{counts} in {seconds:.3f}s",
+        f"nothing changed since the last run: answered from {stamp}",
+    ]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
@@ -334,7 +338,7 @@ def main() -> None:
         _debug(f"the check failed ({type(exc).__name__}: {exc})")
         answer = None
     if answer is not None:
-        report, as_json = answer
+        report, as_json, stamp = answer
         seconds = time.perf_counter() - started
         if as_json:
             import json
@@ -344,7 +348,7 @@ def main() -> None:
                 + "\n"
             )
         else:
-            _print_report(report, seconds)
+            _print_report(report, seconds, stamp)
         return
     if _parse(argv) is not None:
         _REC.argv = argv

@@ -109,7 +109,7 @@ def test_a_repeated_noop_is_answered_from_the_stamp_and_writes_nothing(project: 
     # Output options are not part of the stamp: the table comes from it as well.
     human = project.build()
     assert human.returncode == 0, human.stderr
-    assert "nothing changed since the last run" in human.stdout
+    assert "nothing changed since the last run: answered from wh/cache/noop/" in human.stdout
     for name in ("pw-cext", "pw-pure"):
         assert any(name in line and "cached" in line for line in human.stdout.splitlines())
     assert snapshot(project.root) == before
@@ -163,12 +163,12 @@ def test_removed_wheel_is_replaced_by_the_full_run(project: Project) -> None:
 
 def test_environment_and_arguments_are_part_of_the_stamp(project: Project) -> None:
     changed = project.report(env={"PW_UNRELATED": "1"})
-    assert changed["fast_path"] is False and "env changed" in changed["stderr"]
+    assert changed["fast_path"] is False and "env changed (PW_UNRELATED)" in changed["stderr"]
     other_args = project.report("--target", "cp3*")
     assert other_args["fast_path"] is False and "no stamp" in other_args["stderr"]
     # One stamp per command line and directory: the last no-op's environment is the one held.
     back = project.report()
-    assert back["fast_path"] is False and "env changed" in back["stderr"]
+    assert back["fast_path"] is False and "env changed (PW_UNRELATED)" in back["stderr"]
     assert project.report()["fast_path"] is True
     assert project.report("--refresh")["fast_path"] is False  # --refresh always resolves
 
@@ -290,6 +290,6 @@ def test_a_file_changed_moments_ago_is_not_stamped(
     assert noop.save(wh, report) == "a file changed moments ago; the next run will stamp"
     time.sleep(0.2)
     assert noop.save(wh, report) is None
-    assert noop.check(argv) == (report, False)
+    assert noop.check(argv) == (report, False, noop._stamp_path(str(wh), argv[1:]))
     tool.chmod(0o755)  # a mode change moves ctime: the stamp no longer holds
     assert noop.check(argv) is None
