@@ -59,6 +59,8 @@ class PlanItem:
 class Plan:
     items: tuple[PlanItem, ...]
     skipped_targets: tuple[Target, ...]
+    # Closure members the input does not pin: while there are any, every run resolves again.
+    unpinned: tuple[str, ...] = ()
 
     def only_building(self, names: set[str]) -> Plan:
         """The plan with builds limited to `names` (downloads and cached items stay)."""
@@ -71,6 +73,7 @@ class Plan:
             "skipped_targets": [
                 {"target": t.name, "reason": t.missing} for t in self.skipped_targets
             ],
+            "unpinned": list(self.unpinned),
         }
 
 
@@ -335,4 +338,9 @@ def make_plan(
             if i == 0:
                 check_upstream(pins, config.upstream)  # names a missing pin, if one is
             raise
-    return Plan(items=tuple(items), skipped_targets=tuple(t for t in targets if t.missing))
+    pinned = {p.name for p in pins if p.version}
+    return Plan(
+        items=tuple(items),
+        skipped_targets=tuple(t for t in targets if t.missing),
+        unpinned=tuple(sorted({i.name for i in items} - pinned)),
+    )

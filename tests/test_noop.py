@@ -190,6 +190,7 @@ def test_a_run_that_asks_the_network_is_never_stamped(project: Project) -> None:
         report = project.report("--allow-unpinned")
         assert report["fast_path"] is False
         assert _statuses(report) == {"pw-pure": "cached"}
+        assert report["unpinned"] == ["pw-pure"]  # and the human output says what to pin
     assert len(project.stamps()) == 1  # the plain command's, from before
 
 

@@ -18,7 +18,7 @@ from ..plan import make_plan
 from ..status_page import write_status
 from ..targets_json import write_targets_json
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs, planning
+from ._common import load_inputs, planning, unpinned_note
 from ._options import json_option, plan_inputs, quiet_option
 from ._progress import Progress, print_summary
 
@@ -109,6 +109,7 @@ def command(
     data["skipped_targets"] = [
         {"target": t.name, "reason": t.missing} for t in plan.skipped_targets
     ]
+    data["unpinned"] = list(plan.unpinned)
     if all(r.status in ("cached", "skipped") for r in report.results):
         why_not = noop.save(wheelhouse, {**data, "fast_path": False})
         log.debug("no-op stamp %s", f"not written: {why_not}" if why_not else "written")
@@ -119,5 +120,7 @@ def command(
         print_summary(report, console)
         for t in plan.skipped_targets:
             console.print(f"[yellow]skipped target {t.name}: {t.missing}[/]", highlight=False)
+        if plan.unpinned:
+            console.print(f"[yellow]{unpinned_note(requirements, plan.unpinned)}[/]")
     if report.failed:
         sys.exit(EXIT_FAILED)

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from ..plan import make_plan
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs, planning
+from ._common import load_inputs, planning, unpinned_note
 from ._options import json_option, plan_inputs
 
 _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim"}
@@ -78,6 +78,8 @@ def command(
     console.print(table)
     for t in plan.skipped_targets:
         console.print(f"[dim]target {t.name} skipped: {t.missing}[/]")
+    if plan.unpinned:
+        console.print(f"[yellow]{unpinned_note(requirements, plan.unpinned)}[/]")
     counts = {a: sum(1 for i in plan.items if i.action == a) for a in _STYLE}
     console.print(", ".join(f"{n} {a}" for a, n in counts.items()))
     if allow_unpinned:
