@@ -27,6 +27,8 @@ DEFAULT_INDEX_URL = "http://prewheel:8080/{accel}/simple/"
 # The Ubuntu release whose own python3.X a CUDA runtime image can install with apt. Other
 # Python versions need a base that already has them (--base).
 _CUDA_OS_PYTHON = {"3.10": "ubuntu22.04", "3.12": "ubuntu24.04"}
+# Their glibc. The python:*-slim images are Debian 13 (2.41), newer than any builder here.
+_CUDA_OS_GLIBC = {"ubuntu22.04": (2, 35), "ubuntu24.04": (2, 39)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,6 +93,22 @@ def base_image(target: Target) -> str:
             hint="pass --base with a CUDA runtime image that already has python" + py,
         )
     return f"nvidia/cuda:{target.cuda_version}.0-runtime-{os_name}"
+
+
+def glibc_mismatch(target: Target, base: str) -> str | None:
+    """Why a wheel the target accepts may not install on the CUDA image `base` (its glibc is
+    older than the target's policy allows), or None."""
+    os_name = base.rsplit("-", 1)[-1]
+    have = _CUDA_OS_GLIBC.get(os_name) if base.startswith("nvidia/cuda:") else None
+    m = re.fullmatch(r"manylinux_(\d+)_(\d+)_(\w+)", target.platform_ceiling)
+    if have is None or m is None or (int(m.group(1)), int(m.group(2))) <= have:
+        return None
+    return (
+        f"target {target.name} accepts wheels up to {target.platform_ceiling}, but {base} has "
+        f"glibc {have[0]}.{have[1]}: pip refuses a wheel there that needs a newer glibc. Give "
+        f"this target policy manylinux_{have[0]}_{have[1]}_{m.group(3)} or older, or --base an "
+        "image with a newer glibc"
+    )
 
 
 def _trusted_host(url: str) -> str | None:
@@ -165,6 +183,7 @@ def render(spec: RuntimeSpec) -> str:
         f"# Installs prebuilt wheels only, {how};",
         "# no compiler, no -dev packages, no pip cache. Build with:",
         f"#   {build}",
+        *(f"# WARNING: {w}" for w in [glibc_mismatch(target, base)] if w),
         f"ARG BASE_IMAGE={base}",
         "FROM ${BASE_IMAGE}",
         *args,

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from builder.cli import main
 from builder.config import TargetSpec
-from builder.dockerfile import RuntimeSpec, base_image, find_target, render
+from builder.dockerfile import RuntimeSpec, base_image, find_target, glibc_mismatch, render
 from builder.dockerlint import lint
 from builder.errors import TargetError
 from builder.targets import Target
@@ -25,11 +25,11 @@ from builder.targets import Target
 REPO = Path(__file__).resolve().parent.parent
 
 
-def target(python: str = "3.12", accel: str = "cpu") -> Target:
+def target(python: str = "3.12", accel: str = "cpu", policy: str = "auto") -> Target:
     abi = "cp" + python.replace(".", "")  # "3.13t" -> "cp313t"
     return Target(
-        name=f"{abi}-{accel}-auto",
-        spec=TargetSpec(python=python, accel=accel, policy="auto"),
+        name=f"{abi}-{accel}-{policy}",
+        spec=TargetSpec(python=python, accel=accel, policy=policy),
         interpreter=None,
         toolkit=None,
         arch_list=(),
@@ -202,3 +202,27 @@ def test_builder_dockerfile_passes_hadolint_and_our_linter() -> None:
 def test_builder_context_is_whitelisted() -> None:
     lines = (REPO / ".dockerignore").read_text().splitlines()
     assert lines[lines.index("*") + 1 :][:2] == ["!builder/", "!pyproject.toml"]
+
+
+@pytest.mark.parametrize(
+    ("python", "accel", "policy", "warned"),
+    [
+        ("3.10", "cu126", "manylinux_2_36_x86_64", True),  # ubuntu22.04: glibc 2.35
+        ("3.10", "cu126", "manylinux_2_35_x86_64", False),
+        ("3.10", "cu126", "manylinux2014_x86_64", False),
+        ("3.12", "cu128", "manylinux_2_36_x86_64", False),  # ubuntu24.04: glibc 2.39
+        ("3.12", "cu128", "manylinux_2_40_x86_64", True),
+        ("3.12", "cpu", "manylinux_2_40_x86_64", False),  # python:3.12-slim is Debian 13
+    ],
+)
+def test_a_base_older_than_the_policy_is_warned_about(
+    python: str, accel: str, policy: str, warned: bool
+) -> None:
+    t = target(python, accel, policy)
+    why = glibc_mismatch(t, base_image(t))
+    assert bool(why) == warned
+    text = render(RuntimeSpec(target=t))
+    assert ("# WARNING: " in text) == warned
+    if why:
+        assert f"accepts wheels up to {policy}" in why and "has glibc" in why
+        assert not lint(text), lint(text)  # a comment: the stage itself is unchanged

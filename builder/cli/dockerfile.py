@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from ..dockerfile import RuntimeSpec, find_target, render
+from ..dockerfile import RuntimeSpec, base_image, find_target, glibc_mismatch, render
 from ..targets import resolve_targets
 from ._options import config_option
 
@@ -93,17 +93,19 @@ def command(
     if index_url and wheelhouse:
         raise click.UsageError("give --index-url or --from-wheelhouse, not both")
     target = find_target(resolve_targets(load_config(config_path)), target_name)
-    text = render(
-        RuntimeSpec(
-            target=target,
-            index_url=index_url,
-            wheelhouse=wheelhouse,
-            requirements=requirements,
-            app=app,
-            command=tuple(shlex.split(command)) if command else (),
-            base=base,
-        )
+    spec = RuntimeSpec(
+        target=target,
+        index_url=index_url,
+        wheelhouse=wheelhouse,
+        requirements=requirements,
+        app=app,
+        command=tuple(shlex.split(command)) if command else (),
+        base=base,
     )
+    text = render(spec)
+    mismatch = glibc_mismatch(target, base or base_image(target))
+    if mismatch:
+        click.secho(f"warning: {mismatch}", fg="yellow", err=True)
     if output is None:
         click.echo(text, nl=False)
     else:
