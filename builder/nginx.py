@@ -20,11 +20,18 @@ PERL_MODULE_CANDIDATES = (
     "/etc/nginx/modules/ngx_http_perl_module.so",
 )
 
-# Mirrors routes.negotiate: most specific range wins, highest q wins, ties go to legacy HTML.
+# Mirrors routes.negotiate: most specific range wins, highest q wins, ties go to legacy HTML;
+# a ?format= type replaces the Accept header (routes.format_parameter).
 # No single quotes, double backslashes or \n in here: nginx's quoted-string rules apply.
 _NEGOTIATE = r"""sub {
     my $r = shift;
     my $accept = $r->header_in("Accept");
+    my $args = $r->args // "";
+    if ($args =~ /(?:^|&)format=([^&#]*)/) {
+        $accept = lc($1);
+        $accept =~ s/%([0-9a-f]{2})/chr(hex($1))/eg;
+        return "" if $accept =~ /[*,;]/;
+    }
     return "html" if !defined($accept) || $accept =~ /^\s*$/;
     my @offers = ("text/html", "application/vnd.pypi.simple.v1+html",
                   "application/vnd.pypi.simple.v1+json");

@@ -44,6 +44,7 @@ FILE_CACHE_CONTROL = "public, max-age=31536000, immutable"
 LOG_CACHE_CONTROL = "no-cache"
 ALLOW = "GET, HEAD"
 TARGETS = "/targets.json"
+_NO_MATCH = "none/none"  # negotiates to nothing: 406
 _NEG_CACHE_MAX = 512
 _KNOWN_MAX = 16384
 
@@ -100,6 +101,18 @@ def negotiate(accept: str | None) -> str | None:
         if q > best_q:
             choice, best_q = offer, q
     return choice
+
+
+def format_parameter(query: str) -> str | None:
+    """The media type a `?format=` query names (PEP 691's optional URL parameter), or None
+    when there is none. One exact type only: a wildcard, list or parameter asks for 406.
+    A `+` stays a `+` (`v1+json` is how people type it), unlike in form encoding."""
+    for part in query.split("&"):
+        name, _, value = part.partition("=")
+        if name == "format":
+            media = unquote_to_bytes(value).decode("utf-8", "replace").strip()
+            return _NO_MATCH if any(c in media for c in "*,;") else media.lower()
+    return None
 
 
 def accepts_gzip(header: str | None) -> bool:
@@ -298,6 +311,10 @@ class Routes:
         """The response to one request; HEAD gets GET's headers (the caller drops the body)."""
         if method not in ("GET", "HEAD"):
             return _error(405, (("Allow", ALLOW),))
+        if "?" in target:
+            fmt = format_parameter(target.split("?", 1)[1].split("#", 1)[0])
+            if fmt is not None:  # it replaces the Accept header's choice
+                headers = {**headers, "accept": fmt}
         base = self._known.get(target)
         if base is not None:
             return self._simple_page(base, headers)

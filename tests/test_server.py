@@ -109,6 +109,33 @@ def test_content_negotiation(served: tuple[Wheelhouse, str, io.StringIO]) -> Non
     assert [p["name"] for p in json.loads(body)["projects"]] == ["alpha", "beta", "epsilon"]
 
 
+@pytest.mark.parametrize(
+    ("query", "accept", "expected"),
+    [
+        ("?format=application/vnd.pypi.simple.v1%2Bjson", "text/html", JSON),
+        ("?format=application/vnd.pypi.simple.v1+json", "text/html", JSON),  # as typed
+        ("?format=application/vnd.pypi.simple.latest+json", "", JSON),
+        ("?format=text/html", PIP_ACCEPT, "text/html; charset=utf-8"),
+        ("?x=1&format=application/vnd.pypi.simple.v1+html", "", V1HTML),
+        ("?format=application/xml", PIP_ACCEPT, None),  # one exact type, or 406
+        ("?format=*/*", "", None),
+        ("?format=text/html,application/vnd.pypi.simple.v1+json", "", None),
+        ("?other=1", JSON, JSON),  # no format: Accept decides
+    ],
+)
+def test_format_parameter_overrides_accept(
+    served: tuple[Wheelhouse, str, io.StringIO], query: str, accept: str, expected: str | None
+) -> None:
+    """PEP 691's optional `?format=`, for people exploring the API in a browser."""
+    _, url, _ = served
+    for path in ("/cpu/simple/", "/cpu/simple/alpha/"):
+        resp, _ = request(url, path + query, headers={"Accept": accept})
+        if expected is None:
+            assert resp.status == 406, (path, query)
+        else:
+            assert (resp.status, resp.getheader("Content-Type")) == (200, expected), (path, query)
+
+
 def test_etag_and_304(served: tuple[Wheelhouse, str, io.StringIO], tmp_path: Path) -> None:
     wh, url, _ = served
     resp, _ = request(url, "/cpu/simple/beta/", headers={"Accept": JSON})

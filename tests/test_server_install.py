@@ -147,6 +147,23 @@ def test_nginx_negotiates_like_prewheel(wh: Wheelhouse, nginx: str, accept: str)
             assert "Accept" in ",".join(theirs.headers.get_all("Vary") or [])
 
 
+@pytest.mark.parametrize(
+    "query",
+    ["?format=application/vnd.pypi.simple.v1%2Bjson", "?format=application/vnd.pypi.simple.v1+json",
+     "?a=b&format=text/html", "?format=application/vnd.pypi.simple.latest+html",
+     "?format=application/xml", "?format=*/*", "?format=", "?other=1"],
+)  # fmt: skip
+def test_nginx_format_parameter_like_prewheel(wh: Wheelhouse, nginx: str, query: str) -> None:
+    with running(wh.root) as ours:
+        for path in ("/cpu/simple/", "/cpu/simple/alpha/"):
+            mine = _get(ours, path + query, Accept=PIP_ACCEPT)
+            theirs = _get(nginx, path + query, Accept=PIP_ACCEPT)
+            assert (mine.status, mine.getheader("Content-Type")) == (
+                theirs.status,
+                theirs.getheader("Content-Type"),
+            ), (path, query)
+
+
 def test_nginx_headers_like_prewheel(wh: Wheelhouse, nginx: str) -> None:
     entry = wh.find("alpha-1.0-py3-none-any.whl")
     assert entry is not None
