@@ -62,9 +62,13 @@ def _version_line(exe: str) -> str | None:
     return out or None
 
 
-def _file_sha256(path: str) -> str:
-    noop.watch_file(path)
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def _file_sha256(path: str, *, missing_ok: bool = False) -> str | None:
+    data = noop.watch_file(path)
+    if data is None:
+        if missing_ok:
+            return None
+        raise FileNotFoundError(path)
+    return hashlib.sha256(data).hexdigest()
 
 
 def toolkit_version(nvcc: Path, fallback: str) -> str:
@@ -102,9 +106,7 @@ def compute(
     per_accel = per_accel or accel_specific(pkg)
     constraints = None
     if config.build_constraints:
-        path = Path(config.build_constraints)
-        noop.watch_file(path)
-        constraints = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        constraints = _file_sha256(config.build_constraints, missing_ok=True)
     inputs: dict[str, Any] = {
         "recipe": RECIPE_VERSION,
         "name": name,

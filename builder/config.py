@@ -194,15 +194,15 @@ def default_config() -> Config:
 
 def load_config(path: Path | None) -> Config:
     """Load `path`, or `config/prewheel.toml` if present, or the built-in defaults."""
-    noop.watch_file(path or DEFAULT_CONFIG)
+    data = noop.watch_file(path or DEFAULT_CONFIG)
     if path is None:
-        if not DEFAULT_CONFIG.is_file():
+        if data is None:
             return default_config()
         path = DEFAULT_CONFIG
+    if data is None:
+        raise ConfigError(["file not found"], source=str(path))
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(["file not found"], source=str(path)) from None
+        raw = tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from None
     return parse_config(raw, source=str(path))
@@ -314,8 +314,7 @@ def _patches(value: Any, where: str, p: _Problems, base: Path) -> tuple[str, ...
     out = []
     for i, name in enumerate(p.str_list(value, where)):
         path = (base / name).resolve()
-        noop.watch_file(path)
-        if not path.is_file():
+        if noop.watch_file(path) is None:
             p.add(f"{where}[{i}]", f"no such file: {path}")
         out.append(str(path))
     return tuple(out)

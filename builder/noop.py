@@ -68,7 +68,7 @@ def _stat_sig(path: str) -> Signature:
     return (st.st_dev, st.st_ino, st.st_mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def _content_sig(path: str) -> Signature:
+def _content_sig(path: str) -> bytes | None:
     try:
         with open(path, "rb") as fh:
             return fh.read()
@@ -79,21 +79,21 @@ def _content_sig(path: str) -> Signature:
 _SIGNERS = {"stat": _stat_sig, "content": _content_sig}
 
 
-def _watch(kind: str, path: str) -> None:
-    key = (kind, os.path.abspath(path))
-    if key not in _REC.watched:
-        _REC.watched[key] = _SIGNERS[kind](key[1])
-
-
-def watch_file(path: str | os.PathLike[str]) -> None:
-    """The run reads this file (or notes that it is missing): its bytes are the input.
-    Call it before reading, so that a change during the run cannot be stamped."""
-    _watch("content", os.fspath(path))
+def watch_file(path: str | os.PathLike[str]) -> bytes | None:
+    """Read a file the run depends on: its bytes, or None when it cannot be read (missing,
+    a directory). The run uses these bytes, so the stamp holds exactly what it used; a later
+    read that differs within the same run keeps the first and makes the stamp fail."""
+    key = ("content", os.path.abspath(path))
+    data = _content_sig(key[1])
+    _REC.watched.setdefault(key, data)
+    return data
 
 
 def watch_path(path: str | os.PathLike[str]) -> None:
     """The run looks at this executable or directory (exists? runnable? what is in it?)."""
-    _watch("stat", os.fspath(path))
+    key = ("stat", os.path.abspath(path))
+    if key not in _REC.watched:
+        _REC.watched[key] = _stat_sig(key[1])
 
 
 def watch_which(name: str) -> None:

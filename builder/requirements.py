@@ -34,22 +34,22 @@ class Pin:
 
 def read_requirements(path: Path) -> list[Pin]:
     """Parse a requirements file or a pylock.toml; errors name the file and line."""
-    noop.watch_file(path)
-    if not path.is_file():
+    data = noop.watch_file(path)
+    if data is None:
         raise RequirementsError(f"{path}: no such file")
     if path.name.startswith("pylock.") and path.suffix == ".toml":
-        return _read_pylock(path)
-    return _read_txt(path, seen=set())
+        return _read_pylock(path, data.decode("utf-8"))
+    return _read_txt(path, data.decode("utf-8"), seen=set())
 
 
 def unpinned(pins: list[Pin]) -> list[Pin]:
     return [p for p in pins if p.version is None]
 
 
-def _logical_lines(path: Path) -> list[tuple[int, str]]:
+def _logical_lines(text: str) -> list[tuple[int, str]]:
     out: list[tuple[int, str]] = []
     buf, start = "", 0
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         if not buf:
             start = lineno
         if line.endswith("\\"):
@@ -69,10 +69,10 @@ def _strip_comment(line: str) -> str:
     return line.strip()
 
 
-def _read_txt(path: Path, *, seen: set[Path]) -> list[Pin]:
+def _read_txt(path: Path, text: str, *, seen: set[Path]) -> list[Pin]:
     seen.add(path.resolve())
     pins: list[Pin] = []
-    for lineno, raw in _logical_lines(path):
+    for lineno, raw in _logical_lines(text):
         line = _strip_comment(raw)
         if not line:
             continue
@@ -80,12 +80,12 @@ def _read_txt(path: Path, *, seen: set[Path]) -> list[Pin]:
         if line.startswith(("-r ", "--requirement ", "-r", "--requirement=")):
             included = _option_value(line, ("-r", "--requirement"), where)
             inc_path = (path.parent / included).resolve()
-            noop.watch_file(inc_path)
+            data = noop.watch_file(inc_path)
             if inc_path in seen:
                 raise RequirementsError(f"{where}: recursive include of {included}")
-            if not inc_path.is_file():
+            if data is None:
                 raise RequirementsError(f"{where}: included file {included} not found")
-            pins += _read_txt(inc_path, seen=seen)
+            pins += _read_txt(inc_path, data.decode("utf-8"), seen=seen)
             continue
         if line.startswith("-"):
             raise RequirementsError(
@@ -149,9 +149,9 @@ def _pinned_version(req: Requirement) -> str | None:
     return None
 
 
-def _read_pylock(path: Path) -> list[Pin]:
+def _read_pylock(path: Path, text: str) -> list[Pin]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RequirementsError(f"{path}: not valid TOML: {exc}") from None
     packages = data.get("packages")
