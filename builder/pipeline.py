@@ -28,12 +28,12 @@ from .config import Config
 from .errors import PrewheelError, StepError
 from .fetch import fetch
 from .log import get_logger, working_on
-from .plan import Plan, PlanItem
+from .plan import Plan, PlanItem, fits
 from .relist import relist, superseded
 from .report import BuildReport, ItemResult, Reporter
 from .verify import verify_wheel
 from .wheelfile import is_abi3, is_pure, requires_names
-from .wheelhouse import Wheelhouse, utcnow
+from .wheelhouse import CatalogEntry, Wheelhouse, utcnow
 
 __all__ = ["BuildReport", "ItemResult", "Reporter", "execute"]
 
@@ -84,6 +84,9 @@ class Executor:
         self.report = BuildReport()
         self._lock = threading.Lock()
         self._tmp = Path(tempfile.mkdtemp(prefix="prewheel-"))
+        # Keys of items the index gave no hash for, by id(item): each is fetched and hashed
+        # once, on the main thread, when the builds are grouped.
+        self._keys: dict[int, CacheKey] = {}
 
     # -- helpers ------------------------------------------------------------
 
@@ -99,12 +102,12 @@ class Executor:
         ctx = contextvars.copy_context()
         return pool.submit(ctx.run, fn, *args)
 
-    def _publish(self, wheel: Path, **kw: Any) -> str:
+    def _publish(self, wheel: Path, **kw: Any) -> CatalogEntry:
         from . import index
 
         entry = self.wh.publish(wheel, **kw)
-        index.update_project(self.wh, canonicalize_name(parse_wheel_filename(entry.filename)[0]))
-        return entry.filename
+        index.update_project(self.wh, parse_wheel_filename(entry.filename)[0])
+        return entry
 
     # -- the run ------------------------------------------------------------
 
@@ -125,11 +128,10 @@ class Executor:
     def _run_all(self) -> None:
         builds: dict[str, list[PlanItem]] = {}
         downloads: dict[str, list[PlanItem]] = {}
-        relist: dict[str, list[PlanItem]] = {}
+        relists: dict[str, tuple[CatalogEntry, list[PlanItem]]] = {}
         for item in self.plan.items:
-            if item.action == "cached" and superseded(self.wh, item) is not None:
-                assert item.cached_file is not None
-                relist.setdefault(item.cached_file, []).append(item)
+            if item.action == "cached" and (entry := superseded(self.wh, item)) is not None:
+                relists.setdefault(entry.filename, (entry, []))[1].append(item)
             elif item.action in ("cached", "skip"):
                 self._finish(
                     ItemResult(
@@ -144,8 +146,8 @@ class Executor:
                 downloads.setdefault(item.file.url, []).append(item)
             else:
                 builds.setdefault(self._key(item).key, []).append(item)
-        for items in relist.values():
-            self._relist(items)
+        for entry, items in relists.values():
+            self._relist(entry, items)
         with self._pool() as pool:
             futs = [self._submit(pool, self._download, items) for items in downloads.values()]
             for f in futs:
@@ -184,10 +186,13 @@ class Executor:
     def _key(self, item: PlanItem) -> CacheKey:
         if item.key is not None:
             return item.key
+        known = self._keys.get(id(item))
+        if known is not None:
+            return known
         assert item.file is not None
         # The index gave no hash: the key waits for the bytes.
         _, digest = fetch(item, self._tmp / "sources")
-        return accel.key_for(
+        key = self._keys[id(item)] = accel.key_for(
             name=item.name,
             version=item.version,
             sdist_sha256=digest,
@@ -195,13 +200,13 @@ class Executor:
             config=self.config,
             wh=self.wh,
         )
+        return key
 
     # -- cached builds the index no longer lists -------------------------------
 
-    def _relist(self, items: list[PlanItem]) -> None:
+    def _relist(self, entry: CatalogEntry, items: list[PlanItem]) -> None:
         item = items[0]
-        entry = superseded(self.wh, item)
-        assert entry is not None and item.key is not None
+        assert item.key is not None
         t0 = time.monotonic()
         with working_on(item.name):
             self.reporter.step(item, "relist")
@@ -228,7 +233,9 @@ class Executor:
                 accels = None
                 if self.config.package(first.name).accel_specific:
                     accels = tuple(sorted({i.target.accel for i in items}))
-                name = self._publish(path, origin="downloaded", accels=accels, sha256=digest)
+                name = self._publish(
+                    path, origin="downloaded", accels=accels, sha256=digest
+                ).filename
                 result: dict[str, Any] = {"status": "downloaded", "wheel": name}
             except PrewheelError as exc:
                 result = {
@@ -264,8 +271,7 @@ class Executor:
         options (the rest of the key is the shared source), and tags the target accepts."""
         key = self._key(items[0])
         same = all(key.inputs[k] == cand.key.inputs[k] for k in ("accel", "policy", "repair"))
-        wheel_tags = set(parse_wheel_filename(cand.wheel.name)[3])
-        return same and bool(wheel_tags & set(items[0].target.tag_set()))
+        return same and fits(cand.wheel.name, items[0].target)
 
     def _build_split(self, items: list[PlanItem]) -> list[tuple[list[PlanItem], Candidate]]:
         """Build `items`; if the accelerator-neutral build links CUDA, build per accelerator.
@@ -405,10 +411,7 @@ class Executor:
         shared = cand.item is not item  # a pure wheel reused for another Python
         with working_on(item.name):
             self.reporter.step(item, "verify")
-            links = {
-                (self.wh.root / "files" / d.name)
-                for d in (self.wh.files_dir.iterdir() if self.wh.files_dir.is_dir() else [])
-            }
+            links = set(self.wh.files_dir.iterdir()) if self.wh.files_dir.is_dir() else set()
             links |= {c.wheel.parent for _, c in all_cands}
             work = self._tmp / f"verify-{cand.key.short}-{item.target.name}"
             try:
@@ -429,7 +432,7 @@ class Executor:
                 accels = None
                 if cand.key.inputs["accel"] != "any":
                     accels = tuple(sorted({i.target.accel for i in items}))
-                name = self._publish(
+                published = self._publish(
                     cand.wheel, origin="built", accels=accels, cache_key=cand.key.key
                 )
             except PrewheelError as exc:
@@ -453,8 +456,8 @@ class Executor:
             record = {
                 **cand.record,
                 "result": "ok",
-                "wheel": name,
-                "sha256": entry.sha256 if (entry := self.wh.find(name)) else None,
+                "wheel": published.filename,
+                "sha256": published.sha256,
                 "imported": modules,
                 "warnings": list(cand.warnings),
                 "finished": utcnow(),
@@ -469,7 +472,7 @@ class Executor:
                 ItemResult(
                     item=it,
                     status="built" if not (shared or cand.remote) else "cached",
-                    wheel=name,
+                    wheel=published.filename,
                     duration=duration,
                     warnings=cand.warnings,
                     log=str(log_file),

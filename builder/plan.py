@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from dataclasses import dataclass, replace
@@ -249,7 +248,7 @@ def plan_item(
     if hashes:
         files = [f for f in files if f.sha256 is None or f.sha256 in hashes]
     if not pkg.force_build:
-        wheel = best_wheel(files, _tags(target))
+        wheel = best_wheel(files, target.tag_set())
         if wheel is not None:
             have = wh.has_file(wheel.filename, wheel.sha256)
             if have is not None:
@@ -301,22 +300,17 @@ def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
         if not rec or rec.get("result") != "ok":
             continue
         filename = rec["wheel"]
-        if k == key.source_key and not _fits(filename, target):
+        if k == key.source_key and not fits(filename, target):
             continue
         if wh.has_file(filename, rec.get("sha256")) is not None:
             return str(filename)
     return None
 
 
-def _fits(filename: str, target: Target) -> bool:
+def fits(filename: str, target: Target) -> bool:
+    """Whether the wheel `filename` installs on `target`."""
     wtags = parse_wheel_filename(filename)[3]
-    return bool(set(wtags) & set(_tags(target)))
-
-
-@functools.cache
-def _tags(target: Target) -> list[Tag]:
-    """The target's tags, computed once per run (a few hundred, for every package)."""
-    return target.tag_set()
+    return bool(set(wtags) & set(target.tag_set()))
 
 
 def make_plan(

@@ -38,7 +38,11 @@ def superseded(wh: Wheelhouse, item: PlanItem) -> CatalogEntry | None:
 
 
 def relist(
-    wh: Wheelhouse, item: PlanItem, entry: CatalogEntry, work: Path, publish: Callable[..., str]
+    wh: Wheelhouse,
+    item: PlanItem,
+    entry: CatalogEntry,
+    work: Path,
+    publish: Callable[..., CatalogEntry],
 ) -> str:
     """Publish `entry` again with a build tag newer than every other build of its version
     and tags, and point its build records at the new name. Returns the new file name."""
@@ -53,16 +57,15 @@ def relist(
     when = max(time.time(), float(newest[0] + 1) if newest else 0.0)
     work.mkdir(parents=True, exist_ok=True)
     tagged = set_build_tag(wh.root / entry.path, build_tag(item.key, when), work)
-    name = publish(tagged, origin="built", accels=entry.accels, cache_key=entry.cache_key)
-    published = wh.find(name)
+    published = publish(tagged, origin="built", accels=entry.accels, cache_key=entry.cache_key)
     for k in (item.key.key, item.key.source_key):
         rec: dict[str, Any] | None = wh.read_record(k)
         if rec and rec.get("wheel") == entry.filename:
             rec.update(
-                wheel=name,
-                sha256=published.sha256 if published else None,
+                wheel=published.filename,
+                sha256=published.sha256,
                 relisted_from=entry.filename,
                 relisted=utcnow(),
             )
             wh.write_record(k, rec)
-    return name
+    return published.filename

@@ -103,16 +103,9 @@ class Target:
         return policy_platforms(self.policy)[0]
 
     def tag_set(self) -> list[tags.Tag]:
-        """Every tag a wheel may carry to install on this target, most preferred first."""
-        assert self.interpreter is not None
-        interp = self.interpreter
-        platforms = policy_platforms(self.policy)
-        pyver = interp.version[:2]
-        out = list(tags.cpython_tags(pyver, abis=[interp.abi], platforms=platforms))
-        out += list(
-            tags.compatible_tags(pyver, interpreter=f"cp{pyver[0]}{pyver[1]}", platforms=platforms)
-        )
-        return out
+        """Every tag a wheel may carry to install on this target, most preferred first.
+        Computed once per target (a few hundred, asked for every package): do not mutate."""
+        return _tag_set(self)
 
     def describe(self) -> dict[str, object]:
         return {
@@ -142,6 +135,19 @@ class Target:
             "available": self.missing is None,
             "missing": self.missing,
         }
+
+
+@functools.cache
+def _tag_set(target: Target) -> list[tags.Tag]:
+    assert target.interpreter is not None
+    interp = target.interpreter
+    platforms = policy_platforms(target.policy)
+    pyver = interp.version[:2]
+    out = list(tags.cpython_tags(pyver, abis=[interp.abi], platforms=platforms))
+    out += list(
+        tags.compatible_tags(pyver, interpreter=f"cp{pyver[0]}{pyver[1]}", platforms=platforms)
+    )
+    return out
 
 
 @functools.cache
