@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from . import RECIPE_VERSION, noop
-from .config import Config, PackageConfig
+from .config import Config
 from .targets import ARCH, Target
 
 # The part of the key a pure wheel does not depend on is called the source key: a pure
@@ -45,10 +45,6 @@ def repair_options(target: Target, config: Config) -> dict[str, Any]:
         "strip": config.strip,
         "exclude": sorted(target.repair_excludes),
     }
-
-
-def accel_specific(pkg: PackageConfig) -> bool:
-    return pkg.accel_specific
 
 
 @functools.cache
@@ -82,7 +78,7 @@ def compiler_version(env: dict[str, str]) -> str | None:
     """The first line of `$CC --version` (`cc` by default): a new compiler changes the bytes."""
     cc = env.get("CC") or os.environ.get("CC") or "cc"
     noop.watch_which(cc.split()[0])
-    exe = shutil.which(cc.split()[0]) if cc else None
+    exe = shutil.which(cc.split()[0])
     if exe is None:
         return None
     out = _version_line(exe)
@@ -103,7 +99,7 @@ def compute(
     CUDA): then each accelerator, cpu included, has its own key and its own index entry."""
     assert target.interpreter is not None
     pkg = config.package(name)
-    per_accel = per_accel or accel_specific(pkg)
+    per_accel = per_accel or pkg.accel_specific
     constraints = None
     if config.build_constraints:
         constraints = _file_sha256(config.build_constraints, missing_ok=True)

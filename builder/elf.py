@@ -49,7 +49,6 @@ class ElfInfo:
 
     path: str  # inside the wheel
     needed: tuple[str, ...]  # DT_NEEDED, in order
-    runpath: tuple[str, ...]  # DT_RUNPATH or DT_RPATH entries
     # (library, version, symbol) for every versioned undefined symbol, e.g.
     # ("libc.so.6", "GLIBC_2.34", "pthread_create")
     versioned: tuple[tuple[str, str, str], ...]
@@ -76,19 +75,15 @@ def wheel_elves(wheel: Path) -> list[ElfInfo]:
 def read_elf(name: str, data: bytes) -> ElfInfo:
     elf = ELFFile(io.BytesIO(data))
     needed: list[str] = []
-    runpath: list[str] = []
     dyn = elf.get_section_by_name(".dynamic")
     if isinstance(dyn, DynamicSection):
         for tag in dyn.iter_tags():
             kind = tag.entry.d_tag
             if kind == "DT_NEEDED":
                 needed.append(str(getattr(tag, "needed", "")))
-            elif kind in ("DT_RUNPATH", "DT_RPATH"):
-                runpath += str(getattr(tag, kind[3:].lower(), "")).split(":")
     return ElfInfo(
         path=name,
         needed=tuple(needed),
-        runpath=tuple(p for p in runpath if p),
         versioned=tuple(_versioned_symbols(elf)),
     )
 

@@ -145,17 +145,17 @@ def repair_wheel(
     elves = elf.wheel_elves(wheel)
     # Excluded libraries still bound the glibc the wheel needs: count them, as shipped.
     provided = provided_elves(elves, excludes, target)
-    if target.policy != "auto" and offending_symbols([*elves, *provided], target.policy):
-        err = policy_error(wheel, [*elves, *provided], target.policy)
+    shipped = [*elves, *provided]
+    if target.policy != "auto" and offending_symbols(shipped, target.policy):
+        err = policy_error(wheel, shipped, target.policy)
         _log(log_file, f"prewheel: {err.message}\nhint: {err.hint}\n")
         raise StepError(err.message, step="repair", log=str(log_file), hint=err.hint)
     outdir.mkdir(parents=True, exist_ok=True)
     argv: list[str] = [sys.executable, "-m", "auditwheel", "repair", "-w", str(outdir)]
     if target.policy != "auto":
         argv += ["--plat", target.policy]
-    elif provided and lowest_policy([*elves, *provided]) != lowest_policy(elves):
-        argv += ["--plat", lowest_policy([*elves, *provided]) or target.platform_ceiling]
-        argv.append("--only-plat")
+    elif provided and (low := lowest_policy(shipped)) != lowest_policy(elves):
+        argv += ["--plat", low or target.platform_ceiling, "--only-plat"]
     elif not all(_links_libc(e) for e in elves):
         # auditwheel tells glibc from musl by an extension's DT_NEEDED; one that calls
         # nothing in libc has none ("couldn't detect libc"). Name the policy instead.

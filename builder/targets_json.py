@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .targets import Target
+from .targets import Target, python_image, runtime_image
 from .wheelhouse import Wheelhouse, atomic_write_json, utcnow
 
 SCHEMA_VERSION = 1
@@ -28,8 +28,8 @@ def target_entry(target: Target) -> dict[str, Any]:
         "platform_ceiling": target.platform_ceiling,
         "arch_list": list(target.arch_list),
         "repair_excludes": list(target.repair_excludes),
-        "runtime_image": target.describe()["runtime_image"],
-        "python_image": target.describe()["python_image"],
+        "runtime_image": runtime_image(target),
+        "python_image": python_image(target),
         "index": f"/{target.accel}/simple/",
         "available": target.missing is None,
         "missing": target.missing,
@@ -48,7 +48,8 @@ def write_targets_json(wh: Wheelhouse, targets: Iterable[Target]) -> Path:
     """Write (merge) `targets.json`: this run's targets replace their old entries, targets
     built by earlier runs with other `--target` selections stay listed."""
     path = wh.root / "targets.json"
-    old = read_targets_json(path).get("targets", [])
+    current = read_targets_json(path)
+    old = current.get("targets", [])
     merged: dict[str, dict[str, Any]] = {e["name"]: e for e in old if isinstance(e, dict)}
     for target in targets:
         merged[target.name] = target_entry(target)
@@ -57,7 +58,6 @@ def write_targets_json(wh: Wheelhouse, targets: Iterable[Target]) -> Path:
         "accelerators": sorted({e["accelerator"] for e in merged.values()}),
         "targets": [merged[n] for n in sorted(merged)],
     }
-    current = read_targets_json(path)
     current.pop("updated", None)
     if current != body:  # a no-op run leaves the wheelhouse byte for byte as it was
         atomic_write_json(path, {**body, "updated": utcnow()})

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -249,9 +249,6 @@ class Wheelhouse:
         if sha256 is not None and entry.sha256 != sha256:
             return None
         return entry
-
-    def with_accels(self, entry: CatalogEntry, accels: tuple[str, ...] | None) -> CatalogEntry:
-        return replace(entry, accels=accels)
 
     # -- build records ---------------------------------------------------------
 
