@@ -111,6 +111,12 @@ def glibc_mismatch(target: Target, base: str) -> str | None:
     )
 
 
+def warnings(spec: RuntimeSpec) -> tuple[str, ...]:
+    """What a user should know before building `spec`'s stage (also atop the Dockerfile)."""
+    why = glibc_mismatch(spec.target, spec.base or base_image(spec.target))
+    return (why,) if why else ()
+
+
 def _trusted_host(url: str) -> str | None:
     """pip ignores a plain-HTTP index unless its host is trusted; an in-cluster index is HTTP."""
     parts = urlsplit(url)
@@ -183,7 +189,7 @@ def render(spec: RuntimeSpec) -> str:
         f"# Installs prebuilt wheels only, {how};",
         "# no compiler, no -dev packages, no pip cache. Build with:",
         f"#   {build}",
-        *(f"# WARNING: {w}" for w in [glibc_mismatch(target, base)] if w),
+        *(f"# WARNING: {w}" for w in warnings(spec)),
         f"ARG BASE_IMAGE={base}",
         "FROM ${BASE_IMAGE}",
         *args,

@@ -108,8 +108,8 @@ def format_parameter(query: str) -> str | None:
     when there is none. One exact type only: a wildcard, list or parameter asks for 406.
     A `+` stays a `+` (`v1+json` is how people type it), unlike in form encoding."""
     for part in query.split("&"):
-        name, _, value = part.partition("=")
-        if name == "format":
+        name, eq, value = part.partition("=")
+        if name == "format" and eq:  # as the nginx configuration's pattern, `format=`
             media = unquote_to_bytes(value).decode("utf-8", "replace").strip()
             return _NO_MATCH if any(c in media for c in "*,;") else media.lower()
     return None

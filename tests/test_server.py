@@ -121,6 +121,7 @@ def test_content_negotiation(served: tuple[Wheelhouse, str, io.StringIO]) -> Non
         ("?format=*/*", "", None),
         ("?format=text/html,application/vnd.pypi.simple.v1+json", "", None),
         ("?other=1", JSON, JSON),  # no format: Accept decides
+        ("?format&format=application/vnd.pypi.simple.v1+json", "text/html", JSON),
     ],
 )
 def test_format_parameter_overrides_accept(

@@ -151,7 +151,8 @@ def test_nginx_negotiates_like_prewheel(wh: Wheelhouse, nginx: str, accept: str)
     "query",
     ["?format=application/vnd.pypi.simple.v1%2Bjson", "?format=application/vnd.pypi.simple.v1+json",
      "?a=b&format=text/html", "?format=application/vnd.pypi.simple.latest+html",
-     "?format=application/xml", "?format=*/*", "?format=", "?other=1"],
+     "?format=application/xml", "?format=*/*", "?format=", "?other=1",
+     "?format&format=application/vnd.pypi.simple.v1+json"],
 )  # fmt: skip
 def test_nginx_format_parameter_like_prewheel(wh: Wheelhouse, nginx: str, query: str) -> None:
     with running(wh.root) as ours:

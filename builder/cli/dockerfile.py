@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from ..dockerfile import RuntimeSpec, base_image, find_target, glibc_mismatch, render
+from ..dockerfile import RuntimeSpec, find_target, render, warnings
 from ..targets import resolve_targets
 from ._options import config_option
 
@@ -103,9 +103,8 @@ def command(
         base=base,
     )
     text = render(spec)
-    mismatch = glibc_mismatch(target, base or base_image(target))
-    if mismatch:
-        click.secho(f"warning: {mismatch}", fg="yellow", err=True)
+    for warning in warnings(spec):
+        click.secho(f"warning: {warning}", fg="yellow", err=True)
     if output is None:
         click.echo(text, nl=False)
     else:
