@@ -318,9 +318,6 @@ class DevpiClient:
                 f"cannot attach the build record to {file_url}: HTTP {resp.status} {resp.message()}"
             )
 
-    def fetch_json(self, url: str) -> Any:
-        return self.request("GET", url).json_if_ok()
-
 
 def _uploader(link: dict[str, Any]) -> str | None:
     for entry in link.get("log", []):

@@ -26,29 +26,26 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import InvalidVersion, Version
 
 from .errors import WheelhouseError
 from .status_page import write_status
 from .wheelfile import read_metadata
-from .wheelhouse import CatalogEntry, Wheelhouse, atomic_write_bytes, sha256_file
+from .wheelhouse import (
+    CatalogEntry,
+    Wheelhouse,
+    sha256_file,
+    sorted_versions,
+    write_if_changed,
+)
 
 API_VERSION = "1.1"
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 HTML_TYPE = "application/vnd.pypi.simple.v1+html"
-PAGE_NAMES = ("index.html", "index.json")
 # Top-level names in the wheelhouse that are never an accelerator's index.
 RESERVED = frozenset({"files", "catalog", "builds", "logs", "simple", "static"})
 
 
 # -- the model ---------------------------------------------------------------------------------
-
-
-def _version_key(version: str) -> tuple[int, Version | str]:
-    try:
-        return (1, Version(version))
-    except InvalidVersion:
-        return (0, version)
 
 
 def newest_builds(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
@@ -67,9 +64,18 @@ def newest_builds(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
     return sorted((e for _, e in best.values()), key=lambda e: e.filename)
 
 
+def listed(entries: Iterable[CatalogEntry], accel: str) -> list[CatalogEntry]:
+    """The wheels among `entries` that the `accel` index lists: the newest build of each."""
+    return newest_builds(e for e in entries if e.listed_in(accel))
+
+
 def listing(wh: Wheelhouse, project: str, accel: str) -> list[CatalogEntry]:
     """The wheels of `project` that the `accel` index lists."""
-    return newest_builds(e for e in wh.entries(project) if e.listed_in(accel))
+    return listed(wh.entries(project), accel)
+
+
+def _chain(catalog: dict[str, list[CatalogEntry]]) -> Iterator[CatalogEntry]:
+    return (e for entries in catalog.values() for e in entries)
 
 
 def file_url(entry: CatalogEntry) -> str:
@@ -129,7 +135,7 @@ def _file_json(e: CatalogEntry) -> dict[str, object]:
 
 
 def render_project_json(project: str, entries: list[CatalogEntry]) -> bytes:
-    versions = sorted({e.version for e in entries}, key=_version_key)
+    versions = sorted_versions(entries)
     doc = {
         "meta": {"api-version": API_VERSION},
         "name": project,
@@ -162,17 +168,6 @@ def render_root_json(projects: list[str]) -> bytes:
 # -- writing -----------------------------------------------------------------------------------
 
 
-def _write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomic write, skipped when the bytes are already there (keeps mtime and ETag)."""
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    atomic_write_bytes(path, data)
-    return True
-
-
 def simple_dir(wh: Wheelhouse, accel: str) -> Path:
     return wh.root / accel / "simple"
 
@@ -187,15 +182,9 @@ def indexed_accelerators(wh: Wheelhouse) -> list[str]:
     return sorted(found)
 
 
-def _known_accelerators(wh: Wheelhouse, entries: list[CatalogEntry]) -> list[str]:
-    """Like `Wheelhouse.accelerators()`, without reading every project's catalog."""
-    known = {"cpu", *indexed_accelerators(wh)}
-    state = wh.root / "accelerators.json"
-    if state.is_file():
-        known |= set(json.loads(state.read_text(encoding="utf-8")))
-    for e in entries:
-        known |= set(e.accels or ())
-    return sorted(known)
+def _known_accelerators(wh: Wheelhouse, entries: Iterable[CatalogEntry]) -> list[str]:
+    """The accelerators of `entries` and of the wheelhouse's state, and those with a tree."""
+    return sorted({*wh.accelerators(entries), *indexed_accelerators(wh)})
 
 
 def listed_projects(wh: Wheelhouse, accel: str) -> list[str]:
@@ -211,16 +200,16 @@ def listed_projects(wh: Wheelhouse, accel: str) -> list[str]:
 def write_root(wh: Wheelhouse, accel: str) -> None:
     projects = listed_projects(wh, accel)
     base = simple_dir(wh, accel)
-    _write_if_changed(base / "index.json", render_root_json(projects))
-    _write_if_changed(base / "index.html", render_root_html(projects))
+    write_if_changed(base / "index.json", render_root_json(projects))
+    write_if_changed(base / "index.html", render_root_html(projects))
 
 
 def _write_project(wh: Wheelhouse, accel: str, project: str, entries: list[CatalogEntry]) -> None:
     pdir = simple_dir(wh, accel) / project
     if entries:
         # JSON first: the HTML page is what marks a project as listed (see listed_projects).
-        _write_if_changed(pdir / "index.json", render_project_json(project, entries))
-        _write_if_changed(pdir / "index.html", render_project_html(project, entries))
+        write_if_changed(pdir / "index.json", render_project_json(project, entries))
+        write_if_changed(pdir / "index.html", render_project_html(project, entries))
     elif pdir.is_dir():
         for name in ("index.html", "index.json"):
             with contextlib.suppress(FileNotFoundError):
@@ -257,10 +246,10 @@ def _update_project(wh: Wheelhouse, project: str) -> None:
         if not (simple_dir(wh, accel) / "index.html").is_file():
             _write_tree(wh, accel, {p: wh.entries(p) for p in wh.projects()})
             continue
-        listed = newest_builds(e for e in entries if e.listed_in(accel))
+        shown = listed(entries, accel)
         was_listed = (simple_dir(wh, accel) / project / "index.html").is_file()
-        _write_project(wh, accel, project, listed)
-        if was_listed != bool(listed):  # the root list changes only when a project comes or goes
+        _write_project(wh, accel, project, shown)
+        if was_listed != bool(shown):  # the root list changes only when a project comes or goes
             write_root(wh, accel)
 
 
@@ -288,10 +277,10 @@ def _write_tree(wh: Wheelhouse, accel: str, catalog: dict[str, list[CatalogEntry
     (its index must list the universal wheels published before it existed)."""
     wanted: set[str] = set()
     for project, entries in catalog.items():
-        listed = newest_builds(e for e in entries if e.listed_in(accel))
-        if listed:
+        shown = listed(entries, accel)
+        if shown:
             wanted.add(project)
-            _write_project(wh, accel, project, listed)
+            _write_project(wh, accel, project, shown)
     for stale in set(listed_projects(wh, accel)) - wanted:
         _write_project(wh, accel, stale, [])
     write_root(wh, accel)
@@ -301,7 +290,7 @@ def rebuild(wh: Wheelhouse) -> None:
     """Regenerate every tree from the catalog, removing pages of projects no longer listed."""
     with _locked(wh):
         catalog = {p: wh.entries(p) for p in wh.projects()}
-        for accel in sorted(set(wh.accelerators()) | set(indexed_accelerators(wh))):
+        for accel in _known_accelerators(wh, _chain(catalog)):
             _write_tree(wh, accel, catalog)
     write_status(wh)
 
@@ -309,14 +298,16 @@ def rebuild(wh: Wheelhouse) -> None:
 # -- checking ----------------------------------------------------------------------------------
 
 
-class _Links(HTMLParser):
+class LinkParser(HTMLParser):
+    """The attributes of every anchor in a page (PEP 503 links and their data- attributes)."""
+
     def __init__(self) -> None:
         super().__init__()
-        self.anchors: list[dict[str, str | None]] = []
+        self.links: list[dict[str, str | None]] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
-            self.anchors.append(dict(attrs))
+            self.links.append(dict(attrs))
 
 
 class _Checker:
@@ -374,9 +365,9 @@ class _Checker:
             self.problems.append(f"{where}index.html does not list what the catalog holds")
         if json_bytes != render_project_json(project, entries):
             self.problems.append(f"{where}index.json does not list what the catalog holds")
-        parser = _Links()
+        parser = LinkParser()
         parser.feed(html_bytes.decode("utf-8", "replace"))
-        for a in parser.anchors:
+        for a in parser.links:
             href = a.get("href") or ""
             target = self.resolve(page, href)
             if target is None or not target.is_file():
@@ -395,9 +386,9 @@ class _Checker:
     def check_tree(self, accel: str, catalog: dict[str, list[CatalogEntry]]) -> None:
         wanted = {}
         for project, entries in catalog.items():
-            listed = newest_builds(e for e in entries if e.listed_in(accel))
-            if listed:
-                wanted[project] = listed
+            shown = listed(entries, accel)
+            if shown:
+                wanted[project] = shown
         on_disk = set(listed_projects(self.wh, accel))
         for project in sorted(set(wanted) - on_disk):
             self.problems.append(f"{accel}/simple/{project}/ is missing")
@@ -434,6 +425,6 @@ def check(wh: Wheelhouse) -> list[str]:
     checker = _Checker(wh)
     checker.check_store()
     catalog = {p: wh.entries(p) for p in wh.projects()}
-    for accel in sorted(set(wh.accelerators()) | set(indexed_accelerators(wh))):
+    for accel in _known_accelerators(wh, _chain(catalog)):
         checker.check_tree(accel, catalog)
     return checker.problems

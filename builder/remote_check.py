@@ -14,27 +14,22 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from html.parser import HTMLParser
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from .devpi import PEP691_JSON, Unreachable, http_request
 from .errors import UpstreamError
+from .index import LinkParser
 from .upstream import project_files
 
 HTML_ACCEPT = "text/html"
 
 
-class _Anchors(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.hrefs: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        href = dict(attrs).get("href")
-        if tag == "a" and href:
-            self.hrefs.append(href)
+def _hrefs(page: bytes) -> list[str]:
+    parser = LinkParser()
+    parser.feed(page.decode("utf-8", "replace"))
+    return [href for a in parser.links if (href := a.get("href"))]
 
 
 def _get(url: str, accept: str, timeout: float) -> tuple[int, bytes, str]:
@@ -51,9 +46,8 @@ def _root_projects(index_url: str, timeout: float, problems: list[str]) -> list[
         raise UpstreamError(f"{index_url}: HTTP {status}", hint="is this the +simple/ URL?")
     if ctype.split(";")[0].strip() != PEP691_JSON:
         problems.append(f"{index_url}: no PEP 691 JSON root (got {ctype or 'no type'})")
-        parser = _Anchors()
-        parser.feed(body.decode("utf-8", "replace"))
-        return sorted({canonicalize_name(h.rstrip("/").rsplit("/", 1)[-1]) for h in parser.hrefs})
+        hrefs = _hrefs(body)
+        return sorted({canonicalize_name(h.rstrip("/").rsplit("/", 1)[-1]) for h in hrefs})
     return sorted(canonicalize_name(p["name"]) for p in json.loads(body).get("projects", []))
 
 
@@ -62,10 +56,8 @@ def _html_files(url: str, timeout: float) -> dict[str, str]:
     status, body, _ = _get(url, HTML_ACCEPT, timeout)
     if status != 200:
         return {}
-    parser = _Anchors()
-    parser.feed(body.decode("utf-8", "replace"))
     out = {}
-    for href in parser.hrefs:
+    for href in _hrefs(body):
         clean, _, frag = urllib.parse.urljoin(url, href).partition("#")
         name = urllib.parse.unquote(clean.rsplit("/", 1)[-1])
         out[name] = frag.partition("=")[2] if frag.startswith("sha256=") else ""

@@ -10,6 +10,7 @@ tests call directly and that `nginx.py` mirrors.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import os
@@ -217,7 +218,7 @@ REASONS = {
 }
 
 
-def _error(status: int, extra: tuple[tuple[str, str], ...] = ()) -> Response:
+def error_response(status: int, extra: tuple[tuple[str, str], ...] = ()) -> Response:
     body = f"{status} {REASONS[status]}\n".encode()
     return Response(
         status=status,
@@ -226,7 +227,7 @@ def _error(status: int, extra: tuple[tuple[str, str], ...] = ()) -> Response:
     )
 
 
-NOT_FOUND = _error(404)
+NOT_FOUND = error_response(404)
 
 
 class Routes:
@@ -236,8 +237,9 @@ class Routes:
         self.wh = Wheelhouse(root)
         self.root = os.path.realpath(root)
         self._pages: dict[str, _Page] = {}
-        self._neg: dict[str, str | None] = {}
-        self._gz: dict[str, bool] = {}
+        # Clients send a handful of distinct headers: parse each once.
+        self._negotiate = functools.lru_cache(maxsize=_NEG_CACHE_MAX)(negotiate)
+        self._wants_gzip = functools.lru_cache(maxsize=_NEG_CACHE_MAX)(accepts_gzip)
         self._status: tuple[tuple[int, ...], float, _Page] | None = None
         self._known: dict[str, str] = {}  # request target -> page directory, once validated
 
@@ -263,26 +265,6 @@ class Routes:
         page = _make_page(key, body)
         self._pages[path] = page
         return page
-
-    def _negotiate(self, accept: str | None) -> str | None:
-        key = accept or ""
-        try:
-            return self._neg[key]
-        except KeyError:
-            if len(self._neg) > _NEG_CACHE_MAX:
-                self._neg.clear()
-            choice = self._neg[key] = negotiate(accept)
-            return choice
-
-    def _wants_gzip(self, header: str | None) -> bool:
-        key = header or ""
-        try:
-            return self._gz[key]
-        except KeyError:
-            if len(self._gz) > _NEG_CACHE_MAX:
-                self._gz.clear()
-            ok = self._gz[key] = accepts_gzip(header)
-            return ok
 
     def _send_page(
         self, page: _Page, ctype: str, headers: dict[str, str], cache: str, vary: str
@@ -310,7 +292,7 @@ class Routes:
     def handle(self, method: str, target: str, headers: dict[str, str]) -> Response:
         """The response to one request; HEAD gets GET's headers (the caller drops the body)."""
         if method not in ("GET", "HEAD"):
-            return _error(405, (("Allow", ALLOW),))
+            return error_response(405, (("Allow", ALLOW),))
         if "?" in target:
             fmt = format_parameter(target.split("?", 1)[1].split("#", 1)[0])
             if fmt is not None:  # it replaces the Accept header's choice
@@ -324,7 +306,7 @@ class Routes:
         try:
             path = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
-            return _error(400)
+            return error_response(400)
         if not path.startswith("/") or "\0" in path or "\\" in path:
             return NOT_FOUND
         parts = path[1:].split("/")
@@ -366,7 +348,7 @@ class Routes:
         if choice is None:
             if self._page(os.path.join(base, "index.html")) is None:
                 return NOT_FOUND
-            return _error(406, (("Vary", "Accept"),))
+            return error_response(406, (("Vary", "Accept"),))
         name = "index.json" if choice == JSON_TYPE else "index.html"
         page = self._page(os.path.join(base, name))
         if page is None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .log import get_logger
-from .routes import REASONS, Response, Routes
+from .routes import REASONS, Response, Routes, error_response
 
 log = get_logger("server")
 
@@ -169,9 +169,11 @@ class _Connection(asyncio.Protocol):
 
     def _reply_error(self, status: int) -> None:
         self.app.clock.tick()
-        body = f"{status} {REASONS[status]}\n".encode()
-        self._write(status, (("Content-Type", "text/plain; charset=utf-8"),), body, False, False)
-        self.app.log.add(f'{self.peer} - - [{self.app.clock.log_date}] "-" {status} {len(body)}\n')
+        resp = error_response(status)
+        self._write(status, resp.headers, resp.body, False, False)
+        self.app.log.add(
+            f'{self.peer} - - [{self.app.clock.log_date}] "-" {status} {len(resp.body)}\n'
+        )
         self._close()
 
     def _request(self, head: bytes) -> None:
@@ -200,7 +202,7 @@ class _Connection(asyncio.Protocol):
         try:
             resp = self.app.routes.handle(method, target, headers)
         except Exception:
-            self.app.logger_exception()
+            log.exception("request failed")
             resp = Response(status=500, headers=(), body=b"500 Internal Server Error\n")
             keep = False
         self._respond(method, target, version, resp, keep)
@@ -284,18 +286,13 @@ class IndexServer:
     """Serves a wheelhouse on one event loop; `serve_forever` or `running` start it."""
 
     def __init__(self, root: Path, *, access_log: TextIO | None = None) -> None:
-        self.root = root
         self.routes = Routes(root)
         self.clock = _Clock()
         self.connections: set[_Connection] = set()
-        self.access_log = access_log
         self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
         self.log = _AccessLog(access_log, self.loop)
         self._server: asyncio.base_events.Server | None = None
         self.port = 0
-
-    def logger_exception(self) -> None:
-        log.exception("request failed")
 
     def _sweep(self) -> None:
         """Close connections idle past the keep-alive timeout (slow or forgotten clients)."""

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from packaging.version import InvalidVersion, Version
-
-from .wheelhouse import CatalogEntry, Wheelhouse, atomic_write_bytes
+from .wheelhouse import CatalogEntry, Wheelhouse, sorted_versions, write_if_changed
 
 STATUS_FILE = "status.html"
 _CSS = """
@@ -38,13 +36,7 @@ class _Project:
 
     @property
     def versions(self) -> list[str]:
-        def key(v: str) -> tuple[int, Version | str]:
-            try:
-                return (1, Version(v))
-            except InvalidVersion:
-                return (0, v)
-
-        return sorted({e.version for e in self.entries}, key=key)
+        return sorted_versions(self.entries)
 
 
 def human_size(n: float) -> str:
@@ -92,8 +84,8 @@ def _e(value: object) -> str:
 def render_status(wh: Wheelhouse) -> bytes:
     projects = [_Project(p, wh.entries(p)) for p in wh.projects()]
     projects = [p for p in projects if p.entries]
-    accels = wh.accelerators()
     all_entries = [e for p in projects for e in p.entries]
+    accels = wh.accelerators(all_entries)
     built = sum(1 for e in all_entries if e.origin == "built")
     out = [
         "<!DOCTYPE html>",
@@ -168,9 +160,7 @@ def render_status(wh: Wheelhouse) -> bytes:
 def write_status(wh: Wheelhouse) -> Path:
     """Write the static `status.html`, for servers other than prewheel's own."""
     path = wh.root / STATUS_FILE
-    page = render_status(wh)
-    if not path.is_file() or path.read_bytes() != page:
-        atomic_write_bytes(path, page)
+    write_if_changed(path, render_status(wh))
     return path
 
 

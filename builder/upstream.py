@@ -11,7 +11,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from packaging.version import InvalidVersion, Version
 
 from . import noop
 from .errors import HashMismatchError, UpstreamError
+from .index import LinkParser
 
 JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
@@ -87,16 +87,6 @@ def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
         raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
 
 
-class _LinkParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[dict[str, str | None]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self.links.append(dict(attrs))
-
-
 def _parse_file(
     filename: str, url: str, hashes: dict[str, str], requires_python: str | None, yanked: object
 ) -> UpstreamFile | None:
@@ -145,7 +135,7 @@ def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | No
             if parsed:
                 files.append(parsed)
         return tuple(files)
-    parser = _LinkParser()
+    parser = LinkParser()
     parser.feed(body.decode("utf-8", "replace"))
     for attrs in parser.links:
         href = attrs.get("href")

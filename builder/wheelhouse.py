@@ -14,13 +14,14 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
 
 from .errors import WheelhouseError
 from .wheelfile import read_metadata
@@ -94,6 +95,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         fh.write(data)
 
 
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomic write, skipped when the bytes are already there (keeps mtime and ETag)."""
+    try:
+        if path.stat().st_size == len(data) and path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    atomic_write_bytes(path, data)
+    return True
+
+
+def sorted_versions(entries: Iterable[CatalogEntry]) -> list[str]:
+    """The distinct versions of `entries`, oldest first (unparsable ones before the rest)."""
+
+    def key(version: str) -> tuple[int, Version | str]:
+        try:
+            return (1, Version(version))
+        except InvalidVersion:
+            return (0, version)
+
+    return sorted({e.version for e in entries}, key=key)
+
+
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
 
@@ -160,13 +184,14 @@ class Wheelhouse:
         project = canonicalize_name(parse_wheel_filename(filename)[0])
         return next((e for e in self.entries(project) if e.filename == filename), None)
 
-    def accelerators(self) -> list[str]:
-        """Accelerators with an index: those ever published to, and `cpu`."""
+    def accelerators(self, entries: Iterable[CatalogEntry] | None = None) -> list[str]:
+        """Accelerators with an index: those ever published to, and `cpu`. `entries` are
+        the catalog entries to look at, when the caller has them (default: all)."""
         known = {"cpu"}
         state = self.root / "accelerators.json"
         if state.is_file():
             known |= set(json.loads(state.read_text(encoding="utf-8")))
-        for _, e in self.all_entries():
+        for e in (e for _, e in self.all_entries()) if entries is None else entries:
             known |= set(e.accels or ())
         return sorted(known)
 
