@@ -110,10 +110,10 @@ def command(
         {"target": t.name, "reason": t.missing} for t in plan.skipped_targets
     ]
     data["unpinned"] = list(plan.unpinned)
-    if all(r.status in ("cached", "skipped") for r in report.results):
-        why_not = noop.save(wheelhouse, {**data, "fast_path": False})
-        log.debug("no-op stamp %s", f"not written: {why_not}" if why_not else "written")
     data["fast_path"] = False
+    if all(r.status in ("cached", "skipped") for r in report.results):
+        why_not = noop.save(wheelhouse, data)
+        log.debug("no-op stamp %s", f"not written: {why_not}" if why_not else "written")
     if as_json:
         click.echo(json.dumps(data, indent=2))
     else:
