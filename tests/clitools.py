@@ -9,14 +9,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from upstream import pip_isolated_env
 
 
 def prewheel(
-    *args: str | os.PathLike[str], cwd: Path | None = None, timeout: float = 600
+    *args: str | os.PathLike[str],
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 600,
 ) -> subprocess.CompletedProcess[str]:
     """Run `python -m builder ARGS` and return the finished process (never raises)."""
     return subprocess.run(
@@ -25,7 +28,7 @@ def prewheel(
         text=True,
         cwd=cwd,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**(os.environ if env is None else env), "COLUMNS": "200"},
     )
 
 

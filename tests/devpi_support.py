@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from click.testing import CliRunner, Result
+from clitools import free_port
+
+from builder.cli import main
 from builder.devpi import DevpiClient
 from builder.wheelfile import set_build_tag
 from builder.wheelhouse import CatalogEntry, Wheelhouse
@@ -33,12 +36,6 @@ LOW_ARGON2 = ("--argon2-memory-cost", "8", "--argon2-time-cost", "1", "--argon2-
 def _tool(name: str) -> str | None:
     beside = Path(sys.executable).with_name(name)
     return str(beside) if beside.is_file() else shutil.which(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -161,3 +158,32 @@ def running_devpi(base: Path) -> Iterator[DevpiServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=15)
+
+
+def push(
+    devpi: DevpiServer,
+    user: str,
+    password: str | None,
+    wh: Wheelhouse | Path,
+    *extra: str,
+    url: str | None = None,
+    password_env: str = "PW_TEST_PASSWORD",
+) -> Result:
+    """`prewheel push` of `wh` to `url` (default: `devpi`), the password in `password_env`."""
+    root = wh.root if isinstance(wh, Wheelhouse) else wh
+    return CliRunner().invoke(
+        main,
+        [
+            "push",
+            "--devpi",
+            url or devpi.url,
+            "--user",
+            user,
+            "--password-env",
+            password_env,
+            "--wheelhouse",
+            str(root),
+            *extra,
+        ],
+        env={password_env: password},
+    )

@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from clitools import prewheel
-from devpi_support import DevpiServer, key_of, publish_built
+from devpi_support import DevpiServer, key_of, publish_built, push
 from packaging.tags import Tag, parse_tag
-from upstream import Upstream, WriteConfig, make_wheel, sha256_of
+from upstream import Upstream, WriteConfig, make_wheel, sha256_of, static_server
 
 from builder import index as index_lib
-from builder.cli import main
 from builder.devpi import DevpiClient
 from builder.errors import HashMismatchError, UpstreamError
 from builder.push import push_wheelhouse
@@ -149,25 +144,14 @@ def test_prewheel_served_index_by_record_then_build_tag(static_tree: Wheelhouse)
 
 def test_static_tree_with_records_confirms_the_key(static_tree: Wheelhouse) -> None:
     """The tree behind any plain web server (nginx, S3): PEP 503 HTML and builds/<key>.json."""
-    handler = partial(_Quiet, directory=str(static_tree.root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/cpu/simple/"
+    with static_server(static_tree.root) as base:
+        url = f"{base}/cpu/simple/"
         remote = find_cached(url, "pw-static", "1.0", key_of("e"), CP311)
         assert remote is not None and remote.confirmed
         # A record under the asked key that names another wheel vetoes the tag match.
         other = key_of("e")[:12] + "0" * 52
         static_tree.write_record(other, {"cache_key": other, "wheel": "pw_static-9.whl"})
         assert find_cached(url, "pw-static", "1.0", other, CP311) is None
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
-        pass
 
 
 @pytest.mark.slow
@@ -191,22 +175,7 @@ def test_two_builders_one_devpi_build_once(
         assert result["status"] == expect, result
         (entry,) = Wheelhouse(wh).entries("pw-cext")
         shas[builder] = entry.sha256
-        pushed = CliRunner().invoke(
-            main,
-            [
-                "push",
-                "--devpi",
-                devpi.url,
-                "--user",
-                user,
-                "--password-env",
-                "PW_TEST_PASSWORD",
-                "--wheelhouse",
-                str(wh),
-                "--json",
-            ],
-            env={"PW_TEST_PASSWORD": password},
-        )
+        pushed = push(devpi, user, password, wh, "--json")
         assert pushed.exit_code == 0, pushed.output
         uploaded = json.loads(pushed.stdout)["uploaded"]
         assert len(uploaded) == (1 if builder == "a" else 0)
@@ -215,17 +184,11 @@ def test_two_builders_one_devpi_build_once(
 
 def test_remote_check_reports_what_installers_would_meet(static_tree: Wheelhouse) -> None:
     """`check_remote` (behind `prewheel index check --url`) on a served tree, then corrupted."""
-    handler = partial(_Quiet, directory=str(static_tree.root))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_port}/cpu/simple/"
+    with static_server(static_tree.root) as base:
+        url = f"{base}/cpu/simple/"
         problems = check_remote(url)
         assert problems == [f"{url}: no PEP 691 JSON root (got text/html)"]  # plain server
         (entry,) = static_tree.entries("pw-static")
         (static_tree.root / entry.path).write_bytes(b"not the wheel")
         problems = check_remote(url)
         assert any("served bytes hash to" in p and entry.filename in p for p in problems)
-    finally:
-        server.shutdown()
-        server.server_close()

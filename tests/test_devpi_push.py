@@ -8,11 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
-from devpi_support import DevpiServer, free_port, key_of, publish_built
+from devpi_support import DevpiServer, free_port, key_of, publish_built, push
 from upstream import make_wheel, pip_isolated_env
 
-from builder.cli import main
 from builder.devpi import DevpiClient
 from builder.errors import PushError
 from builder.push import push_wheelhouse
@@ -38,25 +36,6 @@ def make_house(root: Path, *, body: str = "VALUE = 1\n") -> Wheelhouse:
     )
     wh.publish(app, origin="downloaded", accels=None)
     return wh
-
-
-def push(devpi: DevpiServer, user: str, password: str, wh: Wheelhouse, *extra: str) -> Result:
-    return CliRunner().invoke(
-        main,
-        [
-            "push",
-            "--devpi",
-            devpi.url,
-            "--user",
-            user,
-            "--password-env",
-            "PW_TEST_PASSWORD",
-            "--wheelhouse",
-            str(wh.root),
-            *extra,
-        ],
-        env={"PW_TEST_PASSWORD": password},
-    )
 
 
 def remote_files(devpi: DevpiServer, user: str, accel: str, project: str) -> dict[str, str]:
@@ -201,39 +180,11 @@ def test_wrong_password_unreachable_and_missing_variable_exit_2(
     assert f"refused the login of user '{user}'" in wrong.stderr
     assert DevpiClient(devpi.url).get_index(user, "cpu") is None  # nothing created
 
-    gone = CliRunner().invoke(
-        main,
-        [
-            "push",
-            "--devpi",
-            f"http://127.0.0.1:{free_port()}/",
-            "--user",
-            user,
-            "--password-env",
-            "PW_TEST_PASSWORD",
-            "--wheelhouse",
-            str(wh.root),
-        ],
-        env={"PW_TEST_PASSWORD": password},
-    )
+    gone = push(devpi, user, password, wh, url=f"http://127.0.0.1:{free_port()}/")
     assert gone.exit_code == 2
     assert "cannot reach devpi-server" in gone.stderr
 
-    unset = CliRunner().invoke(
-        main,
-        [
-            "push",
-            "--devpi",
-            devpi.url,
-            "--user",
-            user,
-            "--password-env",
-            "PW_NO_SUCH_VARIABLE",
-            "--wheelhouse",
-            str(wh.root),
-        ],
-        env={"PW_NO_SUCH_VARIABLE": None},
-    )
+    unset = push(devpi, user, None, wh, password_env="PW_NO_SUCH_VARIABLE")
     assert unset.exit_code == 2
     assert "PW_NO_SUCH_VARIABLE is not set" in unset.stderr
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import snapshot
+from clitools import prewheel, snapshot
 from upstream import Upstream
 
 from builder import noop
@@ -45,14 +45,7 @@ class Project:
     def build(
         self, *args: str, env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "builder", "build", *ARGS, *args],
-            capture_output=True,
-            text=True,
-            cwd=self.root,
-            env={**self.env, **(env or {})},
-            timeout=600,
-        )
+        return prewheel("build", *ARGS, *args, cwd=self.root, env={**self.env, **(env or {})})
 
     def report(self, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
         proc = self.build("--json", *args, env=env)

@@ -10,6 +10,7 @@ their PEP 517 builds need, taken from local copies only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import gzip
 import hashlib
 import html
@@ -19,7 +20,7 @@ import shutil
 import tarfile
 import threading
 import zipfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from email.message import Message
 from email.parser import HeaderParser
 from functools import partial
@@ -189,6 +190,19 @@ def project_of(filename: str) -> str:
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: object) -> None:
         pass
+
+
+@contextlib.contextmanager
+def static_server(root: Path) -> Iterator[str]:
+    """`root` served as any static web server (nginx, S3) would; yields the base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    server.daemon_threads = True
+    threading.Thread(target=partial(server.serve_forever, poll_interval=0.05), daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class Upstream:
