@@ -30,7 +30,6 @@ from . import noop
 from .errors import PushError
 
 CHUNK = 1 << 20
-PEP691_JSON = "application/vnd.pypi.simple.v1+json"
 RECORD_KIND = "prewheel-build-record"
 
 # RawMetadata key -> devpi/twine form field, for the fields whose names differ.

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from .devpi import PEP691_JSON, Unreachable, http_request
+from .devpi import Unreachable, http_request
 from .errors import UpstreamError
-from .index import LinkParser
+from .index import JSON_TYPE, LinkParser
 from .upstream import project_files
 
 HTML_ACCEPT = "text/html"
@@ -41,10 +41,10 @@ def _get(url: str, accept: str, timeout: float) -> tuple[int, bytes, str]:
 
 
 def _root_projects(index_url: str, timeout: float, problems: list[str]) -> list[str]:
-    status, body, ctype = _get(index_url, PEP691_JSON, timeout)
+    status, body, ctype = _get(index_url, JSON_TYPE, timeout)
     if status != 200:
         raise UpstreamError(f"{index_url}: HTTP {status}", hint="is this the +simple/ URL?")
-    if ctype.split(";")[0].strip() != PEP691_JSON:
+    if ctype.split(";")[0].strip() != JSON_TYPE:
         problems.append(f"{index_url}: no PEP 691 JSON root (got {ctype or 'no type'})")
         hrefs = _hrefs(body)
         return sorted({canonicalize_name(h.rstrip("/").rsplit("/", 1)[-1]) for h in hrefs})
@@ -92,9 +92,10 @@ def check_remote(
     url = index_url if index_url.endswith("/") else index_url + "/"
     problems: list[str] = []
     listed = _root_projects(url, timeout, problems)
+    on_root = set(listed)
     for project in projects or listed:
         name = canonicalize_name(project)
-        if name not in listed:
+        if name not in on_root:
             problems.append(f"{name}: not listed on the root page {url}")
         page = urllib.parse.urljoin(url, f"{name}/")
         try:

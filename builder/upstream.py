@@ -25,9 +25,8 @@ from packaging.version import InvalidVersion, Version
 
 from . import noop
 from .errors import HashMismatchError, UpstreamError
-from .index import LinkParser
+from .index import JSON_TYPE, LinkParser
 
-JSON_TYPE = "application/vnd.pypi.simple.v1+json"
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 TIMEOUT = 60
 
