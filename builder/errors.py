@@ -74,6 +74,10 @@ class HashMismatchError(StepError):
     """Downloaded bytes do not match the hash the index or the lock promised."""
 
 
+class ToolMissingError(PrewheelError):
+    """A program prewheel runs is not installed where it looks (its own environment, PATH)."""
+
+
 class WheelhouseError(PrewheelError):
     """The wheelhouse is damaged or cannot be written."""
 

@@ -19,9 +19,9 @@ from typing import Any
 
 from packaging.utils import parse_wheel_filename
 
-from . import elf
-from .cmd import clean_env, run
-from .errors import CommandError, StepError
+from . import elf, tools
+from .cmd import clean_env, probe, run
+from .errors import CommandError, StepError, ToolMissingError
 from .targets import ARCH, Target, host_glibc, policy_platforms, runtime_image
 from .wheelfile import is_pure
 
@@ -150,6 +150,13 @@ def repair_wheel(
         err = policy_error(wheel, shipped, target.policy)
         _log(log_file, f"prewheel: {err.message}\nhint: {err.hint}\n")
         raise StepError(err.message, step="repair", log=str(log_file), hint=err.hint)
+    try:
+        tools.require(tools.PATCHELF)
+    except ToolMissingError as exc:
+        _log(log_file, f"prewheel: {exc.message}\nhint: {exc.hint}\n")
+        raise StepError(
+            f"{exc.message}; {exc.hint}", step="repair", log=str(log_file), hint=exc.hint
+        ) from exc
     outdir.mkdir(parents=True, exist_ok=True)
     argv: list[str] = [sys.executable, "-m", "auditwheel", "repair", "-w", str(outdir)]
     if target.policy != "auto":
@@ -166,10 +173,17 @@ def repair_wheel(
         argv += ["--exclude", pattern]
     argv.append(str(wheel))
     try:
-        run(argv, step="repair", log_file=log_file, env=clean_env(), timeout=600)
+        run(
+            argv,
+            step="repair",
+            log_file=log_file,
+            env=tools.with_own_path(clean_env()),
+            timeout=600,
+        )
     except CommandError as exc:
         raise StepError(
-            f"auditwheel cannot repair {wheel.name} to {target.policy}: {_why(wheel, log_file)}",
+            f"auditwheel cannot repair {wheel.name} to {target.policy}: "
+            f"{_why(wheel, log_file, exc.tail)}",
             step="repair",
             log=exc.log,
             tail=exc.tail,
@@ -247,20 +261,19 @@ def _log(log_file: Path, text: str) -> None:
         fh.write(text)
 
 
-def _why(wheel: Path, log_file: Path) -> str:
-    """Name the symbols or libraries that keep the wheel above the policy."""
-    result = run(
+def _why(wheel: Path, log_file: Path, output: str) -> str:
+    """Name the symbols or libraries that keep the wheel above the policy, else the error
+    line of auditwheel's own `output` (never its log lines)."""
+    out = probe(
         [sys.executable, "-m", "auditwheel", "show", "--json", str(wheel)],
-        step="repair",
-        log_file=log_file,
-        env=clean_env(),
+        env=tools.with_own_path(clean_env()),
         timeout=300,
-        check=False,
     )
+    errors = [ln.strip() for ln in output.splitlines() if re.match(r"\w*(Error|Exception):", ln)]
     try:
-        shown = json.loads(result.stdout)
+        shown = json.loads(out or "")
     except json.JSONDecodeError:
-        return " ".join(result.stdout.split())[-600:]
+        shown = {}
     parts = []
     missing = [lib for lib, path in (shown.get("external_libs") or {}).items() if path is None]
     if missing:
@@ -271,7 +284,9 @@ def _why(wheel: Path, log_file: Path) -> str:
         parts.append(f"auditwheel reaches {shown['overall_tag']}")
     if shown.get("error"):
         parts.append(str(shown["error"]))
-    return "; ".join(parts) or " ".join(result.stdout.split())[-600:]
+    if errors:
+        parts.append(errors[-1])
+    return "; ".join(parts) or "auditwheel gave no reason (see the log)"
 
 
 # -- what the repaired wheel still needs from outside -------------------------------------
