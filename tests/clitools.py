@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import time
 import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 from upstream import pip_isolated_env
 
@@ -52,6 +54,15 @@ def pip_install(
         text=True,
         env=env,
     )
+
+
+def readline(stream: IO[str], timeout: float = 30) -> str:
+    """One line from a child's pipe, or an AssertionError after `timeout` seconds: a test
+    never hangs on a child that stopped talking."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    if not ready:
+        raise AssertionError(f"no line from the child within {timeout:.0f}s")
+    return stream.readline()
 
 
 def free_port() -> int:

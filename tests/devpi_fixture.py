@@ -20,7 +20,8 @@ def devpi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevpiServer]:
         try:
             server = stack.enter_context(running_devpi(tmp_path_factory.mktemp("devpi")))
         except FileNotFoundError:
-            pytest.skip(
-                f"devpi-server=={DEVPI_VERSION} is not installed (pip install -e '.[test]')"
+            pytest.fail(
+                f"devpi-server=={DEVPI_VERSION} is a declared test dependency but is not "
+                "installed (pip install -e '.[test]')"
             )
         yield server

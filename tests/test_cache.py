@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from clitools import prewheel, snapshot
+from needs import missing
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream
 
@@ -196,7 +197,7 @@ def test_changed_interpreter_rebuilds_only_the_extension(
 ) -> None:
     target = resolve_targets(parse_config({"targets": {"python": ["3.12"]}}, source="t"))[0]
     if target.missing:
-        pytest.skip(f"no Python 3.12: {target.missing}")
+        missing(f"needs CPython 3.12: {target.missing}")
     config = _base_config(upstream.url) + '[targets]\npython = ["3.12"]\n'
     proc = _build(tmp_path, config, wheelhouse)
     assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}

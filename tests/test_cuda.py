@@ -18,16 +18,21 @@ from pathlib import Path
 import pytest
 from clitools import pip_install, prewheel, serving
 from gpu.cuda_fixture import NAME, cuda_files
+from needs import missing
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, WriteConfig, pip_isolated_env
 
 from builder.elf import glibc_floor, read_elf
 from builder.targets import find_toolkit
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(find_toolkit("cu130", None)[0] is None, reason="no CUDA 13.0 toolkit"),
-]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _cuda_130() -> None:
+    if find_toolkit("cu130", None)[0] is None:
+        missing("needs the CUDA 13.0 toolkit (nvcc) in /usr/local/cuda-13.0 or on PATH")
+
 
 HERE = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 

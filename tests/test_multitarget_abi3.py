@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from clitools import prewheel
+from needs import missing
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream
 
@@ -38,8 +39,9 @@ SETUP = (
 )
 
 
-@pytest.mark.skipif(len(PYTHONS) < 2, reason="fewer than two CPython 3.9+ found")
 def test_abi3_wheel_is_built_once_for_all_pythons(upstream: Upstream, tmp_path: Path) -> None:
+    if len(PYTHONS) < 2:
+        missing("needs two CPython 3.9+ interpreters (pyenv, /opt/python or python3.X on PATH)")
     upstream.add_sdist("pw-abi3", "1.0", {"setup.py": SETUP, "pw_abi3.c": ABI3_C})
     pythons = [PYTHONS[0], PYTHONS[-1]]
     config = tmp_path / "prewheel.toml"

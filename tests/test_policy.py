@@ -81,7 +81,9 @@ def _results(build: dict[str, object]) -> dict[str, dict[str, object]]:
     return {r["target"]: r for r in report["results"]}
 
 
-@pytest.mark.skipif(host_glibc() < (2, 34), reason="the host's glibc is older than 2.34")
+@pytest.mark.skipif(
+    host_glibc() < (2, 34), reason="needs a host glibc 2.34+ (C++ symbols versioned 2.34)"
+)
 def test_strict_policy_fails_naming_symbols_and_the_fix(policy_build: dict[str, object]) -> None:
     proc = policy_build["proc"]
     assert proc.returncode == 1, proc.stderr  # type: ignore[attr-defined]
@@ -94,7 +96,9 @@ def test_strict_policy_fails_naming_symbols_and_the_fix(policy_build: dict[str, 
     assert "Dockerfile.builder" in error and "manylinux2014" in error
 
 
-@pytest.mark.skipif(host_glibc() < (2, 34), reason="the host's glibc is older than 2.34")
+@pytest.mark.skipif(
+    host_glibc() < (2, 34), reason="needs a host glibc 2.34+ (C++ symbols versioned 2.34)"
+)
 def test_nothing_is_published_under_the_violated_policy(policy_build: dict[str, object]) -> None:
     wh = policy_build["wh"]
     assert isinstance(wh, Path)

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from clitools import readline
 from indexkit import add_wheel, sample_wheelhouse
 
 from builder import routes
@@ -381,13 +382,13 @@ def test_cli_serve_workers_log_and_sigterm(served: tuple[Wheelhouse, str, io.Str
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        banner = proc.stderr.readline()
+        banner = readline(proc.stderr)
         url = re.search(r"http://[\d.]+:\d+", banner)
         assert url, banner
         for _ in range(4):
             resp, _ = request(url.group(0), "/cpu/simple/", headers={"Accept": JSON})
             assert resp.status == 200
-        assert '"GET /cpu/simple/ HTTP/1.1" 200' in proc.stderr.readline()
+        assert '"GET /cpu/simple/ HTTP/1.1" 200' in readline(proc.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
@@ -402,7 +403,7 @@ def test_serve_answers_an_empty_wheelhouse(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert proc.stderr is not None
-        url = re.search(r"http://[\d.]+:\d+", proc.stderr.readline())
+        url = re.search(r"http://[\d.]+:\d+", readline(proc.stderr))
         assert url
         resp, body = request(url.group(0), "/cpu/simple/", headers={"Accept": JSON})
         assert resp.status == 200 and json.loads(body)["projects"] == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from urllib.parse import urlsplit
 import pytest
 from click.testing import CliRunner
 from indexkit import sample_wheelhouse
+from needs import declared, machine, missing
 
 from builder import index
 from builder.cli import main
@@ -60,9 +60,7 @@ def pip_install(index_url: str, target: Path) -> None:
 
 
 def uv_install(index_url: str, target: Path) -> None:
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.skip("uv is not installed (pip install uv)")
+    uv = declared("uv")
     subprocess.run(
         [uv, "pip", "install", "--no-config", "--no-cache", "--quiet", "--python", sys.executable,
          "--only-binary=:all:", "--index-url", index_url, "--target", str(target), "alpha"],
@@ -86,11 +84,11 @@ def test_pip_and_uv_install_from_embedded_server(wh: Wheelhouse, tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def nginx(wh: Wheelhouse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
-    if exe is None:
-        pytest.skip("nginx is not installed (apt-get install nginx libnginx-mod-http-perl)")
+    exe = machine(
+        "nginx", "apt-get install nginx libnginx-mod-http-perl", also=("/usr/sbin/nginx",)
+    )
     if not Path(perl_module()).is_file():
-        pytest.skip("nginx's perl module is missing (apt-get install libnginx-mod-http-perl)")
+        missing("nginx's perl module is missing (apt-get install libnginx-mod-http-perl)")
     state = tmp_path_factory.mktemp("nginx")
     port = _free_port()
     user = "root" if os.geteuid() == 0 else None
@@ -202,17 +200,8 @@ def test_nginx_headers_like_prewheel(wh: Wheelhouse, nginx: str) -> None:
         assert (got.status, got.getheader("Content-Type")) == (200, "application/json"), path
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
-        if found := shutil.which(name):
-            return found
-    return None
-
-
 def test_status_page_in_headless_chromium(wh: Wheelhouse, tmp_path: Path) -> None:
-    exe = _chromium()
-    if exe is None:
-        pytest.skip("chromium is not installed (apt-get install chromium)")
+    exe = machine("chromium", "apt-get install chromium")
     shot = tmp_path / "status.png"
     with running(wh.root) as url:
         args = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

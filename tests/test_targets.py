@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from clitools import prewheel
+from needs import missing
 from upstream import WriteConfig
 
 from builder.build import cuda_env
@@ -26,7 +27,15 @@ from builder.targets import (
 )
 
 CUDA_130 = Path("/usr/local/cuda-13.0/bin/nvcc")
-needs_cuda_130 = pytest.mark.skipif(not CUDA_130.is_file(), reason="no CUDA 13.0 toolkit here")
+
+
+@pytest.fixture
+def _cuda_130() -> None:
+    if not CUDA_130.is_file():
+        missing(f"needs the CUDA 13.0 toolkit ({CUDA_130})")
+
+
+needs_cuda_130 = pytest.mark.usefixtures("_cuda_130")
 HERE = f"cp{sys.version_info[0]}{sys.version_info[1]}"
 
 
