@@ -28,7 +28,7 @@ from pyproject_hooks import BuildBackendWarning
 
 from .cmd import clean_env, run, tail
 from .config import Config, PackageConfig
-from .errors import CommandError, StepError
+from .errors import CommandError, CommandTimeout, StepError
 from .targets import Target
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
@@ -145,7 +145,8 @@ def build_wheel(
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure."""
     assert target.interpreter is not None
-    deadline = time.monotonic() + (pkg.timeout or config.build_timeout)
+    limit = pkg.timeout or config.build_timeout
+    deadline = time.monotonic() + limit
     src = unpack_sdist(sdist, workdir / "src")
     if pkg.patches and shutil.which("patch") is None:
         raise StepError(
@@ -225,6 +226,14 @@ def build_wheel(
         out = Path(builder.build("wheel", workdir / "dist", settings))
     except BuildBackendException as exc:
         inner = exc.exception
+        if isinstance(inner, CommandTimeout):
+            raise StepError(
+                f"the build ran past its time limit of {limit:.0f}s and was stopped",
+                step="build",
+                log=inner.log,
+                tail=inner.tail,
+                hint=inner.hint,
+            ) from inner
         if isinstance(inner, CommandError):
             raise inner from None
         raise StepError(

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .errors import CommandError
+from .errors import CommandError, CommandTimeout
 from .log import get_logger
 
 log = get_logger("cmd")
@@ -89,7 +89,7 @@ def run(
             fh.write(f"[exit {proc.returncode} after {elapsed:.1f}s]\n\n")
     result = subprocess.CompletedProcess(args, proc.returncode, out, "")
     if timed_out:
-        raise CommandError(
+        raise CommandTimeout(
             f"{step} timed out after {timeout:.0f}s: {args[0]}",
             step=step,
             log=str(log_file) if log_file else None,

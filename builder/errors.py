@@ -8,6 +8,10 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+# A file's bytes did not match the sha256 the index or a --hash pin promised: a supply-chain
+# problem, not a build problem, so CI can tell them apart. Nothing of that package is
+# published (when found while resolving, nothing at all).
+EXIT_HASH_MISMATCH = 3
 
 
 class PrewheelError(Exception):
@@ -70,8 +74,14 @@ class CommandError(StepError):
     """A subprocess failed or ran out of time."""
 
 
+class CommandTimeout(CommandError):
+    """A subprocess ran past its time limit and was killed with its whole process group."""
+
+
 class HashMismatchError(StepError):
     """Downloaded bytes do not match the hash the index or the lock promised."""
+
+    exit_code = EXIT_HASH_MISMATCH
 
 
 class ToolMissingError(PrewheelError):

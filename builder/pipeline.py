@@ -242,6 +242,7 @@ class Executor:
                     "status": "failed",
                     "error": exc.message,
                     "step": getattr(exc, "step", "fetch"),
+                    "exit_code": exc.exit_code,
                 }
         for item in items:
             self._finish(ItemResult(item=item, duration=time.monotonic() - t0, **result))
@@ -394,6 +395,7 @@ class Executor:
                     log=str(self.wh.root / log_rel),
                     tail=exc.tail,
                     duration=duration,
+                    exit_code=exc.exit_code,
                 )
             )
 
@@ -448,6 +450,7 @@ class Executor:
                                 error=err.message,
                                 step=err.step,
                                 tail=err.tail,
+                                exit_code=err.exit_code,
                             )
                         )
                 return

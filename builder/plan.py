@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -138,8 +139,9 @@ def plan_target(
     wh: Wheelhouse,
     *,
     refresh: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> list[PlanItem]:
-    closure, files = resolve_cached(target, pins, config, wh, refresh=refresh)
+    closure, files = resolve_cached(target, pins, config, wh, refresh=refresh, progress=progress)
     pin_hashes = {p.name: p.hashes for p in pins}
     return [
         plan_item(
@@ -163,6 +165,7 @@ def resolve_cached(
     wh: Wheelhouse,
     *,
     refresh: bool,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> tuple[list[Resolved], dict[str, list[UpstreamFile]]]:
     """The closure and each member's upstream files, from the wheelhouse cache if locked.
 
@@ -191,7 +194,9 @@ def resolve_cached(
         }
     if not refresh and key in _RESOLVED:
         return _RESOLVED[key]
+    progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {config.upstream}")
     closure = resolve_closure(target, pins, config.upstream)
+    progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
     files = {
         r.name: [
             f
@@ -246,7 +251,9 @@ def plan_item(
         return PlanItem(action="skip", reason=f"config: python {pkg.python}", **base)
     files = [f for f in files if _requires_python_ok(f, target)]
     if hashes:
-        files = [f for f in files if f.sha256 is None or f.sha256 in hashes]
+        # The pins choose among the files; when none matches, the fetch refuses the bytes
+        # and names the pins: a hash mismatch fails that package, wherever it is found.
+        files = [f for f in files if f.sha256 is None or f.sha256 in hashes] or files
     if not pkg.force_build:
         wheel = best_wheel(files, target.tag_set())
         if wheel is not None:
@@ -266,7 +273,6 @@ def plan_item(
     if not sdists:
         raise ResolutionError(
             f"{name}=={version}: no wheel for {target.name} and no sdist on {config.upstream}"
-            + (" matching the --hash pins" if hashes else ""),
         )
     sdist = next((f for f in sdists if f.filename.endswith(".tar.gz")), sdists[0])
     why = "forced by config" if pkg.force_build else "no wheel fits the target"
@@ -321,13 +327,15 @@ def make_plan(
     *,
     allow_unpinned: bool = False,
     refresh: bool = False,
+    progress: Callable[[str], None] = lambda _: None,
 ) -> Plan:
+    """The plan for `targets`; `progress` hears what is being resolved (it takes seconds)."""
     check_pins(pins, allow_unpinned=allow_unpinned)
     usable = [t for t in targets if t.missing is None]
     items: list[PlanItem] = []
     for i, target in enumerate(usable):
         try:
-            items += plan_target(target, pins, config, wh, refresh=refresh)
+            items += plan_target(target, pins, config, wh, refresh=refresh, progress=progress)
         except ResolutionError:
             if i == 0:
                 check_upstream(pins, config.upstream)  # names a missing pin, if one is

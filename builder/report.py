@@ -22,6 +22,7 @@ class ItemResult:
     log: str | None = None
     tail: str = ""
     warnings: tuple[str, ...] = ()
+    exit_code: int = 0  # of a failure: 1, or 3 for a hash mismatch
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -34,6 +35,7 @@ class ItemResult:
             "log": self.log,
             "tail": self.tail,
             "warnings": list(self.warnings),
+            "exit_code": self.exit_code,
         }
 
 
@@ -45,6 +47,11 @@ class BuildReport:
     @property
     def failed(self) -> list[ItemResult]:
         return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the most serious failure's code (a hash mismatch before a failed build)."""
+        return max((r.exit_code or 1 for r in self.failed), default=0)
 
     def counts(self) -> dict[str, int]:
         out = dict.fromkeys(("built", "downloaded", "cached", "skipped", "failed"), 0)

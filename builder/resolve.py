@@ -12,7 +12,7 @@ from packaging.utils import canonicalize_name
 
 from . import noop
 from .cmd import clean_env, run
-from .errors import CommandError, ResolutionError
+from .errors import CommandError, HashMismatchError, ResolutionError
 from .requirements import Pin
 from .targets import Target
 
@@ -57,6 +57,14 @@ def resolve_closure(target: Target, pins: list[Pin], upstream: str) -> list[Reso
                 timeout=1800,
             )
         except CommandError as exc:
+            if "DO NOT MATCH THE HASHES" in exc.tail:
+                raise HashMismatchError(
+                    f"pip refused a file while resolving for {target.name}: its bytes do not "
+                    f"match the sha256 the index gave: {_hash_lines(exc.tail)}",
+                    step="resolve",
+                    hint="the upstream file changed after the index listed it; nothing was "
+                    "published",
+                ) from exc
             raise ResolutionError(
                 f"pip could not resolve the requirements for {target.name}: "
                 f"{_pip_reason(exc.tail)}",
@@ -78,3 +86,10 @@ def _pip_reason(output: str) -> str:
     errors = [ln for ln in lines if ln.startswith("ERROR:")]
     picked = errors or lines[-3:]
     return re.sub(r"\s+", " ", " / ".join(picked))[:600]
+
+
+def _hash_lines(output: str) -> str:
+    """pip's lines that name the file, the expected and the actual sha256."""
+    keep = ("Expected", "Got", " from ")
+    lines = [ln.strip() for ln in output.splitlines() if any(k in ln for k in keep)]
+    return re.sub(r"\s+", " ", " / ".join(lines))[:600] or _pip_reason(output)

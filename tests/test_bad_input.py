@@ -104,10 +104,40 @@ def test_hash_mismatch_publishes_nothing(
         wh,
         f"pw-haswheel==1.0 --hash=sha256:{wrong}\npw-pure==1.0\n",
     )
-    assert proc.returncode in (1, 2), proc.stderr
-    assert "pw-haswheel" in proc.stdout + proc.stderr
+    assert proc.returncode == 3, proc.stderr  # a hash mismatch; the rest went on
+    assert "pw-haswheel" in proc.stdout and "not among the --hash pins" in proc.stdout
     assert not list(wh.rglob("pw_haswheel*.whl"))
     assert not (wh / "cpu" / "simple" / "pw-haswheel").exists()
+    assert (wh / "cpu" / "simple" / "pw-pure" / "index.html").is_file()
+
+
+def test_bytes_that_do_not_match_the_index_hash_are_refused(
+    tmp_path: Path, write_config: WriteConfig, fresh_upstream: Upstream
+) -> None:
+    """The upstream page promises one sha256, the file has other bytes: the same exit code as
+    a --hash pin mismatch, whether pip meets it while resolving (nothing is published) or
+    prewheel while fetching a locked closure (nothing of that package is)."""
+    wh = tmp_path / "wh"
+    config = write_config(tmp_path, index={"upstream": fresh_upstream.url})
+    reqs = "pw-cext==1.0\nsetuptools\npw-pure==1.0\n"
+    # Resolve once while the file is intact: the pinned closure is cached, so the next run
+    # asks pip nothing and meets the bytes only when it fetches them.
+    plan = _build(tmp_path, config, wh, "pw-cext==1.0\npw-pure==1.0\n", "--package", "none")
+    assert plan.returncode == 0, plan.stderr
+    sdist = fresh_upstream.files_dir / "pw_cext-1.0.tar.gz"
+    sdist.write_bytes(sdist.read_bytes() + b"tampered")  # the page keeps the old #sha256
+
+    fetched = _build(tmp_path, config, wh, "pw-cext==1.0\npw-pure==1.0\n")
+    assert fetched.returncode == 3, fetched.stderr
+    assert "does not match the expected" in fetched.stdout
+    assert (wh / "cpu" / "simple" / "pw-pure" / "index.html").is_file()
+
+    resolved = _build(tmp_path, config, tmp_path / "wh2", reqs, "--allow-unpinned")
+    assert resolved.returncode == 3, resolved.stderr
+    assert "pw-cext" in resolved.stderr and "do not match the sha256" in resolved.stderr
+    for where in (wh, tmp_path / "wh2"):
+        assert not list(where.rglob("pw_cext*.whl"))
+        assert not (where / "cpu" / "simple" / "pw-cext").exists()
 
 
 def test_interrupt_leaves_no_partial_files(tmp_path: Path, write_config: WriteConfig) -> None:
@@ -138,7 +168,7 @@ def test_interrupt_leaves_no_partial_files(tmp_path: Path, write_config: WriteCo
     time.sleep(1.0)
     os.kill(proc.pid, signal.SIGINT)
     proc.communicate(timeout=60)
-    assert proc.returncode != 0
+    assert proc.returncode == 130
     leftovers = [p for p in wh.rglob("*") if p.name.endswith((".tmp", ".part"))]
     assert leftovers == []
     for page in wh.rglob("index.html"):

@@ -133,9 +133,9 @@ def test_a_hanging_build_is_stopped_and_recorded(failing: dict[str, Any]) -> Non
     results, records = _results(failing["proc"]), _records(failing["root"] / "wh")
     hang = records["pw-hang"]
     assert hang["result"] == "failed"
-    assert "timed out" in hang["error"]
-    assert 15 <= hang["duration"] < 60
-    assert "timed out" in results["pw-hang"]["error"]
+    # The configured limit, not a clock reading.
+    assert "ran past its time limit of 15s" in hang["error"]
+    assert "ran past its time limit" in results["pw-hang"]["error"]
     started = list(failing["pids"].iterdir())
     assert started, "the hanging build never ran"
     for f in started:

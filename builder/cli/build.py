@@ -12,7 +12,6 @@ from packaging.utils import canonicalize_name
 from rich.console import Console
 
 from .. import noop
-from ..errors import EXIT_FAILED
 from ..pipeline import execute
 from ..plan import make_plan
 from ..status_page import write_status
@@ -87,8 +86,16 @@ def command(
     noop.begin(wheelhouse)
     config, pins, selected = load_inputs(requirements, config_path, targets)
     wh = Wheelhouse(wheelhouse)
-    with planning(console, len(selected), quiet=quiet or as_json):
-        plan = make_plan(selected, pins, config, wh, allow_unpinned=allow_unpinned, refresh=refresh)
+    with planning(console, len(selected), quiet=quiet or as_json) as say:
+        plan = make_plan(
+            selected,
+            pins,
+            config,
+            wh,
+            allow_unpinned=allow_unpinned,
+            refresh=refresh,
+            progress=say,
+        )
     if packages:
         plan = plan.only_building({canonicalize_name(p) for p in packages})
     for t in plan.skipped_targets:
@@ -123,4 +130,4 @@ def command(
         if plan.unpinned:
             console.print(f"[yellow]{unpinned_note(requirements, plan.unpinned)}[/]")
     if report.failed:
-        sys.exit(EXIT_FAILED)
+        sys.exit(report.exit_code)
