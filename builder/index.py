@@ -21,6 +21,7 @@ import os
 import shutil
 import zipfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -318,6 +319,8 @@ class _Checker:
         self.root = wh.root.resolve()
         self.problems: list[str] = []
         self._hashes: dict[Path, str | None] = {}
+        self.pages = 0
+        self.files = 0
 
     def sha256(self, path: Path) -> str | None:
         if path not in self._hashes:
@@ -334,6 +337,7 @@ class _Checker:
     def check_store(self) -> None:
         """Every catalog entry's bytes and metadata match what the catalog promises."""
         for project, e in self.wh.all_entries():
+            self.files += 1
             path = self.wh.root / e.path
             digest = self.sha256(path)
             if digest is None:
@@ -361,6 +365,7 @@ class _Checker:
         except FileNotFoundError as exc:
             self.problems.append(f"{where}: {Path(str(exc.filename)).name} is missing")
             return
+        self.pages += 2
         if html_bytes != render_project_html(project, entries):
             self.problems.append(f"{where}index.html does not list what the catalog holds")
         if json_bytes != render_project_json(project, entries):
@@ -403,6 +408,7 @@ class _Checker:
             ("index.json", render_root_json(projects)),
         ):
             try:
+                self.pages += 1
                 if (base / name).read_bytes() != expected:
                     self.problems.append(f"{accel}/simple/{name} does not list every project")
             except FileNotFoundError:
@@ -416,7 +422,20 @@ def _wheel_metadata(path: Path) -> bytes | None:
         return None
 
 
-def check(wh: Wheelhouse) -> list[str]:
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    """What `check` found, and how much it looked at (an "OK" should say what it means)."""
+
+    problems: list[str]
+    pages: int  # index pages compared with what the catalog renders
+    files: int  # catalog entries whose bytes and metadata were checked
+    hashes: int  # distinct files read and hashed
+
+    def summary(self) -> str:
+        return f"{self.pages} pages, {self.files} files and {self.hashes} sha256 hashes checked"
+
+
+def check(wh: Wheelhouse) -> CheckResult:
     """Every problem that would make an installer fail or see something other than the store.
 
     Links must resolve inside the wheelhouse, hashes must match the bytes, and each page must
@@ -427,4 +446,9 @@ def check(wh: Wheelhouse) -> list[str]:
     catalog = {p: wh.entries(p) for p in wh.projects()}
     for accel in _known_accelerators(wh, _chain(catalog)):
         checker.check_tree(accel, catalog)
-    return checker.problems
+    return CheckResult(
+        problems=checker.problems,
+        pages=checker.pages,
+        files=checker.files,
+        hashes=sum(1 for h in checker._hashes.values() if h is not None),
+    )

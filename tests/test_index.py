@@ -108,7 +108,7 @@ def test_update_touches_only_that_project(wh: Wheelhouse, tmp_path: Path) -> Non
     assert "beta-3.0-py3-none-any.whl" in (wh.root / "cpu/simple/beta/index.html").read_text()
     leftovers = [p for p in wh.root.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
-    assert index.check(wh) == []
+    assert index.check(wh).problems == []
 
 
 def test_project_leaves_an_accelerator(wh: Wheelhouse) -> None:
@@ -120,7 +120,7 @@ def test_project_leaves_an_accelerator(wh: Wheelhouse) -> None:
     cpu = json.loads((wh.root / "cpu/simple/index.json").read_text())
     assert [p["name"] for p in cpu["projects"]] == ["alpha"]
     assert (wh.root / "cu128/simple/beta/index.html").is_file()
-    assert index.check(wh) == []
+    assert index.check(wh).problems == []
 
 
 def test_rebuild_equals_incremental(wh: Wheelhouse, tmp_path: Path) -> None:
@@ -144,21 +144,21 @@ def test_check_catches_corrupted_wheel(wh: Wheelhouse) -> None:
     data = bytearray(wheel.read_bytes())
     data[40] ^= 0xFF
     wheel.write_bytes(bytes(data))
-    problems = index.check(wh)
+    problems = index.check(wh).problems
     assert any("alpha-1.0" in p and "sha256" in p for p in problems), problems
 
 
 def test_check_catches_missing_metadata(wh: Wheelhouse) -> None:
     meta = next(wh.files_dir.glob("*/beta-2.0-py3-none-any.whl.metadata"))
     meta.unlink()
-    problems = index.check(wh)
+    problems = index.check(wh).problems
     assert any("beta-2.0-py3-none-any.whl.metadata is missing" in p for p in problems), problems
 
 
 def test_check_catches_stale_page_and_bad_link(wh: Wheelhouse) -> None:
     page = wh.root / "cpu/simple/alpha/index.html"
     page.write_text(page.read_text().replace("files/", "files/x"))
-    problems = index.check(wh)
+    problems = index.check(wh).problems
     assert any("does not resolve" in p for p in problems)
     assert any("alpha/index.html does not list" in p for p in problems)
 
@@ -190,4 +190,20 @@ def test_concurrent_updates_keep_the_root_complete(tmp_path: Path) -> None:
         list(pool.map(lambda n: add_wheel(wh, tmp_path / "tmp" / n, n, "1.0"), names))
     root = json.loads((wh.root / "cpu/simple/index.json").read_text())
     assert [p["name"] for p in root["projects"]] == names
-    assert index.check(wh) == []
+    assert index.check(wh).problems == []
+
+
+def test_check_says_what_it_checked(tmp_path: Path) -> None:
+    """`index OK` names the pages, files and hashes behind it, never a bare OK."""
+    wh = sample_wheelhouse(tmp_path / "wh")
+    result = index.check(wh)
+    files = sum(1 for _ in wh.all_entries())
+    # Two accelerators: project pages (HTML + JSON) and the two root pages of each.
+    listed = {a: index.listed_projects(wh, a) for a in ("cpu", "cu128")}
+    assert result.problems == []
+    assert result.files == files == 5
+    assert result.pages == sum(2 * len(p) + 2 for p in listed.values())
+    assert result.hashes >= 2 * files  # each wheel and its .metadata file
+    out = CliRunner().invoke(main, ["index", "check", "--wheelhouse", str(wh.root)])
+    assert out.exit_code == 0
+    assert out.output.strip() == f"index OK: {wh.root}: {result.summary()}"

@@ -43,19 +43,28 @@ def rebuild(wheelhouse: Path) -> None:
 @json_option
 def check(wheelhouse: Path, urls: tuple[str, ...], no_download: bool, as_json: bool) -> None:
     """Check that every link resolves and every hash matches; exit 1 listing the problems."""
+    counts: dict[str, int] = {}
     if urls:
         from ..remote_check import check_remote
 
         problems = [p for u in urls for p in check_remote(u, verify_files=not no_download)]
+        what = "every project page, file name and " + (
+            "served file's sha256" if not no_download else "page hash"
+        )
     else:
-        problems = index_lib.check(Wheelhouse(wheelhouse))
+        result = index_lib.check(Wheelhouse(wheelhouse))
+        problems = result.problems
+        counts = {"pages": result.pages, "files": result.files, "hashes": result.hashes}
+        what = result.summary()
     if as_json:
-        click.echo(json.dumps({"ok": not problems, "problems": problems}, indent=2))
+        click.echo(json.dumps({"ok": not problems, "problems": problems, **counts}, indent=2))
     elif problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
-        click.echo(f"{len(problems)} problem(s) in {', '.join(urls) or wheelhouse}", err=True)
+        click.echo(
+            f"{len(problems)} problem(s) in {', '.join(urls) or wheelhouse} ({what})", err=True
+        )
     else:
-        click.echo(f"index OK: {', '.join(urls) or wheelhouse}")
+        click.echo(f"index OK: {', '.join(urls) or wheelhouse}: {what}")
     if problems:
         sys.exit(EXIT_FAILED)
