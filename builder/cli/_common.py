@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from ..config import Config, load_config
 from ..errors import TargetError
@@ -41,10 +42,11 @@ def unpinned_note(requirements: Path, names: tuple[str, ...]) -> str:
 
 
 @contextlib.contextmanager
-def planning(console: Console, targets: int, *, quiet: bool) -> Iterator[None]:
-    """A spinner while the closure is resolved (pip may build sdist metadata: seconds)."""
+def planning(console: Console, targets: int, *, quiet: bool) -> Iterator[Callable[[str], None]]:
+    """A spinner while the closure is resolved (pip may build sdist metadata: seconds),
+    saying which target and which step; yields the function that updates it."""
     if quiet or not console.is_terminal:
-        yield
+        yield lambda _: None
         return
-    with console.status(f"resolving the closure for {targets} target(s)..."):
-        yield
+    with console.status(f"planning {targets} target(s)...") as status:
+        yield lambda text: status.update(Text(f"{text}..."))

@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..plan import PlanItem
 from ..report import BuildReport, ItemResult
@@ -57,12 +58,15 @@ class Progress:
         grid = Table.grid(padding=(0, 1))
         now = time.monotonic()
         with self.lock:
+            # Text, not markup: a package name, target or step is shown as it is.
             for (name, target), (step, since) in list(self.running.items()):
-                grid.add_row(f"[bold]{name}[/]", target, step, f"{now - since:5.1f}s")
+                grid.add_row(
+                    Text(name, style="bold"), Text(target), Text(step), f"{now - since:5.1f}s"
+                )
             width = 30
             filled = int(width * self.done / max(1, self.total))
             grid.add_row(
-                "[bold]overall[/]",
+                Text("overall", style="bold"),
                 "#" * filled + "-" * (width - filled),
                 f"{self.done}/{self.total}",
                 "",

@@ -47,9 +47,14 @@ def command(
 ) -> None:
     """Resolve the closure per target and say, per package: cached, download or build."""
     config, pins, selected = load_inputs(requirements, config_path, targets)
-    with planning(Console(stderr=True), len(selected), quiet=as_json or matrix):
+    with planning(Console(stderr=True), len(selected), quiet=as_json or matrix) as say:
         plan = make_plan(
-            selected, pins, config, Wheelhouse(wheelhouse), allow_unpinned=allow_unpinned
+            selected,
+            pins,
+            config,
+            Wheelhouse(wheelhouse),
+            allow_unpinned=allow_unpinned,
+            progress=say,
         )
     data = plan.to_json()
     if output:
