@@ -41,6 +41,13 @@ class Backend:
     wheel_url: str
 
 
+def tool(name: str) -> str | None:
+    """A console script from this interpreter's environment first (it need not be on PATH or
+    activated), then from PATH."""
+    beside = Path(sys.executable).parent / name
+    return str(beside) if beside.is_file() else shutil.which(name)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -177,10 +184,11 @@ def _venv_with(work: Path, name: str, requirement: str, exe: str) -> Path:
     venv = work / f"venv-{name}"
     binary = venv / "bin" / exe
     if not binary.exists():
-        subprocess.run(["uv", "venv", "--no-config", "-q", "--python", sys.executable, str(venv)],
+        uv = tool("uv") or "uv"
+        subprocess.run([uv, "venv", "--no-config", "-q", "--python", sys.executable, str(venv)],
                        check=True)  # fmt: skip
         py = str(venv / "bin" / "python")
-        subprocess.run(["uv", "pip", "install", "--no-config", "-q", "--python", py,
+        subprocess.run([uv, "pip", "install", "--no-config", "-q", "--python", py,
                         *requirement.split()], check=True)  # fmt: skip
     return binary
 
@@ -228,8 +236,8 @@ def _devpi_upload(base: str, auth: str, wheel: Path) -> None:
 @contextlib.contextmanager
 def devpi(wheels: list[Path], work: Path, project: str, big: str) -> Iterator[Backend]:
     """devpi-server, pinned, with Argon2 turned down so it starts in about a second."""
-    server = shutil.which("devpi-server")
-    init = shutil.which("devpi-init")
+    server = tool("devpi-server")
+    init = tool("devpi-init")
     if server is None or init is None:
         exe = _venv_with(work, "devpi", f"devpi-server=={DEVPI_VERSION}", "devpi-server")
         server, init = str(exe), str(exe.with_name("devpi-init"))
