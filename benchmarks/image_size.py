@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-RECORD = Path(os.environ.get("PREWHEEL_DOCKER_CACHE", "/tmp/prewheel-docker-cache")) / (
+RECORD = Path(os.environ.get("PREWHEEL_DOCKER_CACHE", "/var/tmp/prewheel-docker-cache")) / (
     "image_size.json"
 )
 

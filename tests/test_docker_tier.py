@@ -1,7 +1,7 @@
 """The Docker tier: the builder image and the runtime stage, built for real, offline.
 
 No image can be pulled here, so two stand-in bases are made with mmdebstrap (cached by content
-in /tmp/prewheel-docker-cache): a builder base with a compiler and a runtime base without one.
+in /var/tmp/prewheel-docker-cache): a builder base with a compiler and a runtime base without one.
 Then: Dockerfile.builder is built on the builder base; `prewheel build` runs inside it on
 generated sdists served from the build context on 127.0.0.1; the runtime Dockerfile that
 `prewheel dockerfile` prints is built on the runtime base from that wheelhouse with
@@ -41,7 +41,7 @@ pytestmark = pytest.mark.docker
 REPO = Path(__file__).resolve().parent.parent
 HELPERS = REPO / "tests" / "docker"
 EXAMPLE = REPO / "examples" / "docker"  # the app and its pins
-CACHE = Path(os.environ.get("PREWHEEL_DOCKER_CACHE", "/tmp/prewheel-docker-cache"))
+CACHE = Path(os.environ.get("PREWHEEL_DOCKER_CACHE", "/var/tmp/prewheel-docker-cache"))
 BUILDER_BASE = "prewheel-test/builder-base:latest"
 RUNTIME_BASE = "prewheel-test/runtime-base:latest"
 BUILDER = "prewheel-test/builder:latest"

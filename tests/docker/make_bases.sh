@@ -10,7 +10,7 @@
 # Needs DOCKER_HOST (see dockerd.sh). PREWHEEL_DOCKER_CACHE picks the cache dir.
 set -eu
 
-CACHE="${PREWHEEL_DOCKER_CACHE:-/tmp/prewheel-docker-cache}"
+CACHE="${PREWHEEL_DOCKER_CACHE:-/var/tmp/prewheel-docker-cache}"
 SUITE=bookworm
 RECIPE=2  # bump to invalidate cached tarballs when this script changes what it makes
 DOCKER="${PREWHEEL_DOCKER:-docker}"
