@@ -27,7 +27,7 @@ from urllib.parse import urljoin
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from builder.nginx import nginx_config  # noqa: E402
+from builder.serve.nginx import nginx_config  # noqa: E402
 
 DEVPI_VERSION = "6.20.3"
 ARGON2 = ["--argon2-memory-cost", "8", "--argon2-time-cost", "1", "--argon2-parallelism", "1"]

@@ -11,7 +11,7 @@ both. Needs PyPI. Prints one line per run and the ratios; --json for machines.
     python benchmarks/noop_rebuild.py [--workdir DIR] [--runs 5] [--json]
 
 Goal: prewheel >= 50x faster than pip online, and under 1 second. A warm run is answered
-from the no-op stamp (builder/noop.py); the same run with PREWHEEL_FAST=0 (the full plan:
+from the no-op stamp (builder/stamp.py); the same run with PREWHEEL_FAST=0 (the full plan:
 config, targets, compiler probe, wheelhouse) is printed beside it, and so is how long the
 interpreter alone takes to start (`python -c pass`): no Python tool can be faster than that.
 """

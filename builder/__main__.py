@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .noop import main
+from .entry import main
 
 main()

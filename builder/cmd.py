@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import threading
@@ -123,7 +125,7 @@ def probe(
         proc = subprocess.run(
             args,
             capture_output=True,
-            stdin=subprocess.DEVNULL,
+            input="",  # end of input at once (a pipe: no file to open, nothing to wait for)
             text=True,
             errors="replace",
             env=dict(env) if env is not None else None,
@@ -134,6 +136,32 @@ def probe(
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout if proc.returncode == 0 else None
+
+
+def venv(
+    python: str | os.PathLike[str],
+    dest: Path,
+    *,
+    step: str,
+    log_file: Path | None,
+    timeout: float = 120,
+) -> Path:
+    """A fresh venv of `python` at `dest`, without pip (pip comes from the interpreter that
+    makes it); returns the venv's python."""
+    run(
+        [python, "-m", "venv", "--without-pip", dest], step=step, log_file=log_file, timeout=timeout
+    )
+    return dest / "bin" / "python"
+
+
+@functools.cache
+def offline_prefix() -> tuple[str, ...]:
+    """`unshare --net --` where it works (root, or a kernel that allows user namespaces): a
+    command behind it has no network, not even loopback. Empty where it does not."""
+    exe = shutil.which("unshare")
+    if exe is None or probe([exe, "--net", "true"], timeout=10) is None:
+        return ()
+    return (exe, "--net", "--")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

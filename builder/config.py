@@ -17,7 +17,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
-from . import noop
+from . import stamp
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -194,7 +194,7 @@ def default_config() -> Config:
 
 def load_config(path: Path | None) -> Config:
     """Load `path`, or `config/prewheel.toml` if present, or the built-in defaults."""
-    data = noop.watch_file(path or DEFAULT_CONFIG)
+    data = stamp.watch_file(path or DEFAULT_CONFIG)
     if path is None:
         if data is None:
             return default_config()
@@ -204,7 +204,7 @@ def load_config(path: Path | None) -> Config:
     try:
         raw = tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from None
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from exc
     return parse_config(raw, source=str(path))
 
 
@@ -314,7 +314,7 @@ def _patches(value: Any, where: str, p: _Problems, base: Path) -> tuple[str, ...
     out = []
     for i, name in enumerate(p.str_list(value, where)):
         path = (base / name).resolve()
-        if noop.watch_file(path) is None:
+        if stamp.watch_file(path) is None:
             p.add(f"{where}[{i}]", f"no such file: {path}")
         out.append(str(path))
     return tuple(out)

@@ -11,7 +11,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from . import noop
+from . import stamp
 from .errors import RequirementsError
 
 if sys.version_info >= (3, 11):
@@ -34,7 +34,7 @@ class Pin:
 
 def read_requirements(path: Path) -> list[Pin]:
     """Parse a requirements file or a pylock.toml; errors name the file and line."""
-    data = noop.watch_file(path)
+    data = stamp.watch_file(path)
     if data is None:
         raise RequirementsError(f"{path}: no such file")
     if path.name.startswith("pylock.") and path.suffix == ".toml":
@@ -80,7 +80,7 @@ def _read_txt(path: Path, text: str, *, seen: set[Path]) -> list[Pin]:
         if line.startswith(("-r ", "--requirement ", "-r", "--requirement=")):
             included = _option_value(line, ("-r", "--requirement"), where)
             inc_path = (path.parent / included).resolve()
-            data = noop.watch_file(inc_path)
+            data = stamp.watch_file(inc_path)
             if inc_path in seen:
                 raise RequirementsError(f"{where}: recursive include of {included}")
             if data is None:
@@ -129,7 +129,7 @@ def _parse_line(line: str, where: str) -> Pin:
     try:
         req = Requirement(text)
     except InvalidRequirement as exc:
-        raise RequirementsError(f"{where}: not a valid requirement: {text!r} ({exc})") from None
+        raise RequirementsError(f"{where}: not a valid requirement: {text!r} ({exc})") from exc
     if req.url:
         raise RequirementsError(f"{where}: direct URL requirements are not supported: {text!r}")
     return Pin(
@@ -153,7 +153,7 @@ def _read_pylock(path: Path, text: str) -> list[Pin]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise RequirementsError(f"{path}: not valid TOML: {exc}") from None
+        raise RequirementsError(f"{path}: not valid TOML: {exc}") from exc
     packages = data.get("packages")
     if not isinstance(packages, list):
         raise RequirementsError(f"{path}: no [[packages]] array")

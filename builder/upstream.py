@@ -23,9 +23,9 @@ from packaging.utils import (
 )
 from packaging.version import InvalidVersion, Version
 
-from . import noop
+from . import stamp
 from .errors import HashMismatchError, UpstreamError
-from .index import JSON_TYPE, LinkParser
+from .simple import JSON_TYPE, LinkParser
 
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 TIMEOUT = 60
@@ -73,17 +73,17 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
-    noop.volatile(url)
+    stamp.volatile(url)
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
     try:
         with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:
             return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
-            raise FileNotFoundError(url) from None
-        raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            raise FileNotFoundError(url) from exc
+        raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
-        raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from None
+        raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
 
 
 def _parse_file(
@@ -164,7 +164,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
     """
     tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
-    noop.volatile(url)
+    stamp.volatile(url)
     req = urllib.request.Request(url)
     try:
         with (
@@ -176,7 +176,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
                 out.write(chunk)
     except (urllib.error.URLError, OSError) as exc:
         tmp.unlink(missing_ok=True)
-        raise UpstreamError(f"download of {url} failed: {getattr(exc, 'reason', exc)}") from None
+        raise UpstreamError(f"download of {url} failed: {getattr(exc, 'reason', exc)}") from exc
     digest = h.hexdigest()
     if expect and digest not in expect:
         tmp.unlink(missing_ok=True)

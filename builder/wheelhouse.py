@@ -7,7 +7,6 @@ crash or Ctrl-C never leaves a partial wheel, record or catalog behind.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
@@ -24,6 +23,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from .errors import WheelhouseError
+from .records import BuildRecord, utcnow
 from .wheelfile import read_metadata
 
 CHUNK = 1 << 20
@@ -127,10 +127,6 @@ def atomic_copy(src: Path, dst: Path) -> None:
         shutil.copyfileobj(inp, out, CHUNK)
 
 
-def utcnow() -> str:
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class Wheelhouse:
     """The store. Publishing is serialized by a lock; reading is lock-free."""
 
@@ -172,7 +168,7 @@ class Wheelhouse:
         except FileNotFoundError:
             return []
         except json.JSONDecodeError as exc:
-            raise WheelhouseError(f"{path}: damaged catalog ({exc})") from None
+            raise WheelhouseError(f"{path}: damaged catalog ({exc})") from exc
         return [CatalogEntry.from_json(d) for d in data["files"]]
 
     def all_entries(self) -> Iterator[tuple[str, CatalogEntry]]:
@@ -280,26 +276,24 @@ class Wheelhouse:
     def record_path(self, cache_key: str) -> Path:
         return self.builds_dir / f"{cache_key}.json"
 
-    def read_record(self, cache_key: str) -> dict[str, Any] | None:
+    def read_record(self, cache_key: str) -> BuildRecord | None:
+        """The record written under `cache_key`; None when there is none or it cannot be read
+        (a damaged record is a build that has to run again, never an error)."""
         try:
-            data: dict[str, Any] = json.loads(self.record_path(cache_key).read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
+            return BuildRecord.from_json(json.loads(self.record_path(cache_key).read_text()))
+        except (FileNotFoundError, json.JSONDecodeError, KeyError, TypeError, ValueError):
             return None
-        return data
 
-    def write_record(self, cache_key: str, record: dict[str, Any]) -> None:
-        atomic_write_json(self.record_path(cache_key), record)
+    def write_record(self, cache_key: str, record: BuildRecord) -> None:
+        atomic_write_json(self.record_path(cache_key), record.to_json())
 
-    def records(self, project: str | None = None) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = []
+    def records(self, project: str | None = None) -> list[BuildRecord]:
+        out: list[BuildRecord] = []
         if not self.builds_dir.is_dir():
             return out
         want = canonicalize_name(project) if project else None
         for p in sorted(self.builds_dir.glob("*.json")):
-            try:
-                rec = json.loads(p.read_text())
-            except json.JSONDecodeError:
-                continue
-            if want is None or canonicalize_name(rec.get("name", "")) == want:
+            rec = self.read_record(p.stem)
+            if rec is not None and (want is None or canonicalize_name(rec.name) == want):
                 out.append(rec)
         return out

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from click.testing import CliRunner, Result
 from clitools import free_port
+from indexkit import sample_record
 
 from builder.cli import main
-from builder.devpi import DevpiClient
+from builder.devpi.client import DevpiClient
 from builder.wheelfile import set_build_tag
 from builder.wheelhouse import CatalogEntry, Wheelhouse
 
@@ -94,15 +95,9 @@ def publish_built(
     tagged_dir.mkdir(exist_ok=True)
     tagged = set_build_tag(wheel, f"{when}_{cache_key[:12]}", tagged_dir)
     entry = wh.publish(tagged, origin="built", accels=accels, cache_key=cache_key)
-    record = {
-        "name": entry.filename.split("-")[0],
-        "version": entry.version,
-        "cache_key": cache_key,
-        "source_key": source_key,
-        "result": "ok",
-        "wheel": entry.filename,
-        "sha256": entry.sha256,
-    }
+    record = sample_record(
+        entry.filename.split("-")[0], entry.version, cache_key=cache_key, source_key=source_key
+    ).published(wheel=entry.filename, sha256=entry.sha256, imported=(), warnings=(), duration=1)
     wh.write_record(cache_key, record)
     if source_key:
         wh.write_record(source_key, record)

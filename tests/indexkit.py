@@ -13,7 +13,8 @@ import zipfile
 from pathlib import Path
 
 from builder import index
-from builder.wheelhouse import Wheelhouse
+from builder.records import BuildRecord, InterpreterKey, KeyInputs, RepairOptions, utcnow
+from builder.wheelhouse import Wheelhouse, atomic_write_json
 
 
 def wheel_bytes(
@@ -97,3 +98,56 @@ def sample_wheelhouse(root: Path) -> Wheelhouse:
     add_wheel(wh, tmp, "beta", "2.0+local.1")
     add_wheel(wh, tmp, "gamma-cuda", "0.5", accels=("cu128",), origin="built")
     return wh
+
+
+def write_record_json(wh: Wheelhouse, cache_key: str, data: dict[str, object]) -> None:
+    """A build record file as another builder, or a test, wrote it: any JSON, not only what
+    this prewheel's `BuildRecord` writes (readers must cope with both)."""
+    atomic_write_json(wh.record_path(cache_key), data)
+
+
+def sample_record(
+    name: str,
+    version: str,
+    *,
+    cache_key: str,
+    source_key: str | None = None,
+    log: str | None = None,
+) -> BuildRecord:
+    """A build record as the pipeline starts one; the key inputs are of the right shape, what
+    they say does not matter to the tests that use it."""
+    inputs = KeyInputs(
+        recipe="test",
+        name=name,
+        version=version,
+        sdist_sha256="0" * 64,
+        env=(),
+        config_settings=(),
+        build_requires=(),
+        build_constraints_sha256=None,
+        patches_sha256=(),
+        auditwheel="6",
+        repair=RepairOptions(plat="auto", strip=False, exclude=()),
+        interpreter=InterpreterKey(implementation="cpython", version="3.11.7", abi="cp311"),
+        policy="auto",
+        arch="x86_64",
+        accel="any",
+        toolkit=None,
+        arch_list=None,
+        compiler=None,
+    )
+    return BuildRecord(
+        name=name,
+        version=version,
+        target="cp311-cpu-auto",
+        targets=("cp311-cpu-auto",),
+        cache_key=cache_key,
+        source_key=source_key or "",
+        inputs=inputs,
+        tools={},
+        tool_paths={},
+        host="test",
+        started=utcnow(),
+        log=log or f"logs/{name}.log",
+        sdist=None,
+    )

@@ -21,8 +21,8 @@ from needs import missing
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream
 
-from builder.cachekey import build_tag, compute
 from builder.config import default_config, load_config, parse_config
+from builder.stages.keys import build_tag, compute
 from builder.targets import Interpreter, resolve_targets
 
 pytestmark = pytest.mark.slow

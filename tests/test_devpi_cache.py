@@ -10,16 +10,17 @@ from pathlib import Path
 import pytest
 from clitools import prewheel
 from devpi_support import DevpiServer, key_of, publish_built, push
+from indexkit import write_record_json
 from packaging.tags import Tag, parse_tag
 from upstream import Upstream, WriteConfig, make_wheel, sha256_of, static_server
 
 from builder import index as index_lib
-from builder.devpi import DevpiClient
+from builder.devpi.client import DevpiClient
+from builder.devpi.push import push_wheelhouse
+from builder.devpi.remote_cache import describe, download, find_cached, record_for
+from builder.devpi.remote_check import check_remote
 from builder.errors import HashMismatchError, UpstreamError
-from builder.push import push_wheelhouse
-from builder.remote_cache import describe, download, find_cached, record_for
-from builder.remote_check import check_remote
-from builder.server import running
+from builder.serve.server import running
 from builder.wheelhouse import Wheelhouse
 
 pytest_plugins = ["devpi_fixture"]
@@ -74,7 +75,7 @@ def test_second_builder_downloads_instead_of_building(
     path = download(remote, tmp_path / "dl")
     assert sha256_of(path) == entry.sha256
     got = second.publish(path, origin="built", accels=("cpu",), cache_key=remote.cache_key)
-    second.write_record(remote.cache_key, record_for(remote) or {})
+    write_record_json(second, remote.cache_key, record_for(remote) or {})
     assert got.sha256 == entry.sha256
     client = DevpiClient(devpi.url)
     files_before = client.list_files(user, "cpu", "pw-cache")
@@ -150,7 +151,7 @@ def test_static_tree_with_records_confirms_the_key(static_tree: Wheelhouse) -> N
         assert remote is not None and remote.confirmed
         # A record under the asked key that names another wheel vetoes the tag match.
         other = key_of("e")[:12] + "0" * 52
-        static_tree.write_record(other, {"cache_key": other, "wheel": "pw_static-9.whl"})
+        write_record_json(static_tree, other, {"cache_key": other, "wheel": "pw_static-9.whl"})
         assert find_cached(url, "pw-static", "1.0", other, CP311) is None
 
 

@@ -15,7 +15,7 @@ from clitools import prewheel
 from upstream import Upstream, WriteConfig
 
 from builder.errors import ConfigError
-from builder.matrix import MAX_JOBS, matrix_from_plan
+from builder.stages.matrix import MAX_JOBS, matrix_from_plan
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = ROOT / "examples" / "ci"

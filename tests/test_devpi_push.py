@@ -11,10 +11,10 @@ import pytest
 from devpi_support import DevpiServer, free_port, key_of, publish_built, push
 from upstream import make_wheel, pip_isolated_env
 
-from builder.devpi import DevpiClient
+from builder.devpi.client import DevpiClient
+from builder.devpi.push import push_wheelhouse
+from builder.devpi.remote_check import check_remote
 from builder.errors import PushError
-from builder.push import push_wheelhouse
-from builder.remote_check import check_remote
 from builder.wheelhouse import Wheelhouse
 
 pytest_plugins = ["devpi_fixture"]

@@ -17,8 +17,8 @@ from needs import declared
 
 from builder.cli import main
 from builder.config import TargetSpec
-from builder.dockerfile import RuntimeSpec, base_image, find_target, glibc_mismatch, render
-from builder.dockerlint import lint
+from builder.docker.dockerfile import RuntimeSpec, base_image, find_target, glibc_mismatch, render
+from builder.docker.lint import lint
 from builder.errors import TargetError
 from builder.targets import Target
 

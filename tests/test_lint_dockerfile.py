@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from builder.cli import main
-from builder.dockerlint import DockerfileParseError, lint
-from builder.dockerparse import parse
+from builder.docker.lint import DockerfileParseError, lint
+from builder.docker.parse import parse
 
 REPO = Path(__file__).resolve().parent.parent
 SEED = REPO / "examples" / "docker" / "Dockerfile.single-stage"

@@ -20,7 +20,7 @@ import pytest
 from clitools import prewheel, snapshot
 from upstream import Upstream
 
-from builder import noop
+from builder import stamp
 from builder.config import parse_config
 from builder.targets import resolve_targets
 
@@ -196,7 +196,7 @@ def hook(event, args):
 sys.addaudithook(hook)
 log = sys.argv.pop(1)
 atexit.register(lambda: open(log, "w").write(json.dumps({"seen": seen, "path": sys.path})))
-from builder.noop import main
+from builder.entry import main
 main()
 """
 
@@ -204,8 +204,8 @@ main()
 def test_every_file_the_full_run_reads_is_in_its_stamp(project: Project, tmp_path: Path) -> None:
     """Under an audit hook: each file the full no-op run opened, each program it ran and each
     directory it listed is in the stamp, unless it is the wheelhouse's or Python's own."""
-    for stamp in project.stamps():
-        stamp.unlink()
+    for old in project.stamps():
+        old.unlink()
     log = tmp_path / "audit.json"
     proc = subprocess.run(
         [sys.executable, "-c", _AUDIT, str(log), "build", *ARGS],
@@ -215,13 +215,13 @@ def test_every_file_the_full_run_reads_is_in_its_stamp(project: Project, tmp_pat
         env=project.env,
     )
     assert proc.returncode == 0, proc.stderr
-    (stamp,) = project.stamps()
-    watched = {path for _, path, _ in noop_stamp(stamp)["watched"]}
+    (written,) = project.stamps()
+    watched = {path for _, path, _ in noop_stamp(written)["watched"]}
     own = [
         project.wh.resolve(),
         Path(sys.prefix),
         Path(sys.base_prefix),
-        Path(noop.__file__).parent,
+        Path(stamp.__file__).parent,
         *(Path(p) for p in sys.path if p),
     ]
     audit = json.loads(log.read_text())
@@ -250,14 +250,14 @@ def noop_stamp(path: Path) -> dict[str, Any]:
 def test_discovery_watches_where_it_looked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Finding an interpreter looks in pyenv's versions, /opt/python and PATH: each place is
     watched, so a Python installed there later is seen by the next run."""
-    monkeypatch.setattr(noop, "_REC", noop._Recording())
     root = tmp_path / "pyenv"
     (root / "versions").mkdir(parents=True)
     monkeypatch.setenv("PYENV_ROOT", str(root))
     config = parse_config({"target": [{"python": "3.99", "accel": "cpu"}]}, source="<test>")
-    (target,) = resolve_targets(config)
+    with stamp.recording(tmp_path / "wh") as rec:
+        (target,) = resolve_targets(config)
     assert target.missing
-    paths = {path for _, path in noop._REC.watched}
+    paths = {path for _, path in rec.watched}
     assert str(root / "versions") in paths
     assert "/opt/python/cp399-cp399/bin/python" in paths
     for d in os.environ["PATH"].split(os.pathsep):
@@ -266,24 +266,20 @@ def test_discovery_watches_where_it_looked(tmp_path: Path, monkeypatch: pytest.M
         )
 
 
-def test_a_file_changed_moments_ago_is_not_stamped(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_file_changed_moments_ago_is_not_stamped(tmp_path: Path) -> None:
     """Timestamps tick coarsely: a file written just before the stamp could change again
     without its times moving, so the stamp waits for a later run (git's racy-file rule)."""
-    monkeypatch.setattr(noop, "_REC", noop._Recording())
     wh = tmp_path / "wh"
     wh.mkdir()
     tool = tmp_path / "tool"
     tool.write_text("#!/bin/sh\n")
     argv = ["build", "-r", "requirements.txt", "--wheelhouse", str(wh)]
-    noop._REC.argv = argv
-    noop.begin(wh)
-    noop.watch_path(tool)
     report = {"results": [], "counts": {}, "skipped_targets": []}
-    assert noop.save(wh, report) == "a file changed moments ago; the next run will stamp"
-    time.sleep(0.2)
-    assert noop.save(wh, report) is None
-    assert noop.check(argv) == (report, False, noop._stamp_path(str(wh), argv[1:]))
+    with stamp.recording(wh, argv) as rec:
+        stamp.watch_path(tool)
+        assert rec.save(report) == "a file changed moments ago; the next run will stamp"
+        time.sleep(0.2)
+        assert rec.save(report) is None
+    assert stamp.check(argv) == (report, False, stamp._stamp_path(str(wh), argv[1:]))
     tool.chmod(0o755)  # a mode change moves ctime: the stamp no longer holds
-    assert noop.check(argv) is None
+    assert stamp.check(argv) is None

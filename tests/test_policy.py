@@ -19,7 +19,7 @@ from upstream import Upstream
 from builder.config import parse_config
 from builder.elf import glibc_floor, wheel_elves
 from builder.errors import StepError
-from builder.repair import check_policy, offending_symbols
+from builder.stages.repair import check_policy, offending_symbols
 from builder.targets import host_glibc, resolve_targets
 
 pytestmark = pytest.mark.slow

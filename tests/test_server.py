@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from clitools import readline
-from indexkit import add_wheel, sample_wheelhouse
+from indexkit import add_wheel, sample_record, sample_wheelhouse
 
-from builder import routes
-from builder.server import running
+from builder.serve import routes
+from builder.serve.server import running
 from builder.wheelhouse import Wheelhouse
 
 PIP_ACCEPT = (
@@ -43,7 +43,7 @@ def served(
     ]}))  # fmt: skip
     add_wheel(wh, wh.root.parent / "tmp", "epsilon", "1.0", origin="built", cache_key="k1")
     (wh.logs_dir / "k1.log").write_text("gcc -O2 ...\n")
-    wh.write_record("k1", {"name": "epsilon", "log": "logs/k1.log"})
+    wh.write_record("k1", sample_record("epsilon", "1.0", cache_key="k1", log="logs/k1.log"))
     log = io.StringIO()
     with running(wh.root, access_log=log) as url:
         yield wh, url, log

@@ -15,13 +15,13 @@ from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
-from indexkit import sample_wheelhouse
+from indexkit import sample_wheelhouse, write_record_json
 from needs import declared, machine, missing
 
 from builder import index
 from builder.cli import main
-from builder.nginx import nginx_config, perl_module
-from builder.server import running
+from builder.serve.nginx import nginx_config, perl_module
+from builder.serve.server import running
 from builder.wheelhouse import Wheelhouse
 
 PIP_ACCEPT = (
@@ -193,7 +193,7 @@ def test_nginx_headers_like_prewheel(wh: Wheelhouse, nginx: str) -> None:
                  "/files/..%2f..%2f..%2fetc/passwd", "/files/zz/evil.whl"):  # fmt: skip
         assert _get(nginx, path).status in (400, 403, 404), path
     assert _get(nginx, "/").getheader("Content-Type") == "text/html; charset=utf-8"
-    wh.write_record("k9", {"name": "alpha"})
+    write_record_json(wh, "k9", {"name": "alpha"})
     (wh.root / "targets.json").write_text("{}")
     for path in ("/builds/k9.json", "/targets.json"):
         got = _get(nginx, path)

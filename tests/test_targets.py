@@ -14,8 +14,8 @@ from clitools import prewheel
 from needs import missing
 from upstream import WriteConfig
 
-from builder.build import cuda_env
 from builder.config import parse_config
+from builder.stages.build import cuda_env
 from builder.targets import (
     default_arch_list,
     discover_interpreters,

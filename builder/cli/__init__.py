@@ -67,9 +67,12 @@ class _Group(click.Group):
             if debug:
                 raise
             click.secho(f"error: {exc.message}", fg="red", err=True)
+            said = exc.message
             cause = exc.__cause__
             while cause is not None:
-                click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                if str(cause) not in said:  # a message that quotes its cause says it once
+                    click.echo(f"  caused by: {type(cause).__name__}: {cause}", err=True)
+                    said += str(cause)
                 cause = cause.__cause__
             if exc.hint:
                 click.echo(f"hint: {exc.hint}", err=True)

@@ -33,14 +33,6 @@ def load_inputs(
     return config, pins, targets
 
 
-def unpinned_note(requirements: Path, names: tuple[str, ...]) -> str:
-    return (
-        f"not pinned in {requirements}: {', '.join(names)}; every run resolves the closure "
-        "again (pin all of it, as pip-compile does, and a repeated build is answered in "
-        "milliseconds)"
-    )
-
-
 @contextlib.contextmanager
 def planning(console: Console, targets: int, *, quiet: bool) -> Iterator[Callable[[str], None]]:
     """A spinner while the closure is resolved (pip may build sdist metadata: seconds),

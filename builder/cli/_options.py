@@ -1,4 +1,5 @@
-"""Options shared by several subcommands, so they read the same everywhere."""
+"""click options made from the table in `buildargs`, so they read the same everywhere and
+the no-op stamp knows every option `build` has."""
 
 from __future__ import annotations
 
@@ -9,56 +10,46 @@ from typing import Any, TypeVar
 
 import click
 
+from ..buildargs import BUILD_OPTIONS, CONFIG, JSON, QUIET, TARGET, WHEELHOUSE, Option
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def wheelhouse_option(f: F) -> F:
-    return click.option(
-        "--wheelhouse",
-        "wheelhouse",
-        type=click.Path(file_okay=False, path_type=Path),
-        default=lambda: os.environ.get("PREWHEEL_WHEELHOUSE", "wheelhouse"),
-        show_default="./wheelhouse, or $PREWHEEL_WHEELHOUSE",
-        help="The wheelhouse directory.",
-    )(f)
+def _click_option(opt: Option) -> Callable[[F], F]:
+    kw: dict[str, Any] = {"help": opt.help, "multiple": opt.multiple, "required": opt.required}
+    if opt.metavar:
+        kw["metavar"] = opt.metavar
+    if opt.kind == "flag":
+        if len(opt.names) == 2 and opt.names[1].startswith("--no-"):
+            decls = [f"{opt.names[0]}/{opt.names[1]}", opt.dest]
+            return click.option(*decls, default=opt.default, show_default=True, **kw)
+        return click.option(*opt.names, opt.dest, is_flag=True, **kw)
+    if opt.kind == "file":
+        kw["type"] = click.Path(dir_okay=False, path_type=Path)
+    elif opt.kind == "dir":
+        kw["type"] = click.Path(file_okay=False, path_type=Path)
+    elif opt.kind == "int":
+        kw["type"] = int
+    if opt is WHEELHOUSE:
+        kw["default"] = lambda: os.environ.get("PREWHEEL_WHEELHOUSE", "wheelhouse")
+        kw["show_default"] = "./wheelhouse, or $PREWHEEL_WHEELHOUSE"
+    return click.option(*opt.names, opt.dest, **kw)
 
 
-def config_option(f: F) -> F:
-    return click.option(
-        "-c",
-        "--config",
-        "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Configuration file (default: config/prewheel.toml if present, else built-ins).",
-    )(f)
+def options(*opts: Option) -> Callable[[F], F]:
+    """Decorate a command with `opts`, in the order given (as --help lists them)."""
+
+    def decorate(f: F) -> F:
+        for opt in reversed(opts):
+            f = _click_option(opt)(f)
+        return f
+
+    return decorate
 
 
-def target_option(f: F) -> F:
-    return click.option(
-        "--target",
-        "targets",
-        multiple=True,
-        metavar="NAME",
-        help="Only these targets (name or glob; repeatable). Default: all configured.",
-    )(f)
-
-
-def json_option(f: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")(f)
-
-
-def quiet_option(f: F) -> F:
-    return click.option("-q", "--quiet", is_flag=True, help="Plain lines only, no live display.")(f)
-
-
-def plan_inputs(f: F) -> F:
-    """What `plan` and `build` both read: requirements, config, targets, wheelhouse."""
-    f = config_option(target_option(wheelhouse_option(f)))
-    return click.option(
-        "-r",
-        "--requirements",
-        type=click.Path(dir_okay=False, path_type=Path),
-        required=True,
-        help="requirements.txt (pinned) or pylock.toml.",
-    )(f)
+build_options = options(*BUILD_OPTIONS)
+wheelhouse_option = _click_option(WHEELHOUSE)
+config_option = _click_option(CONFIG)
+target_option = _click_option(TARGET)
+json_option = _click_option(JSON)
+quiet_option = _click_option(QUIET)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from types import TracebackType
+from typing import Any
 
 from rich.console import Console
 from rich.live import Live
@@ -12,8 +14,9 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..plan import PlanItem
-from ..report import BuildReport, ItemResult
+from .. import summary
+from ..pipeline.report import ItemResult
+from ..stages.plan import PlanItem
 
 _COLOUR = {
     "built": "green",
@@ -105,31 +108,21 @@ class Progress:
             self.console.print(result.tail, markup=False, highlight=False)
 
 
-def _short(text: str, width: int = 70) -> str:
-    first = text.splitlines()[0] if text else ""
-    return first if len(first) <= width else first[: width - 3] + "..."
-
-
-def print_summary(report: BuildReport, console: Console) -> None:
-    table = Table(title="prewheel build summary")
-    for col in ("target", "package", "version", "result", "time", "wheel / error"):
-        table.add_column(col)
-    for r in sorted(report.results, key=lambda r: (r.item.target.name, r.item.name)):
-        colour = _COLOUR.get(r.status, "")
-        table.add_row(
-            r.item.target.name,
-            r.item.name,
-            r.item.version,
-            f"[{colour}]{r.status}[/]",
-            f"{r.duration:.1f}s",
-            r.wheel or _short(r.error or ""),
-        )
-    console.print(table)
-    counts = report.counts()
-    console.print(", ".join(f"{n} {k}" for k, n in counts.items()) + f" in {report.duration:.1f}s")
-    for r in report.failed:
-        console.print(
-            f"[red]failed[/] {r.item.name} {r.item.version} ({r.item.target.name}) "
-            f"at {r.step}: log {r.log}",
-            highlight=False,
-        )
+def print_summary(report: Mapping[str, Any], console: Console) -> None:
+    """The summary of `summary`, as a rich table on a terminal and plain lines elsewhere."""
+    rows = summary.rows(report)
+    if console.is_terminal:
+        table = Table(title="prewheel build summary")
+        for col in summary.COLUMNS:
+            table.add_column(col)
+        for row in rows:
+            colour = _COLOUR.get(row[3], "")
+            table.add_row(*(Text(c, style=colour if i == 3 else "") for i, c in enumerate(row)))
+        console.print(table)
+    else:
+        for line in summary.plain_table(rows):
+            console.print(line, markup=False, highlight=False)
+    console.print(summary.totals(report), markup=False, highlight=False)
+    for line in summary.footer(report):
+        style = "red" if line.startswith("failed ") else "yellow"
+        console.print(Text(line, style=style), highlight=False)

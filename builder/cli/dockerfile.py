@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..config import load_config
-from ..dockerfile import RuntimeSpec, find_target, render, warnings
+from ..docker.dockerfile import RuntimeSpec, find_target, render, warnings
 from ..targets import resolve_targets
 from ._options import config_option
 

@@ -45,7 +45,7 @@ def check(wheelhouse: Path, urls: tuple[str, ...], no_download: bool, as_json: b
     """Check that every link resolves and every hash matches; exit 1 listing the problems."""
     counts: dict[str, int] = {}
     if urls:
-        from ..remote_check import check_remote
+        from ..devpi.remote_check import check_remote
 
         problems = [p for u in urls for p in check_remote(u, verify_files=not no_download)]
         what = "every project page, file name and " + (

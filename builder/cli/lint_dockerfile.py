@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..dockerlint import lint
+from ..docker.lint import lint
 from ..errors import PrewheelError
 from ._options import json_option
 
@@ -31,7 +31,7 @@ def command(file: Path, as_json: bool) -> None:
     try:
         text = sys.stdin.read() if stdin else file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise PrewheelError(f"{file}: cannot read: {exc}") from None
+        raise PrewheelError(f"{file}: cannot read: {exc}") from exc
     name = "<stdin>" if stdin else str(file)
     findings = lint(text, path=None if stdin else file)
     if as_json:

@@ -8,18 +8,20 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from ..plan import make_plan
+from .. import summary
+from ..buildargs import ALLOW_UNPINNED, CONFIG, JSON, REQUIREMENTS, TARGET, WHEELHOUSE
+from ..stages.plan import ACTIONS, make_plan
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs, planning, unpinned_note
-from ._options import json_option, plan_inputs
+from ._common import load_inputs, planning
+from ._options import options
 
 _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim"}
 
 
 @click.command("plan")
-@plan_inputs
-@json_option
+@options(REQUIREMENTS, CONFIG, TARGET, WHEELHOUSE, JSON)
 @click.option("--matrix", is_flag=True, help="Print the build work as a CI job matrix (JSON).")
 @click.option(
     "--batch-size",
@@ -27,7 +29,7 @@ _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim
     default=None,
     help="With --matrix: split each target's builds into batches of this size.",
 )
-@click.option("--allow-unpinned", is_flag=True, help="Let the resolver pin loose requirements.")
+@options(ALLOW_UNPINNED)
 @click.option(
     "-o",
     "--output",
@@ -60,7 +62,7 @@ def command(
     if output:
         output.write_text(json.dumps(data, indent=2) + "\n")
     if matrix:
-        from ..matrix import matrix_from_plan
+        from ..stages.matrix import matrix_from_plan
 
         click.echo(json.dumps(matrix_from_plan(data["items"], batch_size)))
         return
@@ -72,20 +74,20 @@ def command(
     for col in ("target", "package", "version", "action", "why"):
         table.add_column(col)
     for item in plan.items:
-        style = _STYLE.get(item.action, "")
         table.add_row(
             item.target.name,
             item.name,
             item.version,
-            f"[{style}]{item.action}[/]" if style else item.action,
+            Text(item.action, style=_STYLE.get(item.action, "")),
             item.reason,
         )
     console.print(table)
     for t in plan.skipped_targets:
-        console.print(f"[dim]target {t.name} skipped: {t.missing}[/]")
+        console.print(f"target {t.name} skipped: {t.missing}", style="dim", highlight=False)
     if plan.unpinned:
-        console.print(f"[yellow]{unpinned_note(requirements, plan.unpinned)}[/]")
-    counts = {a: sum(1 for i in plan.items if i.action == a) for a in _STYLE}
+        note = summary.unpinned_note(str(requirements), {"unpinned": plan.unpinned})
+        console.print(note, style="yellow", highlight=False)
+    counts = {a: sum(1 for i in plan.items if i.action == a) for a in ACTIONS}
     console.print(", ".join(f"{n} {a}" for a, n in counts.items()))
     if allow_unpinned:
         requested = sorted({(i.name, i.version) for i in plan.items if i.requested})

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from ..devpi import DevpiClient, client_config
+from ..devpi.client import DevpiClient, client_config
+from ..devpi.push import PushReport, push_wheelhouse
 from ..errors import EXIT_FAILED, PushError
-from ..push import PushReport, push_wheelhouse
 from ..wheelhouse import Wheelhouse
 from ._options import config_option, json_option, quiet_option, target_option, wheelhouse_option
 

@@ -11,8 +11,8 @@ import click
 
 from .. import index
 from ..errors import PrewheelError
-from ..nginx import nginx_config
-from ..server import listen_socket, serve
+from ..serve.nginx import nginx_config
+from ..serve.server import listen_socket, serve
 from ..wheelhouse import Wheelhouse
 from ._options import wheelhouse_option
 
@@ -53,7 +53,7 @@ def command(
     try:
         sock = listen_socket(host, port)
     except OSError as exc:
-        raise PrewheelError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise PrewheelError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
     bound = sock.getsockname()[1]
     n = workers or os.cpu_count() or 1
     click.echo(

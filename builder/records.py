@@ -1,0 +1,378 @@
+"""The cache key's inputs and the build record, as types.
+
+A build record is written once per build, when it ends (`builds/<cache-key>.json`), and
+read by later plans (is it cached? did it fail?), by `show`, the status page and `push`.
+Its life is a few transitions of one frozen value: started, then built here or fetched
+from a `--cache-from` index, then published, failed, or found to link CUDA; a published
+record may later be listed again under a newer file name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypeAlias
+
+Result: TypeAlias = Literal["building", "ok", "failed", "accel-specific"]
+ANY_ACCEL = "any"  # the key's accelerator when the build does not depend on one
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _pairs(value: Any) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((str(k), str(v)) for k, v in dict(value or {}).items()))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RepairOptions:
+    plat: str
+    strip: bool
+    exclude: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"plat": self.plat, "strip": self.strip, "exclude": list(self.exclude)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class InterpreterKey:
+    implementation: str
+    version: str
+    abi: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"implementation": self.implementation, "version": self.version, "abi": self.abi}
+
+
+@dataclass(frozen=True, kw_only=True)
+class KeyInputs:
+    """Everything that can change a built wheel's bytes. Its JSON is what the key digests."""
+
+    recipe: str
+    name: str
+    version: str
+    sdist_sha256: str
+    env: tuple[tuple[str, str], ...]
+    config_settings: tuple[tuple[str, str], ...]
+    build_requires: tuple[str, ...]
+    build_constraints_sha256: str | None
+    patches_sha256: tuple[str, ...]
+    auditwheel: str
+    repair: RepairOptions
+    interpreter: InterpreterKey
+    policy: str
+    arch: str
+    accel: str  # ANY_ACCEL unless the package is built per accelerator
+    toolkit: str | None
+    arch_list: tuple[str, ...] | None
+    compiler: str | None
+
+    @property
+    def accel_specific(self) -> bool:
+        return self.accel != ANY_ACCEL
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "name": self.name,
+            "version": self.version,
+            "sdist_sha256": self.sdist_sha256,
+            "env": dict(self.env),
+            "config_settings": dict(self.config_settings),
+            "build_requires": list(self.build_requires),
+            "build_constraints_sha256": self.build_constraints_sha256,
+            "patches_sha256": list(self.patches_sha256),
+            "auditwheel": self.auditwheel,
+            "repair": self.repair.to_json(),
+            "interpreter": self.interpreter.to_json(),
+            "policy": self.policy,
+            "arch": self.arch,
+            "accel": self.accel,
+            "toolkit": self.toolkit,
+            "arch_list": list(self.arch_list) if self.arch_list is not None else None,
+            "compiler": self.compiler,
+        }
+
+    def source_json(self) -> dict[str, Any]:
+        """The part a pure wheel depends on: the inputs without the target's."""
+        target_fields = (
+            "interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler", "repair"
+        )  # fmt: skip
+        return {k: v for k, v in self.to_json().items() if k not in target_fields}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> KeyInputs:
+        arch_list = d.get("arch_list")
+        return cls(
+            recipe=str(d["recipe"]),
+            name=str(d["name"]),
+            version=str(d["version"]),
+            sdist_sha256=str(d["sdist_sha256"]),
+            env=_pairs(d.get("env")),
+            config_settings=_pairs(d.get("config_settings")),
+            build_requires=tuple(d.get("build_requires") or ()),
+            build_constraints_sha256=d.get("build_constraints_sha256"),
+            patches_sha256=tuple(d.get("patches_sha256") or ()),
+            auditwheel=str(d.get("auditwheel", "")),
+            repair=RepairOptions(
+                plat=str(d["repair"]["plat"]),
+                strip=bool(d["repair"]["strip"]),
+                exclude=tuple(d["repair"]["exclude"]),
+            ),
+            interpreter=InterpreterKey(**d["interpreter"]),
+            policy=str(d["policy"]),
+            arch=str(d["arch"]),
+            accel=str(d["accel"]),
+            toolkit=d.get("toolkit"),
+            arch_list=tuple(arch_list) if arch_list is not None else None,
+            compiler=d.get("compiler"),
+        )
+
+
+def _digest(data: Mapping[str, Any]) -> str:
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheKey:
+    """The digest of `inputs`, and of the part a pure wheel depends on (`source_key`): a pure
+    wheel built for one Python serves every Python its metadata allows."""
+
+    inputs: KeyInputs
+    key: str = field(init=False)
+    source_key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", _digest(self.inputs.to_json()))
+        object.__setattr__(self, "source_key", "src-" + _digest(self.inputs.source_json()))
+
+    @property
+    def short(self) -> str:
+        return self.key[:12]
+
+    @property
+    def accel_specific(self) -> bool:
+        return self.inputs.accel_specific
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExternalLibrary:
+    """A library the repaired wheel links but does not carry, and who provides it."""
+
+    library: str
+    provided_by: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"library": self.library, "provided_by": self.provided_by}
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildRecord:
+    name: str
+    version: str
+    target: str  # the first target built for; `targets` lists all it serves
+    targets: tuple[str, ...]
+    cache_key: str
+    source_key: str
+    inputs: KeyInputs
+    tools: Mapping[str, str]
+    tool_paths: Mapping[str, str | None]
+    host: str
+    started: str
+    log: str  # relative to the wheelhouse
+    sdist: str | None
+    result: Result = "building"
+    # Taken from a --cache-from index instead of built here.
+    fetched_from: str | None = None
+    fetched_url: str | None = None
+    remote_record: Mapping[str, Any] | None = None
+    # Built here.
+    build_deps: Mapping[str, str] = field(default_factory=dict)
+    links_cuda: tuple[str, ...] = ()
+    external_libraries: tuple[ExternalLibrary, ...] = ()
+    build_duration: float | None = None
+    build_finished: str | None = None
+    # The outcome.
+    wheel: str | None = None
+    sha256: str | None = None
+    imported: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    step: str | None = None
+    error: str | None = None
+    tail: str = ""
+    finished: str | None = None
+    duration: float | None = None
+    note: str | None = None
+    relisted_from: str | None = None
+    relisted: str | None = None
+
+    # -- transitions ----------------------------------------------------------------------
+
+    def slot_taken(self) -> BuildRecord:
+        """The build starts now (the wait for a build slot does not count)."""
+        return replace(self, started=utcnow())
+
+    def fetched(
+        self, *, index_url: str, url: str, remote_record: Mapping[str, Any] | None
+    ) -> BuildRecord:
+        return replace(self, fetched_from=index_url, fetched_url=url, remote_record=remote_record)
+
+    def built(
+        self,
+        *,
+        links_cuda: tuple[str, ...],
+        external_libraries: tuple[ExternalLibrary, ...],
+        duration: float,
+    ) -> BuildRecord:
+        return replace(
+            self,
+            links_cuda=links_cuda,
+            external_libraries=external_libraries,
+            build_duration=round(duration, 3),
+            build_finished=utcnow(),
+        )
+
+    def with_build_deps(self, deps: Mapping[str, str]) -> BuildRecord:
+        return replace(self, build_deps=dict(deps))
+
+    def found_links_cuda(self, libraries: tuple[str, ...]) -> BuildRecord:
+        return replace(
+            self,
+            result="accel-specific",
+            links_cuda=libraries,
+            finished=utcnow(),
+            note="the accelerator-neutral build linked CUDA; it is built per accelerator",
+        )
+
+    def failed(self, *, step: str, error: str, tail: str, duration: float) -> BuildRecord:
+        return replace(
+            self,
+            result="failed",
+            step=step,
+            error=error,
+            tail=tail,
+            finished=utcnow(),
+            duration=round(duration, 3),
+        )
+
+    def published(
+        self,
+        *,
+        wheel: str,
+        sha256: str,
+        imported: tuple[str, ...],
+        warnings: tuple[str, ...],
+        duration: float,
+    ) -> BuildRecord:
+        return replace(
+            self,
+            result="ok",
+            wheel=wheel,
+            sha256=sha256,
+            imported=imported,
+            warnings=warnings,
+            finished=utcnow(),
+            duration=round(duration, 3),
+        )
+
+    def listed_again(self, *, wheel: str, sha256: str) -> BuildRecord:
+        """The same build published again under a newer build tag (settings went back)."""
+        return replace(
+            self, wheel=wheel, sha256=sha256, relisted_from=self.wheel, relisted=utcnow()
+        )
+
+    # -- JSON -------------------------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "target": self.target,
+            "targets": list(self.targets),
+            "cache_key": self.cache_key,
+            "source_key": self.source_key,
+            "inputs": self.inputs.to_json(),
+            "tools": dict(self.tools),
+            "tool_paths": dict(self.tool_paths),
+            "host": self.host,
+            "started": self.started,
+            "log": self.log,
+            "sdist": self.sdist,
+            "result": self.result,
+        }
+        optional: dict[str, Any] = {
+            "fetched_from": self.fetched_from,
+            "fetched_url": self.fetched_url,
+            "remote_record": dict(self.remote_record) if self.remote_record else None,
+            "build_deps": dict(self.build_deps) if self.build_deps else None,
+            "build_duration": self.build_duration,
+            "build_finished": self.build_finished,
+            "wheel": self.wheel,
+            "sha256": self.sha256,
+            "step": self.step,
+            "error": self.error,
+            "finished": self.finished,
+            "duration": self.duration,
+            "note": self.note,
+            "relisted_from": self.relisted_from,
+            "relisted": self.relisted,
+        }
+        out.update({k: v for k, v in optional.items() if v is not None})
+        if self.build_finished is not None or self.result == "accel-specific":
+            out["links_cuda"] = list(self.links_cuda)
+        if self.build_finished is not None:
+            out["external_libraries"] = [e.to_json() for e in self.external_libraries]
+        if self.result == "ok":
+            out["imported"] = list(self.imported)
+            out["warnings"] = list(self.warnings)
+        if self.result == "failed":
+            out["tail"] = self.tail
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BuildRecord:
+        """A record as written by this or an earlier prewheel (missing keys take defaults)."""
+        return cls(
+            name=str(d["name"]),
+            version=str(d["version"]),
+            target=str(d.get("target", "")),
+            targets=tuple(d.get("targets") or ()),
+            cache_key=str(d["cache_key"]),
+            source_key=str(d.get("source_key", "")),
+            inputs=KeyInputs.from_json(d["inputs"]),
+            tools=dict(d.get("tools") or {}),
+            tool_paths=dict(d.get("tool_paths") or {}),
+            host=str(d.get("host", "")),
+            started=str(d.get("started", "")),
+            log=str(d.get("log", "")),
+            sdist=d.get("sdist"),
+            result=d.get("result", "building"),
+            fetched_from=d.get("fetched_from"),
+            fetched_url=d.get("fetched_url"),
+            remote_record=d.get("remote_record"),
+            build_deps=dict(d.get("build_deps") or {}),
+            links_cuda=tuple(d.get("links_cuda") or ()),
+            external_libraries=tuple(
+                ExternalLibrary(library=e["library"], provided_by=e["provided_by"])
+                for e in d.get("external_libraries") or ()
+            ),
+            build_duration=d.get("build_duration"),
+            build_finished=d.get("build_finished"),
+            wheel=d.get("wheel"),
+            sha256=d.get("sha256"),
+            imported=tuple(d.get("imported") or ()),
+            warnings=tuple(d.get("warnings") or ()),
+            step=d.get("step"),
+            error=d.get("error"),
+            tail=str(d.get("tail") or ""),
+            finished=d.get("finished"),
+            duration=d.get("duration"),
+            note=d.get("note"),
+            relisted_from=d.get("relisted_from"),
+            relisted=d.get("relisted"),
+        )

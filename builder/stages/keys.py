@@ -1,0 +1,89 @@
+"""The cache key of a build: computed once, in the plan, from everything that can change the
+built wheel's bytes (see `records.KeyInputs`)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from importlib.metadata import version as dist_version
+
+from .. import RECIPE_VERSION, stamp
+from ..config import Config
+from ..records import ANY_ACCEL, CacheKey, InterpreterKey, KeyInputs, RepairOptions
+from ..targets import ARCH, Target
+from ..targets.compilers import compiler_version
+from ..targets.cuda import toolkit_version
+
+
+def repair_options(target: Target, config: Config) -> RepairOptions:
+    return RepairOptions(
+        plat=target.policy, strip=config.strip, exclude=tuple(sorted(target.repair_excludes))
+    )
+
+
+def _file_sha256(path: str, *, missing_ok: bool = False) -> str | None:
+    data = stamp.watch_file(path)
+    if data is None:
+        if missing_ok:
+            return None
+        raise FileNotFoundError(path)
+    return hashlib.sha256(data).hexdigest()
+
+
+@functools.cache
+def _auditwheel_version() -> str:
+    return dist_version("auditwheel")
+
+
+def compute(
+    *,
+    name: str,
+    version: str,
+    sdist_sha256: str,
+    target: Target,
+    config: Config,
+    per_accel: bool = False,
+) -> CacheKey:
+    """The key for building `name` for `target`. Accelerator-neutral (accel "any") unless the
+    package is accelerator-specific (config, or `per_accel` once a build was found to link
+    CUDA): then each accelerator, cpu included, has its own key and its own index entry."""
+    assert target.interpreter is not None
+    pkg = config.package(name)
+    per_accel = per_accel or pkg.accel_specific
+    constraints = None
+    if config.build_constraints:
+        constraints = _file_sha256(config.build_constraints, missing_ok=True)
+    repair = repair_options(target, config)
+    if not per_accel:  # an accelerator-neutral build is repaired as the cpu one
+        repair = RepairOptions(plat=repair.plat, strip=repair.strip, exclude=())
+    toolkit = target.toolkit if per_accel else None
+    inputs = KeyInputs(
+        recipe=RECIPE_VERSION,
+        name=name,
+        version=version,
+        sdist_sha256=sdist_sha256,
+        env=tuple(sorted(pkg.env.items())),
+        config_settings=tuple(sorted(pkg.config_settings.items())),
+        build_requires=tuple(sorted(pkg.build_requires)),
+        build_constraints_sha256=constraints,
+        patches_sha256=tuple(h for p in pkg.patches if (h := _file_sha256(p)) is not None),
+        auditwheel=_auditwheel_version(),
+        repair=repair,
+        interpreter=InterpreterKey(
+            implementation=target.interpreter.implementation,
+            version=".".join(map(str, target.interpreter.version)),
+            abi=target.interpreter.abi,
+        ),
+        policy=target.policy,
+        arch=ARCH,
+        accel=target.accel if per_accel else ANY_ACCEL,
+        toolkit=toolkit_version(toolkit.nvcc, toolkit.version) if toolkit else None,
+        arch_list=tuple(target.arch_list) if toolkit else None,
+        compiler=compiler_version(dict(pkg.env)),
+    )
+    return CacheKey(inputs=inputs)
+
+
+def build_tag(key: CacheKey, when: float) -> str:
+    """A wheel build tag that sorts newer for later builds and names the key."""
+    return f"{int(when)}_{key.short}"

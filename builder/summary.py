@@ -1,0 +1,74 @@
+"""The build summary, rendered from the report's JSON: one table and its footer lines.
+
+Both ways a `build` answers use it: the full run (as a rich table on a terminal, plain text
+elsewhere) and the no-op stamp, which must not import rich. So this module imports nothing
+but the standard library, and the columns are the same whichever path printed them.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing is not imported at run time: the stamp's answer uses this
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+COLUMNS = ("target", "package", "version", "result", "time", "wheel / error")
+ERROR_WIDTH = 70
+
+
+def _short(text: str, width: int = ERROR_WIDTH) -> str:
+    first = text.splitlines()[0] if text else ""
+    return first if len(first) <= width else first[: width - 3] + "..."
+
+
+def rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """One row per (target, package), sorted, as strings."""
+    out: list[tuple[str, ...]] = []
+    for r in sorted(report["results"], key=lambda r: (r["target"], r["name"])):
+        shown = r["wheel"] or _short(r.get("error") or r.get("reason") or "")
+        out.append(
+            (r["target"], r["name"], r["version"], r["status"], f"{r['duration']:.1f}s", shown)
+        )
+    return out
+
+
+def totals(report: Mapping[str, Any], seconds: float | None = None) -> str:
+    counts = ", ".join(f"{n} {k}" for k, n in report["counts"].items())
+    return f"{counts} in {report['duration'] if seconds is None else seconds:.1f}s"
+
+
+def footer(report: Mapping[str, Any]) -> list[str]:
+    """What follows the table: every failure with its step and log, skipped targets, and
+    the note about unpinned closure members."""
+    lines = [
+        f"failed {r['name']} {r['version']} ({r['target']}) at {r['step']}: log {r['log']}"
+        for r in sorted(report["results"], key=lambda r: (r["target"], r["name"]))
+        if r["status"] == "failed"
+    ]
+    lines += [f"skipped target {t['target']}: {t['reason']}" for t in report["skipped_targets"]]
+    if report.get("unpinned"):
+        lines.append(unpinned_note(report.get("requirements") or "the requirements", report))
+    return lines
+
+
+def unpinned_note(requirements: str, report: Mapping[str, Any]) -> str:
+    return (
+        f"not pinned in {requirements}: {', '.join(report['unpinned'])}; every run resolves "
+        "the closure again (pin all of it, as pip-compile does, and a repeated build is "
+        "answered in milliseconds)"
+    )
+
+
+def plain_table(table: Sequence[tuple[str, ...]]) -> list[str]:
+    """The table as aligned text; the last column is not padded."""
+    lines = [COLUMNS, *table]
+    widths = [max(len(row[i]) for row in lines) for i in range(len(COLUMNS) - 1)]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1]
+        for row in lines
+    ]
+
+
+def plain(report: Mapping[str, Any], seconds: float | None = None) -> str:
+    """The whole summary as plain text."""
+    return "\n".join([*plain_table(rows(report)), totals(report, seconds), *footer(report)])

@@ -1,0 +1,356 @@
+"""The decisions, tested alone: plan actions, cache keys, grouping, superseded builds, the
+no-op stamp's reading of a command line. No process is started and nothing is built (a
+fixture makes starting one fail), so these run in milliseconds; the end-to-end tests prove
+the same paths for real.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from indexkit import add_wheel, sample_record
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from builder import stamp
+from builder.config import Config, PackageConfig, TargetSpec, parse_config
+from builder.pipeline import grouping
+from builder.pipeline.report import ItemResult
+from builder.records import CacheKey, InterpreterKey, KeyInputs, RepairOptions
+from builder.stages import keys
+from builder.stages.plan import PlanItem, plan_item
+from builder.stages.publish import Publisher
+from builder.targets import Interpreter, Target, compilers
+from builder.upstream import UpstreamFile
+from builder.wheelhouse import CatalogEntry, Wheelhouse
+
+GCC = "gcc (Debian 12.2.0-14+deb12u1) 12.2.0"
+
+
+@pytest.fixture(autouse=True)
+def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A decision that starts a process is a bug here (cibuildwheel's mock_protection)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a unit test started a process: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    monkeypatch.setattr(compilers, "c_compiler", lambda env=None: {"path": "cc", "version": GCC})
+    yield
+
+
+def target(python: tuple[int, int, int] = (3, 11, 7), accel: str = "cpu") -> Target:
+    interp = Interpreter(
+        path=Path(sys.executable), version=python, implementation="cpython", gil_disabled=False
+    )
+    abi = interp.abi
+    return Target(
+        name=f"{abi}-{accel}-auto",
+        spec=TargetSpec(python=interp.short, accel=accel, policy="auto"),
+        interpreter=interp,
+        toolkit=None,
+        arch_list=(),
+        repair_excludes=("libcuda.so.1",),
+        missing=None,
+    )
+
+
+def upstream_file(filename: str, sha: str = "ab" * 32) -> UpstreamFile:
+    wheel = filename.endswith(".whl")
+    version = Version(filename.split("-")[1].removesuffix(".tar.gz"))
+    return UpstreamFile(
+        filename=filename,
+        url=f"http://upstream/files/{filename}",
+        sha256=sha,
+        requires_python=None,
+        yanked=False,
+        version=version,
+        is_wheel=wheel,
+    )
+
+
+def config(**packages: PackageConfig) -> Config:
+    return replace(parse_config({}, source="<test>"), packages=packages)
+
+
+# -- cache keys ---------------------------------------------------------------------------------
+
+
+def test_the_key_digests_the_same_inputs_as_before() -> None:
+    """The typed inputs digest to the key the dict-based inputs gave (computed with the code
+    before the records became types): a wheelhouse built before is still cached."""
+    inputs = KeyInputs(
+        recipe="2",
+        name="pw-cext",
+        version="1.0",
+        sdist_sha256="ab" * 32,
+        env=(("A", "1"),),
+        config_settings=(),
+        build_requires=("cython<3",),
+        build_constraints_sha256=None,
+        patches_sha256=(),
+        auditwheel="6.8.2",
+        repair=RepairOptions(plat="auto", strip=False, exclude=()),
+        interpreter=InterpreterKey(implementation="cpython", version="3.11.7", abi="cp311"),
+        policy="auto",
+        arch="x86_64",
+        accel="any",
+        toolkit=None,
+        arch_list=None,
+        compiler=GCC,
+    )
+    key = CacheKey(inputs=inputs)
+    assert key.key == "8326e3925a917e02a2e6a8e140545899d381fb0bfe76c46366b5f267ac081e1a"
+    assert key.source_key == "src-351ce8390cfbd21688c74b08fb2eeb5055e7103a869b51534b3059dfa01c27dc"
+    assert KeyInputs.from_json(inputs.to_json()) == inputs
+
+
+def _key(cfg: Config, t: Target | None = None, *, per_accel: bool = False) -> CacheKey:
+    return keys.compute(
+        name="pw-cext",
+        version="1.0",
+        sdist_sha256="ab" * 32,
+        target=t or target(),
+        config=cfg,
+        per_accel=per_accel,
+    )
+
+
+def test_keys_change_with_what_changes_the_bytes() -> None:
+    base = _key(config())
+    env = _key(config(**{"pw-cext": PackageConfig(name="pw-cext", env={"CFLAGS": "-O3"})}))
+    other_python = _key(config(), target((3, 12, 1)))
+    assert len({base.key, env.key, other_python.key}) == 3
+    # A pure wheel's source key ignores the interpreter: built once, it serves every Python.
+    assert base.source_key == other_python.source_key != env.source_key
+    assert _key(config()).key == base.key  # and the same inputs, the same key
+
+
+def test_neutral_keys_are_shared_by_accelerators_per_accel_keys_are_not() -> None:
+    cpu, cu = target(accel="cpu"), target(accel="cu130")
+    assert _key(config(), cpu).key == _key(config(), cu).key
+    assert not _key(config(), cpu).accel_specific
+    assert _key(config(), cpu).inputs.repair.exclude == ()  # repaired as the cpu one
+    per_cpu, per_cu = _key(config(), cpu, per_accel=True), _key(config(), cu, per_accel=True)
+    assert per_cpu.key != per_cu.key and per_cu.inputs.accel == "cu130"
+    forced = config(**{"pw-cext": PackageConfig(name="pw-cext", accel_specific=True)})
+    assert _key(forced, cu).accel_specific
+
+
+# -- plan actions -------------------------------------------------------------------------------
+
+
+def _plan(
+    files: list[UpstreamFile],
+    tmp_path: Path,
+    cfg: Config | None = None,
+    hashes: frozenset[str] = frozenset(),
+    t: Target | None = None,
+) -> PlanItem:
+    wh = Wheelhouse(tmp_path / "wh")
+    return plan_item(
+        t or target(),
+        canonicalize_name("pw-cext"),
+        "1.0",
+        hashes,
+        cfg or config(),
+        wh,
+        files=files,
+    )
+
+
+SDIST = upstream_file("pw_cext-1.0.tar.gz")
+PURE = upstream_file("pw_cext-1.0-py3-none-any.whl", "cd" * 32)
+OTHER_PLATFORM = upstream_file("pw_cext-1.0-cp311-cp311-win_amd64.whl", "ef" * 32)
+
+
+def test_a_wheel_that_fits_is_downloaded_else_the_sdist_is_built(tmp_path: Path) -> None:
+    assert _plan([SDIST, PURE], tmp_path).action == "download"
+    built = _plan([SDIST, OTHER_PLATFORM], tmp_path)
+    assert (built.action, built.file) == ("build", SDIST)
+    assert built.key is not None and built.accel_key is not None  # both settled in the plan
+    assert built.accel_key.accel_specific and not built.key.accel_specific
+    forced = config(**{"pw-cext": PackageConfig(name="pw-cext", force_build=True)})
+    assert _plan([SDIST, PURE], tmp_path, forced).action == "build"
+
+
+def test_config_skips_and_python_ranges(tmp_path: Path) -> None:
+    skip = config(**{"pw-cext": PackageConfig(name="pw-cext", skip="broken on 3.13")})
+    item = _plan([SDIST], tmp_path, skip)
+    assert (item.action, item.reason) == ("skip", "broken on 3.13")
+    only_new = parse_config({"packages": {"pw-cext": {"python": ">=3.12"}}}, source="<test>")
+    assert _plan([SDIST], tmp_path, only_new).action == "skip"
+    assert _plan([SDIST], tmp_path, only_new, t=target((3, 12, 1))).action == "build"
+
+
+def test_hash_pins_choose_the_file(tmp_path: Path) -> None:
+    """A pin that names the sdist's hash builds it although a wheel fits; a pin that names
+    no file keeps the usual choice, and the fetch will refuse the bytes (exit 3)."""
+    assert _plan([SDIST, PURE], tmp_path, hashes=frozenset({"ab" * 32})).action == "build"
+    unmatched = _plan([SDIST, PURE], tmp_path, hashes=frozenset({"00" * 32}))
+    assert unmatched.action == "download" and unmatched.hashes == {"00" * 32}
+
+
+def test_a_build_recorded_under_the_key_is_cached(tmp_path: Path) -> None:
+    first = _plan([SDIST], tmp_path)
+    assert first.action == "build" and first.key is not None
+    wh = Wheelhouse(tmp_path / "wh")
+    wheel = add_wheel(wh, tmp_path / "w", "pw-cext", "1.0", tag="cp311-cp311-manylinux_2_17_x86_64")
+    entry = wh.find(wheel.name)
+    assert entry is not None
+    record = sample_record("pw-cext", "1.0", cache_key=first.key.key).published(
+        wheel=entry.filename, sha256=entry.sha256, imported=(), warnings=(), duration=1.0
+    )
+    wh.write_record(first.key.key, record)
+    again = _plan([SDIST], tmp_path)
+    assert (again.action, again.cached_file) == ("cached", entry.filename)
+
+
+# -- grouping -----------------------------------------------------------------------------------
+
+
+def _item(
+    action: str, *, t: Target | None = None, key: CacheKey | None = None, **kw: object
+) -> PlanItem:
+    return PlanItem(
+        target=t or target(),
+        name=canonicalize_name(str(kw.pop("name", "pw-cext"))),
+        version="1.0",
+        action=action,  # type: ignore[arg-type]
+        reason="test",
+        key=key,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def test_items_that_share_a_file_or_key_share_the_work() -> None:
+    k311 = _key(config())
+    k312 = _key(config(), target((3, 12, 1)))
+    items = (
+        _item("cached", cached_file="a.whl"),
+        _item("skip", name="pw-skip"),
+        _item("download", name="six", file=PURE),
+        _item("download", name="six", file=PURE, t=target((3, 12, 1))),
+        _item("build", key=k311, file=SDIST),
+        _item("build", key=k311, file=SDIST, t=target(accel="cu130")),
+        _item("build", key=k312, file=SDIST, t=target((3, 12, 1))),
+    )
+    work = grouping.group(items, superseded=lambda _: None)
+    assert [r.status for r in work.done] == ["cached", "skipped"]
+    assert [len(g) for g in work.downloads] == [2]  # one download per URL
+    # One source, two keys: the 3.11 key built once for cpu and cu130, then the 3.12 one.
+    assert [[len(g) for g in groups] for groups in work.builds] == [[2, 1]]
+    assert work.building == {"pw-cext"}
+
+
+def test_a_superseded_cached_build_is_listed_again() -> None:
+    entry = CatalogEntry(
+        filename="a.whl",
+        path="files/ab/a.whl",
+        sha256="ab" * 32,
+        size=1,
+        version="1.0",
+        requires_python=None,
+        metadata_sha256="cd" * 32,
+        upload_time="2026-01-01T00:00:00Z",
+        accels=None,
+        origin="built",
+    )
+    items = (_item("cached", cached_file="a.whl"), _item("cached", cached_file="a.whl"))
+    work = grouping.group(items, superseded=lambda _: entry)
+    assert work.done == () and len(work.relists) == 1 and len(work.relists[0][1]) == 2
+
+
+def test_abi3_and_verify_order_decisions() -> None:
+    built = _key(config())
+    same_kind = _key(config(), target((3, 12, 1)))
+    per_accel = _key(config(), target(accel="cu130"), per_accel=True)
+    wheel = "pw_cext-1.0-cp39-abi3-manylinux_2_17_x86_64.whl"
+    assert grouping.abi3_serves(built, wheel, same_kind, target((3, 12, 1)))
+    assert not grouping.abi3_serves(built, wheel, per_accel, target(accel="cu130"))
+    old = "pw_cext-1.0-cp312-abi3-manylinux_2_17_x86_64.whl"
+    assert not grouping.abi3_serves(built, old, same_kind, target((3, 11, 7)))
+    assert grouping.verify_now({"six"}, frozenset({"pw-cext"}))
+    assert not grouping.verify_now({"pw-cext"}, frozenset({"pw-cext"}))
+    assert not grouping.verify_now(None, frozenset())  # unreadable metadata waits
+    split = grouping.by_accelerator(
+        (_item("build", t=target(accel="cu130")), _item("build", t=target(accel="cpu")))
+    )
+    assert [g[0].target.accel for g in split] == ["cpu", "cu130"]
+
+
+def test_a_failure_result_carries_the_exit_code() -> None:
+    from builder.errors import HashMismatchError, StepError
+
+    item = _item("download", file=PURE)
+    assert ItemResult.failure(item, StepError("x", step="build")).exit_code == 1
+    assert ItemResult.failure(item, HashMismatchError("x", step="fetch")).exit_code == 3
+
+
+# -- superseded builds --------------------------------------------------------------------------
+
+
+def test_superseded_means_a_newer_build_of_the_same_wheel_is_listed(tmp_path: Path) -> None:
+    wh = Wheelhouse(tmp_path / "wh")
+    wh.ensure()
+    tag = "py3-none-any"
+    old = add_wheel(wh, tmp_path / "w", "pw-x", "1.0", build="100_aaaaaaaaaaaa", tag=tag)
+    new = add_wheel(wh, tmp_path / "w", "pw-x", "1.0", build="200_bbbbbbbbbbbb", tag=tag)
+    key = _key(config())
+    publisher = Publisher(wh)
+    assert publisher.superseded(key, old.name, "cpu") is not None
+    assert publisher.superseded(key, new.name, "cpu") is None
+    assert publisher.superseded(None, old.name, "cpu") is None  # a downloaded wheel
+
+
+# -- the no-op stamp's reading of a command line ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["build", "-r", "r.txt"], (["-r", "r.txt"], "wheelhouse", False)),
+        (["build", "-r=r.txt", "--json", "-q"], None),  # `-r=` is not how click spells it
+        (["build", "--requirements=r.txt", "--json"],
+         (["--requirements", "r.txt"], "wheelhouse", True)),
+        (["build", "-r", "r.txt", "--wheelhouse", "w", "-j", "2"],
+         (["-r", "r.txt", "--wheelhouse", "w", "-j", "2"], "w", False)),
+        (["build", "-r", "r.txt", "--no-retry-failed"],
+         (["-r", "r.txt", "--no-retry-failed"], "wheelhouse", False)),
+        (["build", "-r", "r.txt", "--refresh"], None),  # asks for fresh work
+        (["build", "-r", "r.txt", "--help"], None),
+        (["build", "-r", "r.txt", "--new-option"], None),
+        (["plan", "-r", "r.txt"], None),
+        (["build", "-r"], None),
+    ],
+)  # fmt: skip
+def test_the_stamp_reads_build_options_from_the_one_table(
+    argv: list[str], expected: tuple[list[str], str, bool] | None
+) -> None:
+    assert stamp._parse(argv) == expected
+
+
+def test_every_build_option_is_in_the_table_click_reads() -> None:
+    from builder.buildargs import BUILD_OPTIONS
+    from builder.cli.build import command
+
+    declared = {n for p in command.params for n in (*p.opts, *p.secondary_opts)}
+    assert declared - {"--help"} == {n for opt in BUILD_OPTIONS for n in opt.names}
+
+
+def test_targets_decide_which_wheels_they_accept() -> None:
+    t = target()
+    assert t.accepts("x-1.0-cp311-cp311-manylinux_2_17_x86_64.whl")
+    assert t.accepts("x-1.0-py3-none-any.whl")
+    assert not t.accepts("x-1.0-cp312-cp312-manylinux_2_17_x86_64.whl")
+    assert not t.accepts("x-1.0-cp311-cp311-win_amd64.whl")
+
+
+def test_config_packages_are_found_by_normalized_name() -> None:
+    cfg = parse_config({"packages": {"Foo_Bar": {"heavy": True}}}, source="<t>")
+    assert cfg.package("foo-bar").heavy and not cfg.package("other").heavy
