@@ -59,7 +59,7 @@ def variant_of(cuda: Version) -> str:
 @dataclass(frozen=True, kw_only=True)
 class CudaToolkit:
     version: Version  # (12, 8)
-    driver: Version  # the oldest Linux x86_64 driver for its GA release
+    driver: str  # the oldest Linux x86_64 driver for its GA release, as NVIDIA writes it
     archs: tuple[str, ...]  # compute capabilities its nvcc compiles SASS for, oldest first
 
     @property
@@ -112,7 +112,7 @@ class GpuModel:
 @dataclass(frozen=True, kw_only=True)
 class Compat:
     toolkits: Mapping[Version, CudaToolkit]
-    minor_compat: Mapping[int, Version]  # CUDA major -> oldest driver for every X.y
+    minor_compat: Mapping[int, str]  # CUDA major -> the oldest driver for every X.y
     os: Mapping[str, OsRelease]
     cuda_image_tag: str
     cuda_images: tuple[CudaImageOs, ...]
@@ -164,6 +164,12 @@ def _version(table: Mapping[str, Any], key: str, where: str) -> Version:
         raise CompatDataError(f"{where}.{key}: {exc}") from exc
 
 
+def _driver(table: Mapping[str, Any], where: str) -> str:
+    """A driver version kept as written ("525.60.13": its zeros matter to people), checked."""
+    _version(table, "driver", where)
+    return str(table["driver"])
+
+
 @functools.cache
 def load() -> Compat:
     """Every data file, parsed and checked once per process."""
@@ -176,11 +182,12 @@ def load() -> Compat:
         version = parse_version(key)
         toolkits[version] = CudaToolkit(
             version=version,
-            driver=_version(tbl, "driver", where),
+            driver=_driver(tbl, where),
             archs=tuple(_field(tbl, "archs", where, list)),
         )
     minor = {
-        int(major): parse_version(drv) for major, drv in cuda["minor_version_compatibility"].items()
+        int(major): _driver({"driver": drv}, f"cuda.toml minor_version_compatibility.{major}")
+        for major, drv in cuda["minor_version_compatibility"].items()
     }
     oses = {}
     for key, tbl in images["os"].items():
