@@ -201,6 +201,10 @@ DIRTY: list[list[Item]] = [
         ("tmp/pip-req-build-x1/build/temp.linux-x86_64-cpython-311/src/m.o", b"o" * 70),
         ("wheels/pw_cext-1.0-cp311-cp311-linux_x86_64.whl", b"z" * 90),
         ("tmp/pw_cext-1.0.tar.gz", b"s" * 80),
+        # Shipped on purpose by OS packages: no finding of their own.
+        ("usr/share/python-wheels/pip-23.0.1-py3-none-any.whl", b"p" * 30),
+        ("usr/lib/python3.11/ensurepip/_bundled/pip-24.0-py3-none-any.whl", b"p" * 30),
+        ("usr/lib/x86_64-linux-gnu/crt1.o", b"c" * 20),
     ],
 ]
 

@@ -113,7 +113,7 @@ def _render(result: Audit) -> None:
         click.echo(f"note: {note}")
     click.echo(f"  {'#':>2}  {'size':>9}  {'added':>9}  {'overwrote':>9}  {'deleted':>9}  command")
     for s in result.layers:
-        command = s.command if len(s.command) <= 70 else s.command[:67] + "..."
+        command = (s.command or "-") if len(s.command) <= 70 else s.command[:67] + "..."
         click.echo(
             f"  {s.index:>2}  {_human(s.size):>9}  {_human(s.added):>9}  "
             f"{_human(s.overwritten):>9}  {_human(s.deleted):>9}  {command}"

@@ -46,7 +46,11 @@ _APT_CACHE = re.compile(
 _BUILD_TREE = re.compile(
     r"(?:^|/)(?:CMakeFiles|build/(?:temp|lib|bdist)\.[^/]+)/|^tmp/pip-[^/]+/|\.o$|\.obj$"
 )
+# Object files a -dev package installs (crt1.o in libc6-dev) are counted with the package.
+_SYSTEM_LIBS = ("usr/lib/", "usr/lib64/", "lib/", "lib64/")
 _ARCHIVE_DIRS = ("tmp/", "root/", "wheels/", "wheelhouse/", "dist/", "src/")
+# Wheels an OS package ships on purpose: Debian's python3-venv, ensurepip's own.
+_BUNDLED_WHEELS = re.compile(r"^usr/share/python-wheels/|/ensurepip/_bundled/")
 _SITE = ("site-packages/", "dist-packages/")
 
 
@@ -234,9 +238,9 @@ def _category(path: str, entry: Entry) -> str | None:
         return "headers"
     if name.endswith(".a"):
         return "static-libs"
-    if _BUILD_TREE.search(path):
+    if _BUILD_TREE.search(path) and not (name.endswith(".o") and path.startswith(_SYSTEM_LIBS)):
         return "build-trees"
-    if name.endswith(".whl") or (
+    if (name.endswith(".whl") and not _BUNDLED_WHEELS.search(path)) or (
         path.startswith(_ARCHIVE_DIRS) and name.endswith((".tar.gz", ".tgz", ".tar.bz2", ".zip"))
     ):
         return "archives"
