@@ -105,8 +105,9 @@ def _render(report: DoctorReport) -> None:
             "none" + (f"; on the PCI bus: {', '.join(facts.pci_gpus)}" if facts.pci_gpus else ""),
         )
     for gpu in facts.gpus:
+        source = "prewheel's GPU table" if gpu.cc_source == "table" else gpu.cc_source
         cc = (
-            f"compute capability {gpu.cc} (from {gpu.cc_source})"
+            f"compute capability {gpu.cc} (from {source})"
             if gpu.cc
             else "compute capability unknown"
         )
@@ -120,41 +121,21 @@ def _render(report: DoctorReport) -> None:
     click.secho("recommendation", bold=True)
     rec = report.recommendation
     _row("accelerator", click.style(rec.accel, fg="green", bold=True) + f": {rec.why}")
-    _row("targets", ", ".join(rec.targets) or "none configured with it")
+    _row("targets", ", ".join(rec.targets) or "none of the targets checked")
     click.secho("targets", bold=True)
     for t in report.targets:
         runs = {
-            "native": "runs here",
-            "minor-compat": "runs (minor-version compatibility)",
-            "no": "does not run here",
+            "native": ("runs here", "green"),
+            "minor-compat": ("runs through minor-version compatibility", "yellow"),
+            "no": ("does not run here", "red"),
         }[t.runs]
-        _row(
-            t.name,
-            click.style(
-                runs,
-                fg="green"
-                if t.runs == "native"
-                else "yellow"
-                if t.runs == "minor-compat"
-                else "red",
-            ),
-        )
+        click.echo(f"  {t.name}: " + click.style(runs[0], fg=runs[1]))
         if t.gpus:
-            _row(
-                "",
-                "arch list "
-                + (", ".join(t.arch_list) or "(empty)")
-                + ": "
-                + ", ".join(f"gpu {i} {cov}" for i, cov in t.gpus),
-            )
-        fitting = [b for b in t.bases if b.fits]
-        _row(
-            "",
-            "bases: " + (", ".join(f"{b.image} (glibc {b.glibc})" for b in fitting) or "none fits"),
-        )
+            coverage = ", ".join(f"gpu {i} {cov}" for i, cov in t.gpus)
+            click.echo(f"      arch list {', '.join(t.arch_list) or '(empty)'}: {coverage}")
+        fitting = ", ".join(f"{b.image} (glibc {b.glibc})" for b in t.bases if b.fits)
+        click.echo(f"      bases: {fitting or 'none fits'}")
     if not report.problems:
         click.secho("no problems found", fg="green")
     for p in report.problems:
-        click.secho(
-            f"{p.level}: [{p.code}] {p.message}", fg=_LEVEL[p.level], err=p.level == "error"
-        )
+        click.secho(f"{p.level}: [{p.code}] {p.message}", fg=_LEVEL[p.level])

@@ -363,8 +363,8 @@ def diagnose(
             Problem(
                 level="warning",
                 code="recommendation-not-configured",
-                message=f"this host runs {rec.accel} best, but no configured target uses it: "
-                f'add "{rec.accel}" to [targets] accel',
+                message=f"this host runs {rec.accel} best, but none of the targets checked "
+                f'uses it: add "{rec.accel}" to [targets] accel',
             )
         )
     return DoctorReport(
