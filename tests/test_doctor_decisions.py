@@ -266,6 +266,8 @@ def test_nvidia_smi_output() -> None:
     ]
     driver, gpus = parse_nvidia_smi("0, Tesla T4, 00000000:00:1E.0, 470.256.02\n")
     assert driver is not None and gpus[0].cc is None and gpus[0].name == "Tesla T4"
+    driver, gpus = parse_nvidia_smi("0, NVIDIA A10G, 8.6, 00000000:00:1E.0, [N/A]\n")
+    assert driver is None and gpus[0].cc == "8.6"  # no version: no driver, never a crash
 
 
 # The shipped data: one source, internally consistent.

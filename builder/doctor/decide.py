@@ -2,7 +2,7 @@
 configured (`Target`s) and the shipped compatibility data, to what runs here and what to use.
 
 Nothing here reads the machine or starts a process, so every rule is tested on recorded
-facts in milliseconds (tests/test_doctor.py); `host` does the reading.
+facts in milliseconds (tests/test_doctor_decisions.py); `host` does the reading.
 """
 
 from __future__ import annotations

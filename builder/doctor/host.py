@@ -21,6 +21,7 @@ from ..cmd import probe
 from .facts import Cpu, Driver, Gpu, HostFacts
 from .isa import cpuinfo_flags, isa_level
 
+_VERSION = re.compile(r"\d+(?:\.\d+)+")
 _NVRM = re.compile(r"NVRM version:.*?Kernel Module(?:\s+for\s+\S+)?\s+(\d+(?:\.\d+)+)")
 _LIBC = re.compile(rb"GNU C Library \([^)]*\) (?:stable )?release version (\d+)\.(\d+)")
 _LIBC_DIRS = (
@@ -93,7 +94,7 @@ def _driver_from_files(root: Path, looked: list[str]) -> Driver | None:
         found = Driver(version=m.group(1), source="/proc/driver/nvidia/version")
     sysmod = root / "sys/module/nvidia/version"
     ver = (_text(sysmod) or "").strip()
-    ok = bool(re.fullmatch(r"\d+(\.\d+)+", ver))
+    ok = bool(_VERSION.fullmatch(ver))
     looked.append(f"/{sysmod.relative_to(root)}: " + (f"driver {ver}" if ok else "absent"))
     if ok and found is None:
         found = Driver(version=ver, source="/sys/module/nvidia/version")
@@ -159,7 +160,8 @@ def _nvml() -> tuple[Driver | None, tuple[Gpu, ...]] | None:
     try:
         buf = ctypes.create_string_buffer(96)
         driver = None
-        if lib.nvmlSystemGetDriverVersion(buf, ctypes.c_uint(len(buf))) == 0:
+        ok = lib.nvmlSystemGetDriverVersion(buf, ctypes.c_uint(len(buf))) == 0
+        if ok and _VERSION.fullmatch(buf.value.decode(errors="replace")):
             cuda_int = ctypes.c_int(0)
             cuda = None
             if lib.nvmlSystemGetCudaDriverVersion_v2(ctypes.byref(cuda_int)) == 0:
@@ -211,7 +213,8 @@ def parse_nvidia_smi(csv: str) -> tuple[Driver | None, tuple[Gpu, ...]]:
                 bus=bus or None,
             )
         )
-        driver = driver or Driver(version=version, source="nvidia-smi")
+        if driver is None and _VERSION.fullmatch(version):
+            driver = Driver(version=version, source="nvidia-smi")
     return driver, tuple(gpus)
 
 
