@@ -5,6 +5,7 @@ fixture makes starting one fail); tests/test_doctor.py runs the CLI for real.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import replace
@@ -305,3 +306,18 @@ def test_images_come_from_the_data() -> None:
     assert runtime_image(py310) == "nvidia/cuda:12.6.0-runtime-ubuntu22.04"
     bases = runtime_bases(target("cpu"))
     assert bases[0].image == "python:3.11-slim"
+
+
+def test_a_driver_without_per_gpu_files_still_counts_the_gpus_on_the_bus(tmp_path: Path) -> None:
+    """Some containers see /sys/module/nvidia but not /proc/driver/nvidia: the GPUs on the
+    PCI bus still count, their compute capability unknown (and said so)."""
+    case = next(c for c in case_dirs() if c.name == "driver-580-h100")
+    root = tmp_path / "root"
+    shutil.copytree(case / "root", root)
+    shutil.rmtree(root / "proc/driver")
+    facts = read_host(root)
+    assert facts.driver is not None and facts.driver.source == "/sys/module/nvidia/version"
+    assert [(g.name, g.cc) for g in facts.gpus] == [("NVIDIA GPU (PCI device 0x2330)", None)] * 4
+    report = diagnose(facts, [target("cu130")])
+    assert report.recommendation.accel == "cu130"
+    assert {p.code for p in report.problems} == {"cc-unknown"}

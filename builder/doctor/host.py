@@ -66,6 +66,12 @@ def read_host(root: Path = Path("/")) -> HostFacts:
         cuda = next((d.cuda for d in asked if d.cuda), None)
         driver = Driver(version=driver.version, source=driver.source, cuda=cuda)
     gpus = (nvml[1] if nvml and nvml[1] else ()) or (smi[1] if smi else ()) or _proc_gpus(root)
+    pci = _pci_gpus(root)
+    if driver is not None and not gpus:  # a driver with no per-GPU files: the bus still tells
+        gpus = tuple(
+            Gpu(index=i, name=f"NVIDIA GPU (PCI device {device})", cc=None, cc_source=None, bus=bus)
+            for i, (bus, device) in enumerate(pci)
+        )
     gpus = tuple(_with_cc(g) for g in gpus)
     glibc, glibc_source = _glibc(root, live)
     flags, model, arch = cpuinfo_flags(_text(root / "proc/cpuinfo") or "")
@@ -75,7 +81,7 @@ def read_host(root: Path = Path("/")) -> HostFacts:
         live=live,
         driver=driver,
         gpus=gpus,
-        pci_gpus=_pci_gpus(root),
+        pci_gpus=tuple(f"{bus} (device {device})" for bus, device in pci),
         glibc=glibc,
         glibc_source=glibc_source,
         os=_os_release(root).get("PRETTY_NAME"),
@@ -132,16 +138,16 @@ def _with_cc(gpu: Gpu) -> Gpu:
     )
 
 
-def _pci_gpus(root: Path) -> tuple[str, ...]:
-    """NVIDIA display controllers on the PCI bus, whether or not a driver is bound."""
+def _pci_gpus(root: Path) -> tuple[tuple[str, str], ...]:
+    """(bus, device id) of each NVIDIA display controller on the PCI bus, whether or not a
+    driver is bound to it."""
     base = root / "sys/bus/pci/devices"
     found = []
     for dev in sorted(base.iterdir()) if base.is_dir() else ():
         vendor = (_text(dev / "vendor") or "").strip()
         klass = (_text(dev / "class") or "").strip()
         if vendor == _NVIDIA_VENDOR and klass.startswith(_DISPLAY_CLASSES):
-            device = (_text(dev / "device") or "").strip()
-            found.append(f"{dev.name} (device {device or '?'})")
+            found.append((dev.name, (_text(dev / "device") or "").strip() or "?"))
     return tuple(found)
 
 
