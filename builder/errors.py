@@ -94,3 +94,7 @@ class WheelhouseError(PrewheelError):
 
 class PushError(PrewheelError):
     """Uploading to a devpi-server failed."""
+
+
+class ImageError(PrewheelError):
+    """An image archive, or the rules to audit it by, cannot be read (nothing was judged)."""

@@ -7,7 +7,9 @@ generated sdists served from the build context on 127.0.0.1; the runtime Dockerf
 `prewheel dockerfile` prints is built on the runtime base from that wheelhouse with
 --network=none (and again from the index `prewheel serve` serves from the builder image); the
 image imports every package, holds no compiler and no wheel in any layer; and the same app built
-the naive single-stage way is compared by size (benchmarks/image_size.py).
+the naive single-stage way is compared by size (benchmarks/image_size.py); and `prewheel
+audit-image` reads both images as `docker save` writes them, prints its report, and must agree
+with `dive` on each, the runtime stage passing Dive's own CI defaults.
 
 Uses the engine at $DOCKER_HOST if one answers, else starts one with tests/docker/dockerd.sh
 (and stops it), else skips with the reason.
@@ -32,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from imagekit import assert_same_as_dive, dive_json
 from needs import declared, missing
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, pip_isolated_env, populate
@@ -465,3 +468,34 @@ def test_runtime_image_is_much_smaller_than_single_stage(
     assert out.strip()
     saving = engine.size(naive_image) - engine.size(runtime_image)
     assert saving >= MIN_SAVING, f"only {saving / 1e6:.0f} MB smaller"
+
+
+def _audit(archive: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "builder", "audit-image", *args, str(archive)],
+        capture_output=True,
+        text=True,
+        cwd=archive.parent,  # no .dive-ci there: --ci means Dive's defaults
+        timeout=300,
+    )
+
+
+def test_audit_image_on_the_runtime_stage_and_the_single_stage_image(
+    engine: Engine, runtime_image: str, naive_image: str, tmp_path: Path
+) -> None:
+    """Both images audited and printed; Dive's numbers equal dive's own on each archive; the
+    runtime stage passes `dive --ci`'s defaults (efficiency 0.9, user-wasted 0.1) and holds
+    no compiler, header or -dev package, while the single-stage image holds all three."""
+    found = {}
+    for label, image in (("runtime", runtime_image), ("single-stage", naive_image)):
+        archive = tmp_path / f"{label}.tar"
+        engine.run("save", "-o", str(archive), image, timeout=600)
+        report = _audit(archive, "--ci")
+        print(f"== prewheel audit-image --ci ({label} image {image})\n{report.stdout}")
+        data = json.loads(_audit(archive, "--ci", "--json", "--top", "1000000").stdout)
+        assert_same_as_dive(data, dive_json(archive, tmp_path))
+        found[label] = (report.returncode, {f["category"] for f in data["findings"]})
+    code, runtime = found["runtime"]
+    assert code == 0, "the runtime stage fails Dive's CI defaults"
+    assert not runtime & {"compilers", "headers", "dev-packages", "pip-cache", "archives"}
+    assert {"compilers", "headers", "dev-packages"} <= found["single-stage"][1]

@@ -23,7 +23,8 @@ ALLOWED: dict[str, set[str]] = {
     "pipeline": {CORE, "targets", "index", "stages", "devpi"},
     "serve": {CORE, "index"},
     "docker": {CORE, "targets"},
-    "cli": {CORE, "targets", "index", "stages", "pipeline", "serve", "devpi", "docker"},
+    "doctor": {CORE, "targets"},
+    "cli": {CORE, "targets", "index", "stages", "pipeline", "serve", "devpi", "docker", "doctor"},
     "entry": {CORE, "cli"},
 }
 ENTRY = {"entry", "__main__"}

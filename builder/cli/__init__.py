@@ -28,6 +28,8 @@ _SUBCOMMANDS = (
     "index",
     "dockerfile",
     "lint_dockerfile",
+    "doctor",
+    "audit_image",
 )
 
 

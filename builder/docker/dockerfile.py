@@ -14,21 +14,16 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from urllib.parse import urlsplit
 
-from .. import __version__
+from .. import __version__, compat
 from ..errors import TargetError
 from ..targets import Target, policy
+from ..targets.images import cuda_image, cuda_runtime_os, image_glibc
 
 VENV = "/opt/venv"
 APP_DIR = "/app"
 APP_USER = "app"
 APP_UID = 10001
 DEFAULT_INDEX_URL = "http://prewheel:8080/{accel}/simple/"
-
-# The Ubuntu release whose own python3.X a CUDA runtime image can install with apt. Other
-# Python versions need a base that already has them (--base).
-_CUDA_OS_PYTHON = {"3.10": "ubuntu22.04", "3.12": "ubuntu24.04"}
-# Their glibc. The python:*-slim images are Debian 13 (2.41), newer than any builder here.
-_CUDA_OS_GLIBC = {"ubuntu22.04": (2, 35), "ubuntu24.04": (2, 39)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,33 +75,36 @@ def base_image(target: Target) -> str:
             hint=f"pass --base with an image that has python{py}t as python3",
         )
     if target.accel == "cpu":
-        return f"python:{py}-slim"
-    os_name = _CUDA_OS_PYTHON.get(py)
-    cuda = tuple(int(x) for x in (target.cuda_version or "0.0").split("."))
-    if os_name == "ubuntu24.04" and cuda < (12, 5):  # no ubuntu24.04 images before CUDA 12.5
-        os_name = None
+        return compat.load().python_tag.format(python=py)
+    cuda = compat.cuda_of(target.accel) or (0, 0)
+    os_name = cuda_runtime_os(py, cuda)
     if os_name is None:
-        known = ", ".join(f"{v} ({o})" for v, o in _CUDA_OS_PYTHON.items())
+        data = compat.load()
+        known = ", ".join(
+            f"{data.os[r.os].python} ({r.os}, CUDA {compat.show(r.first)}"
+            + (f" to {compat.show(r.last)})" if r.last else " on)")
+            for r in data.cuda_images
+            if data.os[r.os].package_manager == "apt"
+        )
         raise TargetError(
             f"target '{target.name}': no nvidia/cuda:{target.cuda_version}.*-runtime image "
-            f"ships Python {py} (their Ubuntu releases ship {known}, 24.04 from CUDA 12.5)",
+            f"ships Python {py} (their Ubuntu releases ship {known})",
             hint="pass --base with a CUDA runtime image that already has python" + py,
         )
-    return f"nvidia/cuda:{target.cuda_version}.0-runtime-{os_name}"
+    return cuda_image(cuda, os_name)
 
 
 def glibc_mismatch(target: Target, base: str) -> str | None:
-    """Why a wheel the target accepts may not install on the CUDA image `base` (its glibc is
-    older than the target's policy allows), or None."""
-    os_name = base.rsplit("-", 1)[-1]
-    have = _CUDA_OS_GLIBC.get(os_name) if base.startswith("nvidia/cuda:") else None
+    """Why a wheel the target accepts may not install on `base` (its glibc is older than the
+    target's policy allows), or None; None too for an image prewheel does not know."""
+    have = image_glibc(base)
     ceiling = policy.glibc_of(target.platform_ceiling)
     if have is None or ceiling is None or ceiling <= have:
         return None
     return (
         f"target {target.name} accepts wheels up to {target.platform_ceiling}, but {base} has "
         f"glibc {have[0]}.{have[1]}: pip refuses a wheel there that needs a newer glibc. Give "
-        f"this target policy {policy.platform_tag(have)} or older, or --base an "
+        f"this target policy {policy.platform_tag((have[0], have[1]))} or older, or --base an "
         "image with a newer glibc"
     )
 
