@@ -261,7 +261,7 @@ class BuildEnvironment:
 
     def _strip_paths(self, drop: Callable[[Path], bool]) -> BuildEnvironment:
         """Take toolkit directories (those whose toolkit `drop` says) off every search path;
-        a non-system directory that holds CUDA files goes too."""
+        off the others than PATH, a non-system directory that holds CUDA files goes too."""
         env = dict(self.env)
         removed = list(self.removed)
         for var in PATH_VARS:
@@ -270,8 +270,11 @@ class BuildEnvironment:
             kept = []
             for entry in env[var].split(":"):
                 root = toolkit_root(entry)
+                # Elsewhere, a directory holding CUDA files goes too; on PATH, one holding
+                # other programs beside them is shadowed instead (_shadow_path).
                 loose = (
                     root is None
+                    and var != "PATH"
                     and entry
                     and str(_resolved(entry)) not in SYSTEM_DIRS
                     and _holds_cuda(Path(entry))
