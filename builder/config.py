@@ -69,6 +69,7 @@ class PackageConfig:
     skip: str | None = None
     heavy: bool = False
     accel_specific: bool | None = None  # None: decided from the sdist (stages.classify)
+    accels: tuple[str, ...] = ()  # only for these accelerators (a CUDA-only package: cu*)
     force_build: bool = False
     import_names: tuple[str, ...] | None = None
     timeout: float | None = None
@@ -128,6 +129,7 @@ _PACKAGE_KEYS = (
     "skip",
     "heavy",
     "accel_specific",
+    "accels",
     "force_build",
     "import_names",
     "timeout",
@@ -336,6 +338,15 @@ def _parse_accels(raw: Mapping[str, Any], p: _Problems) -> dict[str, AccelConfig
     return out
 
 
+def _accel_names(value: Any, where: str, p: _Problems) -> tuple[str, ...]:
+    """Accelerator names or globs (`cu*`)."""
+    names = p.str_list(value, where)
+    for i, name in enumerate(names):
+        if not (_valid_accel(name) or name in ("cu*", "*")):
+            p.add(f"{where}[{i}]", f"'{name}' is not 'cpu', a CUDA variant like 'cu130', or 'cu*'")
+    return names
+
+
 def _index_url(value: str | None, where: str, p: _Problems) -> str | None:
     """A simple-index URL, with its trailing slash."""
     if value is None:
@@ -387,6 +398,7 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems, base: Path) -> dict[st
                 if "accel_specific" in tbl
                 else None
             ),
+            accels=_accel_names(tbl.get("accels", []), f"{where}.accels", p),
             force_build=bool(p.typed(tbl.get("force_build", False), bool, f"{where}.force_build")),
             import_names=(
                 p.str_list(imports, f"{where}.import_names") if imports is not None else None

@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Any, Literal, TypeAlias
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -303,6 +304,8 @@ def plan_item(
         return PlanItem(action="skip", reason=pkg.skip, **base)
     if pkg.python and not pkg.python.contains(target.interpreter.short + ".0", prereleases=True):
         return PlanItem(action="skip", reason=f"config: python {pkg.python}", **base)
+    if pkg.accels and not any(fnmatchcase(target.accel, a) for a in pkg.accels):
+        return PlanItem(action="skip", reason=f"config: only for {', '.join(pkg.accels)}", **base)
     files = [f for f in files if _requires_python_ok(f, target)]
     if hashes:
         # The pins choose among the files; when none matches, the fetch refuses the bytes

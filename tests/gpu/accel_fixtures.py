@@ -233,3 +233,65 @@ def all_fixtures(with_fixed_arch: bool = False) -> dict[str, dict[str, str]]:
     if with_fixed_arch:
         out[FIXED_ARCH] = accel_files("always", FIXED_ARCH, fixed_archs="8.0")
     return out
+
+
+# A package that links a CUDA library with no toolkit and no word of CUDA in its build: it
+# ships a vendored `libcudart.so.13` (here a stub compiled on the spot). Only the wheel's
+# DT_NEEDED, read after the build, tells that it is accelerator-specific.
+STUB = "pw-cu-stub"
+
+SETUP_STUB = r"""
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class BuildExt(build_ext):
+    def build_extension(self, ext):
+        out = Path(self.build_temp) / "vendor"
+        out.mkdir(parents=True, exist_ok=True)
+        objs = self.compiler.compile(["vendor/rt.c"], output_dir=str(out),
+                                     extra_postargs=["-fPIC"])
+        self.compiler.link_shared_object(objs, str(out / "libcudart.so.13"),
+                                         extra_preargs=["-Wl,-soname,libcudart.so.13"])
+        ext.library_dirs.append(str(out))
+        ext.extra_link_args.append("-l:libcudart.so.13")
+        super().build_extension(ext)
+
+
+setup(
+    packages=["pw_cu_stub"],
+    ext_modules=[Extension("pw_cu_stub._rt", ["src/rt_module.c"])],
+    cmdclass={"build_ext": BuildExt},
+)
+"""
+
+STUB_RT_C = "int cudaRuntimeGetVersion(int *v) { *v = 1; return 0; }\n"
+
+STUB_MODULE_C = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+int cudaRuntimeGetVersion(int *v);
+
+static PyObject *runtime(PyObject *self, PyObject *unused) {
+    int v = 0;
+    cudaRuntimeGetVersion(&v);
+    return PyLong_FromLong(v);
+}
+
+static PyMethodDef methods[] = {{"runtime", runtime, METH_NOARGS, ""}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_rt", NULL, -1, methods};
+PyMODINIT_FUNC PyInit__rt(void) { return PyModule_Create(&module); }
+"""
+
+
+def stub_files() -> dict[str, str]:
+    return {
+        "setup.py": SETUP_STUB.lstrip(),
+        "vendor/rt.c": STUB_RT_C,
+        "src/rt_module.c": STUB_MODULE_C.lstrip(),
+        "MANIFEST.in": "recursive-include vendor *.c\nrecursive-include src *.c\n",
+        "pw_cu_stub/__init__.py": "from ._rt import runtime\n",
+    }
