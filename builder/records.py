@@ -109,11 +109,17 @@ class KeyInputs:
         }
 
     def source_json(self) -> dict[str, Any]:
-        """The part a pure wheel depends on: the inputs without the target's."""
+        """The part a pure wheel depends on: the inputs without the target's (but for the
+        accelerator of a package built per accelerator)."""
         target_fields = (
             "interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler", "repair"
         )  # fmt: skip
-        return {k: v for k, v in self.to_json().items() if k not in target_fields}
+        out = {k: v for k, v in self.to_json().items() if k not in target_fields}
+        if self.accel_specific:
+            # Built per accelerator: a pure wheel serves every Python of its accelerator,
+            # never another accelerator's index.
+            out["accel"] = self.accel
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> KeyInputs:

@@ -190,9 +190,15 @@ def _plan(tmp_path: Path, scan: SdistScan, t: Target, **packages: PackageConfig)
 def test_the_decision_keys_the_build_before_it_runs(tmp_path: Path) -> None:
     cuda = _plan(tmp_path, CUDA_SCAN, target("cu130"))
     assert cuda.key is not None and cuda.key.accel_specific and cuda.accel_key is None
+    cpu = _plan(tmp_path, CUDA_SCAN, target("cpu"))
+    assert cpu.key is not None and cpu.key.key != cuda.key.key
+    # A pure wheel built for one accelerator never serves another's index.
+    assert cpu.key.source_key != cuda.key.source_key
     assert cuda.to_json()["accel_decision"]["by"] == "sdist"
     plain = _plan(tmp_path, PLAIN_SCAN, target("cu130"))
     assert plain.key is not None and not plain.key.accel_specific
+    plain_cpu = _plan(tmp_path, PLAIN_SCAN, target("cpu")).key
+    assert plain_cpu is not None and plain_cpu.source_key == plain.key.source_key
     assert plain.accel_key is not None  # DT_NEEDED after the build stays the second check
     off = _plan(
         tmp_path,
