@@ -374,3 +374,22 @@ def test_index_check_fails_a_cpu_index_that_lists_cuda(tmp_path: Path) -> None:
     assert problem.startswith("cpu/simple/pw-bad/") and "libcudart.so.13" in problem
     with pytest.raises(Exception, match="the cpu index never holds CUDA"):
         raise accel.cpu_listing_error("pw_bad.whl", ["libcudart.so.13"], ["cu130"])
+
+
+def test_a_toolkit_sharing_the_interpreters_prefix_stays_visible(tmp_path: Path) -> None:
+    conda = _toolkit(tmp_path, "conda")  # a conda environment with nvcc and its python
+    (conda / "bin" / "python").write_text("")
+    t = replace(
+        target("cpu"), interpreter=replace(target().interpreter, path=conda / "bin" / "python")
+    )  # type: ignore[type-var]
+    made = buildenv.for_build(
+        target=t,
+        cuda=False,
+        base={"PATH": f"{conda}/bin:/usr/bin"},
+        package_env={},
+        env_dir=tmp_path / "venv",
+        workdir=tmp_path / "work",
+        known_homes=[str(conda)],
+    )
+    assert conda.resolve() not in made.hidden
+    assert f"{conda}/bin" not in made.env["PATH"].split(":")  # still off the paths

@@ -377,7 +377,14 @@ def for_build(
         env = env.with_toolkit(target, known_homes)
     else:
         env = env.without_cuda(known_homes)
-    return env.with_vars(package_env).with_venv(env_dir)
+    # A toolkit that shares a prefix with the build's interpreter or work directory (a conda
+    # environment with nvcc) stays visible: hiding it would hide the build itself.
+    needed = [
+        workdir.resolve(),
+        *([target.interpreter.path.resolve()] if target.interpreter else []),
+    ]
+    kept = tuple(h for h in env.hidden if not any(n.is_relative_to(h) for n in needed))
+    return replace(env, hidden=kept).with_vars(package_env).with_venv(env_dir)
 
 
 def known_toolkit_homes(homes: Iterable[str | None]) -> list[str]:
