@@ -240,6 +240,10 @@ def test_a_neutral_build_that_links_cuda_is_built_per_accelerator(
     assert build.returncode == 1
     assert results[CPU]["status"] == "failed" and "links CUDA" in results[CPU]["error"]
     assert results[CU]["status"] == "built", results[CU]
+    records = [json.loads(p.read_text()) for p in (tmp_path / "wh" / "builds").glob("*.json")]
+    (ok,) = [r for r in records if r["result"] == "ok"]
+    assert ok["accel_decision"]["by"] == "links-cuda" and ok["inputs"]["accel"] == "cu130"
+    assert [r["result"] for r in records].count("accel-specific") == 1  # the neutral build
     again = _json(prewheel("plan", *args))
     decisions = {i["target"]: i["accel_decision"] for i in again["items"]}
     assert decisions[CU]["by"] == "links-cuda" and decisions[CU]["specific"]
