@@ -393,3 +393,12 @@ def test_a_toolkit_sharing_the_interpreters_prefix_stays_visible(tmp_path: Path)
     )
     assert conda.resolve() not in made.hidden
     assert f"{conda}/bin" not in made.env["PATH"].split(":")  # still off the paths
+
+
+def test_a_package_kept_to_some_accelerators_is_skipped_elsewhere(tmp_path: Path) -> None:
+    only_cuda = {"pw-x": PackageConfig(name="pw-x", accels=("cu*",))}
+    skipped = _plan(tmp_path, CUDA_SCAN, target("cpu"), **only_cuda)
+    assert (skipped.action, skipped.reason) == ("skip", "config: only for cu*")
+    assert _plan(tmp_path, CUDA_SCAN, target("cu130"), **only_cuda).action == "build"
+    with pytest.raises(ConfigError, match=r"packages.x.accels\[0\]"):
+        parse_config({"packages": {"x": {"accels": ["gpu"]}}}, source="<t>")
