@@ -23,6 +23,7 @@ import json
 import re
 import sys
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -263,10 +264,13 @@ def _build_requires(text: str) -> tuple[str, ...]:
 
 class SourceScanner:
     """Scans sdists for the plan: fetched into `wheelhouse/sources` (the build reuses them),
-    scanned once per sha256, remembered in `wheelhouse/cache/sdist-scan/`."""
+    scanned once per sha256, remembered in `wheelhouse/cache/sdist-scan/`. With `keep`
+    false (`prewheel plan` where no wheelhouse exists yet: a plan creates none), each sdist
+    is fetched into a temporary directory and its scan kept in memory only."""
 
-    def __init__(self, wh: Wheelhouse) -> None:
+    def __init__(self, wh: Wheelhouse, *, keep: bool = True) -> None:
         self.wh = wh
+        self.keep = keep
         self._seen: dict[str, SdistScan] = {}
 
     def _cache(self, digest: str) -> Path:
@@ -283,18 +287,22 @@ class SourceScanner:
             if cached is not None:
                 self._seen[digest] = cached
                 return digest, cached
-        try:
-            path, digest = fetch(sdist, hashes, self.wh.root / "sources")
-        except PrewheelError as exc:
-            if digest is None:
-                raise
-            unread = SdistScan(
-                cuda_sources=(), toolkit_use=(), build_requires=(), error=exc.message
-            )
-            return digest, unread
-        scan = scan_archive(path)
+        with tempfile.TemporaryDirectory(prefix="prewheel-sdist-") as tmp:
+            try:
+                path, digest = fetch(
+                    sdist, hashes, self.wh.root / "sources" if self.keep else Path(tmp)
+                )
+            except PrewheelError as exc:
+                if digest is None:
+                    raise
+                unread = SdistScan(
+                    cuda_sources=(), toolkit_use=(), build_requires=(), error=exc.message
+                )
+                return digest, unread
+            scan = scan_archive(path)
         self._seen[digest] = scan
-        atomic_write_json(self._cache(digest), scan.to_json())
+        if self.keep:
+            atomic_write_json(self._cache(digest), scan.to_json())
         return digest, scan
 
     def _read(self, digest: str) -> SdistScan | None:

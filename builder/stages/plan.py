@@ -461,8 +461,11 @@ def make_plan(
     allow_unpinned: bool = False,
     refresh: bool = False,
     progress: Progress = _quiet,
+    keep_sources: bool | None = None,
 ) -> Plan:
-    """The plan for `targets`; `progress` hears what is being resolved (it takes seconds)."""
+    """The plan for `targets`; `progress` hears what is being resolved (it takes seconds).
+    Each sdist to build is read to decide whether it is accelerator-specific: kept in the
+    wheelhouse (`keep_sources`; by default when one exists) for the build to reuse."""
     check_pins(pins, allow_unpinned=allow_unpinned)
     usable = [t for t in targets if t.missing is None]
     closures: dict[Target, Closure] = {}
@@ -479,7 +482,8 @@ def make_plan(
             raise
         checked.add(upstreams)
     by_interp = closures_by_accel(closures)
-    scanner = SourceScanner(wh)
+    keep = wh.root.is_dir() if keep_sources is None else keep_sources
+    scanner = SourceScanner(wh, keep=keep)
     items: list[PlanItem] = []
     for target in usable:
         assert target.interpreter is not None
