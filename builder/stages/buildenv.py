@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..cmd import hiding_prefix, offline_prefix
@@ -154,9 +154,9 @@ class BuildEnvironment:
     unset: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     shadowed: tuple[str, ...] = ()
-    offline: bool = True
+    offline: bool = True  # build commands run with the network off, where the kernel allows
     # Variables set by a step: recorded with their values.
-    set_vars: tuple[str, ...] = field(default=())
+    set_vars: tuple[str, ...] = ()
 
     @classmethod
     def from_host(cls, base: Mapping[str, str], workdir: Path) -> BuildEnvironment:
@@ -168,9 +168,7 @@ class BuildEnvironment:
     def without_cuda(self, known_homes: Iterable[str | Path] = ()) -> BuildEnvironment:
         """No CUDA reachable: variables unset, toolkit dirs off every path, shared PATH dirs
         shadowed without CUDA tools, every toolkit home hidden."""
-        pointed = [v for k, v in self.env.items() if is_cuda_var(k) and v.startswith("/")]
-        on_paths = [e for var in PATH_VARS for e in self.env.get(var, "").split(":") if e]
-        homes = installed_toolkits([*known_homes, *pointed, *on_paths])
+        homes = self._toolkits_in_reach(known_homes)
         out = self._unset_cuda_vars()
         out = out._strip_paths(lambda root: True)
         out = out._shadow_path()
@@ -185,9 +183,7 @@ class BuildEnvironment:
         would build for the CPU on a GPU-less builder otherwise)."""
         assert target.toolkit is not None
         own = target.toolkit.cuda_home.resolve()
-        on_paths = [e for var in PATH_VARS for e in self.env.get(var, "").split(":") if e]
-        pointed = [v for k, v in self.env.items() if is_cuda_var(k) and v.startswith("/")]
-        others = [h for h in installed_toolkits([*known_homes, *pointed, *on_paths]) if h != own]
+        others = [h for h in self._toolkits_in_reach(known_homes) if h != own]
         out = self._unset_cuda_vars()._strip_paths(lambda root: root != own)
         out = out.with_vars(cuda_vars(target))
         own_bin = str(target.toolkit.cuda_home / "bin")
@@ -213,9 +209,6 @@ class BuildEnvironment:
         """The isolated build venv first on PATH."""
         out = self.prepend("PATH", str(env_dir / "bin"))
         return out.with_vars({"VIRTUAL_ENV": str(env_dir)})
-
-    def online(self) -> BuildEnvironment:
-        return replace(self, offline=False)
 
     # -- using it -----------------------------------------------------------------------------
 
@@ -253,6 +246,13 @@ class BuildEnvironment:
         )
 
     # -- the parts ----------------------------------------------------------------------------
+
+    def _toolkits_in_reach(self, known_homes: Iterable[str | Path]) -> list[Path]:
+        """Installed toolkits, those named by the config, and those the environment points
+        at (CUDA variables, search-path entries)."""
+        pointed = [v for k, v in self.env.items() if is_cuda_var(k) and v.startswith("/")]
+        on_paths = [e for var in PATH_VARS for e in self.env.get(var, "").split(":") if e]
+        return installed_toolkits([*known_homes, *pointed, *on_paths])
 
     def _unset_cuda_vars(self) -> BuildEnvironment:
         gone = sorted(k for k in self.env if is_cuda_var(k))
