@@ -248,3 +248,29 @@ def test_a_neutral_build_that_links_cuda_is_built_per_accelerator(
     decisions = {i["target"]: i["accel_decision"] for i in again["items"]}
     assert decisions[CU]["by"] == "links-cuda" and decisions[CU]["specific"]
     assert decisions[CU]["evidence"] == ["linked libcudart.so.13"]
+
+
+def test_a_downloaded_wheel_that_links_cuda_stays_out_of_the_cpu_index(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    """An upstream wheel that links CUDA (PyPI's Linux torch, say): the cu130 index serves
+    it, the cpu items fail naming the fix, the cpu index does not list it."""
+    if built["mode"] != "toolkit-on-path":
+        pytest.skip("checked in the toolkit-on-path round only")
+    cu_wheel = _results(built)[(FOUND, CU)]["wheel"]
+    (path,) = (built["wh"] / "files").rglob(cu_wheel)
+    with Upstream(tmp_path / "upstream") as index:
+        index.add_file(path)
+        config = _config(tmp_path, index)
+        reqs = tmp_path / "requirements.txt"
+        reqs.write_text(f"{FOUND}==1.0\n")
+        wh = tmp_path / "wh"
+        proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
+    results = {r["target"]: r for r in _json(proc)["results"]}
+    assert proc.returncode == 1
+    assert results[CU]["status"] == "downloaded"
+    assert results[CPU]["status"] == "failed"
+    assert "the cpu index never holds CUDA" in results[CPU]["error"]
+    assert not (wh / "cpu" / "simple" / FOUND).exists()
+    assert (wh / "cu130" / "simple" / FOUND / "index.html").is_file()
+    assert prewheel("index", "check", "--wheelhouse", wh).returncode == 0

@@ -354,8 +354,8 @@ def _check_accelerator(
             "never holds CUDA",
             step="accel",
             log=str(log_file),
-            hint="the package finds CUDA on its own: skip it for cpu ([packages.NAME] skip), "
-            "or patch its build",
+            hint="the package finds CUDA on its own: keep it to the CUDA targets "
+            '([packages.NAME] accels = ["cu*"]), or patch its build',
         )
     if not key.accel_specific or target.toolkit is None:
         return
