@@ -186,8 +186,13 @@ BACKEND = (
 )
 
 
-def _installed(base: str, accel: str, names: list[str], venv: Path, toolkit: Path) -> Any:
+def _installed(
+    base: str, accel: str, names: list[str], venv: Path, toolkit: Path, absent: str = ""
+) -> Any:
     python, env = compiler_free_venv(venv)
+    if absent:  # a package this index must not serve
+        missing = pip_install(python, f"{base}/{accel}/simple/", f"{absent}==1.0", env=env)
+        assert missing.returncode != 0, missing.stdout
     proc = pip_install(python, f"{base}/{accel}/simple/", *(f"{n}==1.0" for n in names), env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     if accel != "cpu":  # libcudart comes from the runtime image (here: the toolkit)
@@ -207,11 +212,9 @@ def test_each_index_serves_its_backend(
     built: dict[str, Any], toolkit: Path, tmp_path: Path
 ) -> None:
     with serving(built["wh"]) as base:
-        cpu = _installed(base, "cpu", [FOUND, NEVER], tmp_path / "cpu", toolkit)
+        # A CUDA-only package has no cpu build.
+        cpu = _installed(base, "cpu", [FOUND, NEVER], tmp_path / "cpu", toolkit, absent=ALWAYS)
         cu = _installed(base, "cu130", [ALWAYS, FOUND, NEVER], tmp_path / "cu", toolkit)
-        python, env = compiler_free_venv(tmp_path / "none")
-        absent = pip_install(python, f"{base}/cpu/simple/", f"{ALWAYS}==1.0", env=env)
-    assert absent.returncode != 0  # a CUDA-only package has no cpu build
     assert cpu[module_of(FOUND)] == ["cpu", 0, [11.0, 22.0]]
     assert cpu[module_of(NEVER)] == ["cpu", 0, [11.0, 22.0]]
     for name in (ALWAYS, FOUND):
