@@ -8,6 +8,7 @@ import shlex
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -162,6 +163,37 @@ def offline_prefix() -> tuple[str, ...]:
     if exe is None or probe([exe, "--net", "true"], timeout=10) is None:
         return ()
     return (exe, "--net", "--")
+
+
+# Mounts an empty read-only tmpfs over each directory named before `--`, then runs the rest.
+_HIDE_SCRIPT = (
+    'while [ "$#" -gt 0 ]; do d=$1; shift; [ "$d" = -- ] && break; '
+    'mount -t tmpfs -o ro,nosuid,nodev,size=4k,mode=755 prewheel-hidden "$d" || exit 125; '
+    'done; exec "$@"'
+)
+
+
+@functools.cache
+def _can_hide(offline: bool) -> bool:
+    exe = shutil.which("unshare")
+    if exe is None:
+        return False
+    with tempfile.TemporaryDirectory(prefix="prewheel-hide-") as tmp:
+        net = ["--net"] if offline else []
+        argv = [exe, "--mount", *net, "--", "/bin/sh", "-c", _HIDE_SCRIPT, "sh", tmp, "--"]
+        return probe([*argv, "true"], timeout=10) is not None
+
+
+def hiding_prefix(dirs: Sequence[str], *, offline: bool) -> tuple[str, ...] | None:
+    """`unshare --mount [--net]` and a mount of an empty read-only tmpfs over each of
+    `dirs`: a command behind it sees them empty (and, `offline`, has no network). None
+    where the kernel does not allow a mount namespace here."""
+    if not _can_hide(offline):
+        return None
+    exe = shutil.which("unshare")
+    assert exe is not None
+    net = ("--net",) if offline else ()
+    return (exe, "--mount", *net, "--", "/bin/sh", "-c", _HIDE_SCRIPT, "sh", *dirs, "--")
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -53,6 +53,10 @@ class AccelConfig:
     cuda_home: str | None = None
     arch_list: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # This accelerator's own index (a PyTorch-style per-CUDA index), in place of
+    # [index] upstream, and indexes searched beside it.
+    upstream: str | None = None
+    extra_upstreams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -64,7 +68,8 @@ class PackageConfig:
     python: SpecifierSet | None = None
     skip: str | None = None
     heavy: bool = False
-    accel_specific: bool = False
+    accel_specific: bool | None = None  # None: decided from the sdist (stages.classify)
+    accels: tuple[str, ...] = ()  # only for these accelerators (a CUDA-only package: cu*)
     force_build: bool = False
     import_names: tuple[str, ...] | None = None
     timeout: float | None = None
@@ -99,12 +104,23 @@ class Config:
     def accel(self, name: str) -> AccelConfig:
         return self.accels.get(name) or AccelConfig(name=name)
 
+    def upstreams(self, accel: str) -> tuple[str, ...]:
+        """The indexes a target of `accel` resolves and fetches from: the accelerator's own
+        upstream (else [index] upstream) first, then its extra ones."""
+        acc = self.accel(accel)
+        return (acc.upstream or self.upstream, *acc.extra_upstreams)
+
+    def own_upstream(self, accel: str) -> bool:
+        """Whether `accel` resolves against indexes of its own (what it downloads from there
+        is listed in its own index only)."""
+        return self.upstreams(accel) != (self.upstream,)
+
 
 _TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
 _INDEX_KEYS = ("upstream",)
 _BUILD_KEYS = ("timeout", "jobs", "strip", "constraints")
 _MATRIX_KEYS = ("python", "accel", "policy")
-_ACCEL_KEYS = ("cuda_home", "arch_list", "exclude")
+_ACCEL_KEYS = ("cuda_home", "arch_list", "exclude", "upstream", "extra_upstreams")
 _PACKAGE_KEYS = (
     "env",
     "config_settings",
@@ -113,6 +129,7 @@ _PACKAGE_KEYS = (
     "skip",
     "heavy",
     "accel_specific",
+    "accels",
     "force_build",
     "import_names",
     "timeout",
@@ -300,13 +317,44 @@ def _parse_accels(raw: Mapping[str, Any], p: _Problems) -> dict[str, AccelConfig
         if not _valid_accel(name):
             p.add(where, "accelerator names are 'cpu' or CUDA variants like 'cu128'")
         cuda_home = tbl.get("cuda_home")
+        upstream = tbl.get("upstream")
+        if upstream is not None:
+            upstream = _index_url(
+                p.typed(upstream, str, f"{where}.upstream"), f"{where}.upstream", p
+            )
+        extra = p.str_list(tbl.get("extra_upstreams", []), f"{where}.extra_upstreams")
         out[name] = AccelConfig(
             name=name,
             cuda_home=p.typed(cuda_home, str, f"{where}.cuda_home") if cuda_home else None,
             arch_list=p.str_list(tbl.get("arch_list", []), f"{where}.arch_list"),
             exclude=p.str_list(tbl.get("exclude", []), f"{where}.exclude"),
+            upstream=upstream,
+            extra_upstreams=tuple(
+                u
+                for i, e in enumerate(extra)
+                if (u := _index_url(e, f"{where}.extra_upstreams[{i}]", p)) is not None
+            ),
         )
     return out
+
+
+def _accel_names(value: Any, where: str, p: _Problems) -> tuple[str, ...]:
+    """Accelerator names or globs (`cu*`)."""
+    names = p.str_list(value, where)
+    for i, name in enumerate(names):
+        if not (_valid_accel(name) or name in ("cu*", "*")):
+            p.add(f"{where}[{i}]", f"'{name}' is not 'cpu', a CUDA variant like 'cu130', or 'cu*'")
+    return names
+
+
+def _index_url(value: str | None, where: str, p: _Problems) -> str | None:
+    """A simple-index URL, with its trailing slash."""
+    if value is None:
+        return None
+    if not value.startswith(("http://", "https://", "file://")):
+        p.add(where, f"expected an http(s):// or file:// index URL, got {value!r}")
+        return None
+    return value if value.endswith("/") else value + "/"
 
 
 def _patches(value: Any, where: str, p: _Problems, base: Path) -> tuple[str, ...]:
@@ -345,9 +393,12 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems, base: Path) -> dict[st
             python=spec,
             skip=p.typed(skip, str, f"{where}.skip") if skip is not None else None,
             heavy=bool(p.typed(tbl.get("heavy", False), bool, f"{where}.heavy")),
-            accel_specific=bool(
-                p.typed(tbl.get("accel_specific", False), bool, f"{where}.accel_specific")
+            accel_specific=(
+                p.typed(tbl["accel_specific"], bool, f"{where}.accel_specific")
+                if "accel_specific" in tbl
+                else None
             ),
+            accels=_accel_names(tbl.get("accels", []), f"{where}.accels", p),
             force_build=bool(p.typed(tbl.get("force_build", False), bool, f"{where}.force_build")),
             import_names=(
                 p.str_list(imports, f"{where}.import_names") if imports is not None else None

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import struct
+import tempfile
 import zipfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -52,6 +55,44 @@ class ElfInfo:
     # (library, version, symbol) for every versioned undefined symbol, e.g.
     # ("libc.so.6", "GLIBC_2.34", "pthread_create")
     versioned: tuple[tuple[str, str, str], ...]
+    # GPU code in its fatbin sections: SASS architectures ("7.5", "9.0a") and PTX ones.
+    sass: tuple[str, ...] = ()
+    ptx: tuple[str, ...] = ()
+
+
+def wheel_cuda(wheel: Path) -> list[str]:
+    """The CUDA libraries a wheel's shared objects need or the wheel carries, read without
+    holding a large member in memory (a downloaded torch wheel has objects of a gigabyte):
+    each is spooled to a temporary file and only its dynamic section is read."""
+    found: set[str] = set()
+    with zipfile.ZipFile(wheel) as zf:
+        for info in zf.infolist():
+            if info.is_dir() or info.filename.endswith((".py", ".pyc", ".txt", ".json")):
+                continue
+            with zf.open(info) as fh:
+                if fh.read(4) != _ELF_MAGIC:
+                    continue
+            base = _ungrafted(Path(info.filename).name)
+            if matches_any(base, CUDA_LIBRARY_PATTERNS):
+                found.add(base)
+            with zf.open(info) as src, tempfile.TemporaryFile() as tmp:
+                shutil.copyfileobj(src, tmp, 1 << 20)
+                tmp.seek(0)
+                try:
+                    needed = _needed(ELFFile(tmp))
+                except ELFError:
+                    continue
+            found |= {
+                _ungrafted(n) for n in needed if matches_any(_ungrafted(n), CUDA_LIBRARY_PATTERNS)
+            }
+    return sorted(found)
+
+
+def _needed(elf: ELFFile) -> list[str]:
+    dyn = elf.get_section_by_name(".dynamic")
+    if not isinstance(dyn, DynamicSection):
+        return []
+    return [str(getattr(t, "needed", "")) for t in dyn.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
 
 
 def wheel_elves(wheel: Path) -> list[ElfInfo]:
@@ -74,18 +115,84 @@ def wheel_elves(wheel: Path) -> list[ElfInfo]:
 
 def read_elf(name: str, data: bytes) -> ElfInfo:
     elf = ELFFile(io.BytesIO(data))
-    needed: list[str] = []
-    dyn = elf.get_section_by_name(".dynamic")
-    if isinstance(dyn, DynamicSection):
-        for tag in dyn.iter_tags():
-            kind = tag.entry.d_tag
-            if kind == "DT_NEEDED":
-                needed.append(str(getattr(tag, "needed", "")))
+    needed = _needed(elf)
+    sass, ptx = _device_code(elf)
     return ElfInfo(
         path=name,
         needed=tuple(needed),
         versioned=tuple(_versioned_symbols(elf)),
+        sass=sass,
+        ptx=ptx,
     )
+
+
+# -- CUDA fatbins ---------------------------------------------------------------------------
+#
+# nvcc puts device code in `.nv_fatbin` (`__nv_relfatbin` for relocatable device code): one or
+# more fatbins, each a 16-byte header (magic 0xBA55ED50, version, header size, size of what
+# follows) and entries, each with its own header: kind (1 PTX, 2 ELF/SASS), header size,
+# payload size, and at offset 28 the architecture as a number (75, 90, 120) with flags at 40
+# that mark arch-specific ("a") and family ("f") code. Only headers are read: compressed
+# payloads need no decompression to say what they are for.
+
+FATBIN_SECTIONS = (".nv_fatbin", "__nv_relfatbin")
+_FATBIN_MAGIC = 0xBA55ED50
+_KIND_PTX, _KIND_SASS = 1, 2
+_FLAG_ARCH_SPECIFIC = 0x100000
+_FLAG_FAMILY = 0x200000
+
+
+def fatbin_archs(data: bytes) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(SASS architectures, PTX architectures) in a fatbin section's bytes, sorted."""
+    sass: set[str] = set()
+    ptx: set[str] = set()
+    off = 0
+    while off + 16 <= len(data):
+        magic, _, hsize, size = struct.unpack_from("<IHHQ", data, off)
+        if magic != _FATBIN_MAGIC or hsize < 16:
+            nxt = data.find(struct.pack("<I", _FATBIN_MAGIC), off + 1)
+            if nxt < 0:
+                break
+            off = nxt
+            continue
+        p, end = off + hsize, min(len(data), off + hsize + size)
+        while p + 48 <= end:
+            kind, _, ehsize, payload = struct.unpack_from("<HHIQ", data, p)
+            if ehsize < 48:
+                break
+            number = struct.unpack_from("<I", data, p + 28)[0]
+            flags = struct.unpack_from("<Q", data, p + 40)[0]
+            arch = _arch_name(number, flags)
+            if kind == _KIND_SASS:
+                sass.add(arch)
+            elif kind == _KIND_PTX:
+                ptx.add(arch)
+            p += ehsize + payload
+        off = max(end, off + 16)
+    return tuple(sorted(sass, key=_arch_key)), tuple(sorted(ptx, key=_arch_key))
+
+
+def _arch_name(number: int, flags: int) -> str:
+    """75 -> "7.5"; 90 with the arch-specific flag -> "9.0a"; 100 family -> "10.0f"."""
+    suffix = "a" if flags & _FLAG_ARCH_SPECIFIC else "f" if flags & _FLAG_FAMILY else ""
+    return f"{number // 10}.{number % 10}{suffix}"
+
+
+def _arch_key(arch: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", arch))
+
+
+def _device_code(elf: ELFFile) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    sass: set[str] = set()
+    ptx: set[str] = set()
+    for name in FATBIN_SECTIONS:
+        sec = elf.get_section_by_name(name)
+        if sec is None or sec["sh_type"] == "SHT_NOBITS":
+            continue
+        s, p = fatbin_archs(sec.data())
+        sass.update(s)
+        ptx.update(p)
+    return tuple(sorted(sass, key=_arch_key)), tuple(sorted(ptx, key=_arch_key))
 
 
 def _versioned_symbols(elf: ELFFile) -> Iterator[tuple[str, str, str]]:

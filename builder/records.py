@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
 Result: TypeAlias = Literal["building", "ok", "failed", "accel-specific"]
+DecidedBy: TypeAlias = Literal["config", "sdist", "framework", "links-cuda", "none"]
 ANY_ACCEL = "any"  # the key's accelerator when the build does not depend on one
 
 
@@ -70,12 +71,22 @@ class KeyInputs:
     toolkit: str | None
     arch_list: tuple[str, ...] | None
     compiler: str | None
+    # Build requirements that are also runtime pins, at the closure's version: the
+    # extension is compiled against the framework it will run with. Left out of the JSON
+    # when empty, so keys of builds without one stay what they were.
+    framework: tuple[tuple[str, str], ...] = ()
 
     @property
     def accel_specific(self) -> bool:
         return self.accel != ANY_ACCEL
 
     def to_json(self) -> dict[str, Any]:
+        out = self._json()
+        if self.framework:
+            out["framework"] = dict(self.framework)
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
             "name": self.name,
@@ -98,11 +109,17 @@ class KeyInputs:
         }
 
     def source_json(self) -> dict[str, Any]:
-        """The part a pure wheel depends on: the inputs without the target's."""
+        """The part a pure wheel depends on: the inputs without the target's (but for the
+        accelerator of a package built per accelerator)."""
         target_fields = (
             "interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler", "repair"
         )  # fmt: skip
-        return {k: v for k, v in self.to_json().items() if k not in target_fields}
+        out = {k: v for k, v in self.to_json().items() if k not in target_fields}
+        if self.accel_specific:
+            # Built per accelerator: a pure wheel serves every Python of its accelerator,
+            # never another accelerator's index.
+            out["accel"] = self.accel
+        return out
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> KeyInputs:
@@ -130,6 +147,7 @@ class KeyInputs:
             toolkit=d.get("toolkit"),
             arch_list=tuple(arch_list) if arch_list is not None else None,
             compiler=d.get("compiler"),
+            framework=_pairs(d.get("framework")),
         )
 
 
@@ -172,6 +190,96 @@ class ExternalLibrary:
 
 
 @dataclass(frozen=True, kw_only=True)
+class AccelDecision:
+    """Whether a package is built per accelerator, who said so, and on what evidence.
+
+    Decided before the build from the sdist and the config (`stages.classify`), so the key
+    is right the first time; a neutral build that links CUDA all the same is the second
+    check (`by="links-cuda"`)."""
+
+    specific: bool
+    by: DecidedBy
+    evidence: tuple[str, ...] = ()
+
+    def summary(self) -> str:
+        """One short line for a table: `per accel (sdist: csrc/k.cu +3)` or `shared`; the
+        whole evidence is in the JSON and the build record."""
+        head = "per accel" if self.specific else "shared"
+        if self.by == "none" and not self.evidence:
+            return head
+        shown = f": {self.evidence[0]}" if self.evidence else ""
+        more = f" +{len(self.evidence) - 1}" if len(self.evidence) > 1 else ""
+        return f"{head} ({self.by}{shown}{more})"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"specific": self.specific, "by": self.by, "evidence": list(self.evidence)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> AccelDecision:
+        return cls(
+            specific=bool(d["specific"]),
+            by=d.get("by", "none"),
+            evidence=tuple(d.get("evidence") or ()),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildEnvRecord:
+    """The environment a build actually had, as far as the accelerator goes: what it was
+    given, what was taken away, and what was hidden from it."""
+
+    accel: str  # "none" for a cpu or neutral build, else the CUDA variant
+    toolkit: str | None  # the one toolkit home it could reach
+    variables: Mapping[str, str]  # the variables that matter, as set for the build
+    unset: tuple[str, ...]  # variables removed from the caller's environment
+    removed: tuple[str, ...]  # "VAR: dir" entries taken off search paths
+    shadowed: tuple[str, ...]  # shared PATH dirs replaced by a copy without CUDA tools
+    hidden: tuple[str, ...]  # toolkit directories made empty for the build
+    hiding: str  # how they were hidden, or why they could not be
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "accel": self.accel,
+            "toolkit": self.toolkit,
+            "variables": dict(self.variables),
+            "unset": list(self.unset),
+            "removed": list(self.removed),
+            "shadowed": list(self.shadowed),
+            "hidden": list(self.hidden),
+            "hiding": self.hiding,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> BuildEnvRecord:
+        return cls(
+            accel=str(d.get("accel", "none")),
+            toolkit=d.get("toolkit"),
+            variables=dict(d.get("variables") or {}),
+            unset=tuple(d.get("unset") or ()),
+            removed=tuple(d.get("removed") or ()),
+            shadowed=tuple(d.get("shadowed") or ()),
+            hidden=tuple(d.get("hidden") or ()),
+            hiding=str(d.get("hiding", "")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeviceCode:
+    """The GPU code one shared object carries: SASS per architecture, and PTX."""
+
+    path: str  # inside the wheel
+    sass: tuple[str, ...]  # "7.5", "9.0a", ...
+    ptx: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "sass": list(self.sass), "ptx": list(self.ptx)}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> DeviceCode:
+        return cls(path=str(d["path"]), sass=tuple(d["sass"]), ptx=tuple(d["ptx"]))
+
+
+@dataclass(frozen=True, kw_only=True)
 class BuildRecord:
     name: str
     version: str
@@ -193,6 +301,9 @@ class BuildRecord:
     remote_record: Mapping[str, Any] | None = None
     # Built here.
     build_deps: Mapping[str, str] = field(default_factory=dict)
+    accel_decision: AccelDecision | None = None
+    build_env: BuildEnvRecord | None = None
+    device_code: tuple[DeviceCode, ...] = ()
     links_cuda: tuple[str, ...] = ()
     external_libraries: tuple[ExternalLibrary, ...] = ()
     build_duration: float | None = None
@@ -228,17 +339,22 @@ class BuildRecord:
         links_cuda: tuple[str, ...],
         external_libraries: tuple[ExternalLibrary, ...],
         duration: float,
+        device_code: tuple[DeviceCode, ...] = (),
     ) -> BuildRecord:
         return replace(
             self,
             links_cuda=links_cuda,
             external_libraries=external_libraries,
+            device_code=device_code,
             build_duration=round(duration, 3),
             build_finished=utcnow(),
         )
 
     def with_build_deps(self, deps: Mapping[str, str]) -> BuildRecord:
         return replace(self, build_deps=dict(deps))
+
+    def with_build_env(self, env: BuildEnvRecord) -> BuildRecord:
+        return replace(self, build_env=env)
 
     def found_links_cuda(self, libraries: tuple[str, ...]) -> BuildRecord:
         return replace(
@@ -310,6 +426,8 @@ class BuildRecord:
             "fetched_url": self.fetched_url,
             "remote_record": dict(self.remote_record) if self.remote_record else None,
             "build_deps": dict(self.build_deps) if self.build_deps else None,
+            "accel_decision": self.accel_decision.to_json() if self.accel_decision else None,
+            "build_env": self.build_env.to_json() if self.build_env else None,
             "build_duration": self.build_duration,
             "build_finished": self.build_finished,
             "wheel": self.wheel,
@@ -327,6 +445,7 @@ class BuildRecord:
             out["links_cuda"] = list(self.links_cuda)
         if self.build_finished is not None:
             out["external_libraries"] = [e.to_json() for e in self.external_libraries]
+            out["device_code"] = [d.to_json() for d in self.device_code]
         if self.result == "ok":
             out["imported"] = list(self.imported)
             out["warnings"] = list(self.warnings)
@@ -356,6 +475,11 @@ class BuildRecord:
             fetched_url=d.get("fetched_url"),
             remote_record=d.get("remote_record"),
             build_deps=dict(d.get("build_deps") or {}),
+            accel_decision=(
+                AccelDecision.from_json(d["accel_decision"]) if d.get("accel_decision") else None
+            ),
+            build_env=BuildEnvRecord.from_json(d["build_env"]) if d.get("build_env") else None,
+            device_code=tuple(DeviceCode.from_json(x) for x in d.get("device_code") or ()),
             links_cuda=tuple(d.get("links_cuda") or ()),
             external_libraries=tuple(
                 ExternalLibrary(library=e["library"], provided_by=e["provided_by"])

@@ -26,8 +26,10 @@ def wheel_bytes(
     requires_python: str | None = ">=3.8",
     requires: tuple[str, ...] = (),
     payload: int = 0,
+    extra: dict[str, bytes] | None = None,
 ) -> tuple[str, bytes]:
-    """A wheel that pip and uv install: one module, METADATA, WHEEL and a correct RECORD."""
+    """A wheel that pip and uv install: one module, METADATA, WHEEL and a correct RECORD;
+    `extra` adds files (a shared object, say) by path."""
     dist = name.replace("-", "_")
     di = f"{dist}-{version}.dist-info"
     meta = ["Metadata-Version: 2.1", f"Name: {name}", f"Version: {version}"]
@@ -41,6 +43,7 @@ def wheel_bytes(
             "Wheel-Version: 1.0\nGenerator: prewheel-tests\nRoot-Is-Purelib: true\n"
             f"Tag: {tag}\n" + (f"Build: {build}\n" if build else "")
         ).encode(),
+        **(extra or {}),
     }
     if payload:
         # Incompressible, deterministic filler so the file really is `payload` bytes big.

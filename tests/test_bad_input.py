@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,6 +127,9 @@ def test_bytes_that_do_not_match_the_index_hash_are_refused(
     assert plan.returncode == 0, plan.stderr
     sdist = fresh_upstream.files_dir / "pw_cext-1.0.tar.gz"
     sdist.write_bytes(sdist.read_bytes() + b"tampered")  # the page keeps the old #sha256
+    # That plan also fetched (and checked) the sdist to read it: a later run would build from
+    # that verified copy and never meet the tampered bytes. Drop it, as a cleaned cache.
+    shutil.rmtree(wh / "sources")
 
     fetched = _build(tmp_path, config, wh, "pw-cext==1.0\npw-pure==1.0\n")
     assert fetched.returncode == 3, fetched.stderr

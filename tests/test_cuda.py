@@ -1,10 +1,10 @@
-"""A tiny CUDA extension (tests/gpu/cuda_fixture.py) built for cpu and cu130 with the toolkit
-found here, cu126 reported as skipped.
+"""A tiny CUDA extension (tests/gpu/cuda_fixture.py) built for cu130 with the toolkit found
+here, cu126 reported as skipped, cpu skipped by the config (`accels = ["cu*"]`: it needs CUDA).
 
-`pw-cuda` is not marked accelerator-specific: prewheel finds libcudart in the neutral build's
-DT_NEEDED and builds it per accelerator. The cu130 wheel excludes libcudart (the runtime image
-or the nvidia-cuda-runtime wheel provides it) and imports far enough, without a GPU, to report
-"no CUDA device".
+`pw-cuda` is not marked accelerator-specific: its sdist (a `.cu` file, nvcc and CUDA_HOME in
+setup.py) says so, before anything is built. The cu130 wheel excludes libcudart (the runtime
+image or the nvidia-cuda-runtime wheel provides it) and imports far enough, without a GPU, to
+report "no CUDA device". tests/test_accel.py covers the cpu side and the DT_NEEDED check.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def cuda_build(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> 
     config.write_text(
         f'[index]\nupstream = "{upstream.url}"\n\n'
         f'[targets]\npython = ["{sys.executable}"]\naccel = ["cpu", "cu130", "cu126"]\n\n'
-        '[accel.cu130]\narch_list = ["7.5+PTX"]\n'
+        '[accel.cu130]\narch_list = ["7.5+PTX"]\n\n'
+        f'[packages.{NAME}]\naccels = ["cu*"]\n'
     )
     reqs = root / "requirements.txt"
     reqs.write_text(f"{NAME}==1.0\npw-pure==1.0\n")
@@ -112,23 +113,26 @@ def test_cu130_wheel_grafts_neither_driver_nor_runtime(cuda_build: dict[str, obj
     assert oldest >= floor, (plats, floor)
 
 
-def test_cuda_link_is_detected_and_built_per_accelerator(cuda_build: dict[str, object]) -> None:
+def test_the_sdist_says_cuda_and_only_cuda_indexes_list_it(
+    cuda_build: dict[str, object],
+) -> None:
     wh = cuda_build["wh"]
     assert isinstance(wh, Path)
     catalog = json.loads((wh / "catalog" / f"{NAME}.json").read_text())
-    by_accel = {tuple(f["accels"] or ("all",)): f["filename"] for f in catalog["files"]}
-    assert set(by_accel) == {("cpu",), ("cu130",)}
-    cpu_page = (wh / "cpu" / "simple" / NAME / "index.html").read_text()
-    cu_page = (wh / "cu130" / "simple" / NAME / "index.html").read_text()
-    assert by_accel[("cpu",)] in cpu_page and by_accel[("cu130",)] not in cpu_page
-    assert by_accel[("cu130",)] in cu_page and by_accel[("cpu",)] not in cu_page
+    assert [f["accels"] for f in catalog["files"]] == [["cu130"]]
+    assert not (wh / "cpu" / "simple" / NAME).exists()
+    results = _report(cuda_build)["results"]
+    assert isinstance(results, list)
+    (skipped,) = [r for r in results if r["name"] == NAME and r["target"] == f"{HERE}-cpu-auto"]
+    assert skipped["status"] == "skipped"
     # The pure package is still built once and listed for both.
     pure = json.loads((wh / "catalog" / "pw-pure.json").read_text())["files"]
     assert len(pure) == 1 and pure[0]["accels"] is None
     records = [json.loads(p.read_text()) for p in (wh / "builds").glob("*.json")]
-    marked = [r for r in records if r.get("result") == "accel-specific"]
-    assert marked and marked[0]["links_cuda"] == ["libcudart.so.13"]
-    (cu_rec,) = [r for r in records if r.get("wheel") == by_accel[("cu130",)]]
+    assert not [r for r in records if r.get("result") == "accel-specific"]  # no rebuild
+    (cu_rec,) = [r for r in records if r["name"] == NAME and r.get("result") == "ok"]
+    assert cu_rec["accel_decision"]["by"] == "sdist"
+    assert "csrc/kernel.cu" in cu_rec["accel_decision"]["evidence"]
     assert cu_rec["inputs"]["accel"] == "cu130"
     assert cu_rec["inputs"]["toolkit"].startswith("13.0")
     (ext,) = cu_rec["external_libraries"]
@@ -136,9 +140,7 @@ def test_cuda_link_is_detected_and_built_per_accelerator(cuda_build: dict[str, o
     assert "nvidia/cuda:13.0" in ext["provided_by"] and "nvidia-cuda-runtime" in ext["provided_by"]
 
 
-def test_next_plan_keys_it_per_accelerator_and_finds_it_cached(
-    cuda_build: dict[str, object],
-) -> None:
+def test_next_plan_finds_it_cached(cuda_build: dict[str, object]) -> None:
     proc = prewheel(
         "plan",
         "-r",
@@ -150,9 +152,9 @@ def test_next_plan_keys_it_per_accelerator_and_finds_it_cached(
         "--json",
     )
     assert proc.returncode == 0, proc.stderr
-    items = [i for i in json.loads(proc.stdout)["items"] if i["name"] == NAME]
-    assert {i["action"] for i in items} == {"cached"}
-    assert len({i["cache_key"] for i in items}) == 2
+    items = {i["accel"]: i for i in json.loads(proc.stdout)["items"] if i["name"] == NAME}
+    assert items["cpu"]["action"] == "skip"
+    assert items["cu130"]["action"] == "cached" and items["cu130"]["accel_specific"]
 
 
 def test_targets_json_describes_every_target(cuda_build: dict[str, object]) -> None:

@@ -23,6 +23,7 @@ from builder.pipeline import grouping
 from builder.pipeline.report import ItemResult
 from builder.records import CacheKey, InterpreterKey, KeyInputs, RepairOptions
 from builder.stages import keys
+from builder.stages.classify import SdistScan
 from builder.stages.plan import PlanItem, plan_item
 from builder.stages.publish import Publisher
 from builder.targets import Interpreter, Target, compilers
@@ -161,9 +162,11 @@ def _plan(
         cfg or config(),
         wh,
         files=files,
+        scan=lambda f, h: (f.sha256 or "", NO_CUDA),
     )
 
 
+NO_CUDA = SdistScan(cuda_sources=(), toolkit_use=(), build_requires=())
 SDIST = upstream_file("pw_cext-1.0.tar.gz")
 PURE = upstream_file("pw_cext-1.0-py3-none-any.whl", "cd" * 32)
 OTHER_PLATFORM = upstream_file("pw_cext-1.0-cp311-cp311-win_amd64.whl", "ef" * 32)

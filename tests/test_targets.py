@@ -15,7 +15,7 @@ from needs import missing
 from upstream import WriteConfig
 
 from builder.config import parse_config
-from builder.stages.build import cuda_env
+from builder.stages.buildenv import for_build
 from builder.targets import (
     default_arch_list,
     discover_interpreters,
@@ -160,7 +160,7 @@ def test_arch_list_the_toolkit_cannot_build_is_reported(
 
 
 @needs_cuda_130
-def test_cuda_env_puts_the_toolkit_first_and_sets_arch_lists() -> None:
+def test_cuda_env_puts_the_toolkit_first_and_sets_arch_lists(tmp_path: Path) -> None:
     config = parse_config(
         {
             "targets": {"python": [sys.executable], "accel": ["cu130"]},
@@ -169,9 +169,16 @@ def test_cuda_env_puts_the_toolkit_first_and_sets_arch_lists() -> None:
         source="test",
     )
     (target,) = resolve_targets(config)
-    env = cuda_env(target)
+    env = for_build(
+        target=target,
+        cuda=True,
+        base={"PATH": "/usr/bin"},
+        package_env={},
+        env_dir=tmp_path / "venv",
+        workdir=tmp_path,
+    ).env
     assert env["CUDA_HOME"] == env["CUDA_PATH"] == "/usr/local/cuda-13.0"
-    assert env["PATH"].startswith("/usr/local/cuda-13.0/bin:")
+    assert env["PATH"].startswith(f"{tmp_path}/venv/bin:/usr/local/cuda-13.0/bin:")
     assert env["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0;12.0+PTX"
     assert env["CMAKE_CUDA_ARCHITECTURES"] == "80-real;90-real;120"
 

@@ -61,6 +61,7 @@ def command(
                 allow_unpinned=allow_unpinned,
                 refresh=refresh,
                 progress=say,
+                keep_sources=True,  # the build reuses the sdists the plan read
             )
         if packages:
             plan = plan.only_building({canonicalize_name(p) for p in packages})

@@ -71,7 +71,7 @@ def command(
         return
     console = Console()
     table = Table(title=f"plan for {requirements}")
-    for col in ("target", "package", "version", "action", "why"):
+    for col in ("target", "package", "version", "action", "accel", "why"):
         table.add_column(col)
     for item in plan.items:
         table.add_row(
@@ -79,6 +79,7 @@ def command(
             item.name,
             item.version,
             Text(item.action, style=_STYLE.get(item.action, "")),
+            item.accel.summary() if item.accel else "",
             item.reason,
         )
     console.print(table)

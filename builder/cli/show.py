@@ -138,6 +138,8 @@ def _print(
                 highlight=False,
                 markup=False,
             )
+        for accel_line in _accel_lines(rec):
+            console.print(accel_line, highlight=False, markup=False)
         if rec.result != "ok":
             line = Text("  ")
             line.append("error", style="red")
@@ -151,3 +153,21 @@ def _print(
         console.print(f"published files ({len(files)}):", highlight=False)
         for f in files:
             console.print(f"  {f.filename}  {f.origin}  {f.upload_time}", highlight=False)
+
+
+def _accel_lines(rec: BuildRecord) -> list[str]:
+    """Whether it was built per accelerator and why, what of CUDA its build could reach,
+    and the GPU code its wheel carries."""
+    out = []
+    if rec.accel_decision:
+        out.append(f"  accelerator: {rec.accel_decision.summary()}")
+    env = rec.build_env
+    if env is not None:
+        reach = f"toolkit {env.toolkit}" if env.toolkit else "no CUDA toolkit"
+        hidden = f"; hidden: {', '.join(env.hidden)}" if env.hidden else ""
+        out.append(f"  build environment: {env.accel}, {reach}{hidden}")
+    for code in rec.device_code:
+        sass = " ".join(f"sm_{a.replace('.', '')}" for a in code.sass)
+        ptx = " ".join(f"compute_{a.replace('.', '')}" for a in code.ptx)
+        out.append(f"  GPU code in {code.path}: {sass} {ptx}".rstrip())
+    return out

@@ -33,6 +33,31 @@ class _Checker:
         self._hashes: dict[Path, str | None] = {}
         self.pages = 0
         self.files = 0
+        self._cuda: dict[Path, tuple[str, ...]] = {}
+
+    def cuda_libraries(self, path: Path) -> tuple[str, ...]:
+        """The CUDA libraries a stored wheel needs or carries, read from its ELF objects."""
+        if path not in self._cuda:
+            from .. import elf  # pyelftools loads only when a check reads a wheel
+
+            try:
+                self._cuda[path] = tuple(elf.wheel_cuda(path))
+            except (OSError, zipfile.BadZipFile):
+                self._cuda[path] = ()
+        return self._cuda[path]
+
+    def check_no_cuda(self, accel: str, project: str, entries: list[CatalogEntry]) -> None:
+        """The cpu index never holds CUDA: no wheel it lists needs or carries a CUDA
+        library."""
+        if accel != "cpu":
+            return
+        for e in entries:
+            libs = self.cuda_libraries(self.wh.root / e.path)
+            if libs:
+                self.problems.append(
+                    f"{accel}/simple/{project}/: {e.filename} needs or carries CUDA libraries "
+                    f"({', '.join(libs)}): the cpu index must hold no CUDA"
+                )
 
     def sha256(self, path: Path) -> str | None:
         if path not in self._hashes:
@@ -113,6 +138,8 @@ class _Checker:
             self.problems.append(f"{accel}/simple/{project}/ lists a project with no wheels")
         for project in sorted(set(wanted) & on_disk):
             self.check_page(accel, project, wanted[project])
+        for project in sorted(wanted):
+            self.check_no_cuda(accel, project, wanted[project])
         base = simple_dir(self.wh, accel)
         projects = sorted(wanted)
         for name, expected in (

@@ -16,6 +16,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..log import working_on
+from ..records import AccelDecision
 from ..stages.accel import LinksCuda
 from ..stages.plan import PlanItem
 from ..wheelfile import is_abi3, is_pure, requires_names
@@ -141,7 +142,14 @@ class Scheduler:
             for its in grouping.by_accelerator(items):
                 per_accel = its[0].accel_key
                 assert per_accel is not None
-                rekeyed = tuple(replace(it, key=per_accel, accel_key=None) for it in its)
+                found = AccelDecision(
+                    specific=True,
+                    by="links-cuda",
+                    evidence=tuple(f"linked {lib}" for lib in linked.libraries),
+                )
+                rekeyed = tuple(
+                    replace(it, key=per_accel, accel_key=None, accel=found) for it in its
+                )
                 prebuilt = linked.built if its[0].target.accel == "cpu" else None
                 result = steps.build(self.run, rekeyed, per_accel, prebuilt=prebuilt)
                 if isinstance(result, steps.Candidate):

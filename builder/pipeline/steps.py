@@ -20,7 +20,7 @@ from .. import __version__, tools
 from ..config import Config
 from ..errors import PrewheelError, StepError
 from ..log import get_logger
-from ..records import BuildRecord, CacheKey, utcnow
+from ..records import BuildRecord, CacheKey, DeviceCode, utcnow
 from ..stages import accel
 from ..stages.fetch import fetch
 from ..stages.isa import isa_warnings
@@ -122,6 +122,7 @@ def new_record(items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path) -> B
         started=utcnow(),
         log=str(log_file.relative_to(wh.root)),
         sdist=item.file.filename if item.file else None,
+        accel_decision=item.accel,
     )
 
 
@@ -159,25 +160,50 @@ def download(run: Run, items: Group) -> list[ItemResult]:
     assert first.file is not None
     t0 = time.monotonic()
     run.reporter.step(first, "download")
+    refused: list[ItemResult] = []
     try:
         path, digest = fetch(first.file, first.hashes, run.work / "downloads")
-        specific = run.config.package(first.name).accel_specific
-        entry = run.publisher.wheel(
-            path,
-            origin="downloaded",
-            accels=tuple(sorted({i.target.accel for i in items})) if specific else None,
-            sha256=digest,
-        )
+        listing, cuda = _download_listing(run, items, path)
+        if cuda:
+            # The cpu index never holds CUDA: the cpu items fail, the others are served.
+            err = accel.cpu_listing_error(path.name, cuda, listing or ())
+            refused = [ItemResult.failure(it, err) for it in items if it.target.accel == accel.CPU]
+            items = tuple(it for it in items if it.target.accel != accel.CPU)
+        entry = None
+        if items:
+            entry = run.publisher.wheel(
+                path, origin="downloaded", accels=listing, sha256=digest, cuda_libs=cuda
+            )
     except StepError as exc:
         return [ItemResult.failure(it, exc, duration=time.monotonic() - t0) for it in items]
     except PrewheelError as exc:
         err = StepError(exc.message, step="fetch")
         return [ItemResult.failure(it, err, duration=time.monotonic() - t0) for it in items]
     duration = time.monotonic() - t0
-    return [
+    return refused + [
         ItemResult(item=it, status="downloaded", wheel=entry.filename, duration=duration)
         for it in items
+        if entry is not None
     ]
+
+
+def _download_listing(
+    run: Run, items: Group, wheel: Path
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """Which indexes list a downloaded wheel, and the CUDA libraries it needs or carries.
+    Every index (None) unless the config marks the package accelerator-specific, the wheel
+    came from an accelerator's own upstream, or it links CUDA: then only its items'
+    accelerators, cpu never with CUDA."""
+    from .. import elf
+
+    cuda = () if is_pure(wheel) else tuple(elf.wheel_cuda(wheel))
+    accels = tuple(sorted({i.target.accel for i in items}))
+    specific = run.config.package(items[0].name).accel_specific is True
+    if cuda:
+        return tuple(a for a in accels if a != accel.CPU), cuda
+    if specific or any(i.own_upstream for i in items):
+        return accels, ()
+    return None, ()
 
 
 # -- build ----------------------------------------------------------------------------------
@@ -277,15 +303,20 @@ def _make(
             pkg=run.config.package(item.name),
             workdir=work,
             log_file=log_file,
-            accel_env=key.accel_specific,
+            cuda=key.accel_specific and item.target.toolkit is not None,
+            framework=dict(item.runtime_pins),
         )
     else:
         built = prebuilt
+    if built.env is not None:
+        record = record.with_build_env(built.env)
     elves = [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)  # read once
     linked = accel.cuda_links(elves)
     if linked and not key.accel_specific:
         run.publisher.record(key.key, record.found_links_cuda(linked))
         raise accel.LinksCuda(linked, built)
+    code = accel.device_code(elves)
+    _check_accelerator(item, key, built, linked, code, log_file)
     run.reporter.step(item, "repair")
     repaired = repair_wheel(
         built.wheel,
@@ -301,8 +332,45 @@ def _make(
         links_cuda=linked,
         external_libraries=repaired.external_libraries,
         duration=time.monotonic() - t0,
+        device_code=code,
     )
     return tagged, built, record
+
+
+def _check_accelerator(
+    item: PlanItem,
+    key: CacheKey,
+    built: BuildResult,
+    linked: tuple[str, ...],
+    code: tuple[DeviceCode, ...],
+    log_file: Path,
+) -> None:
+    """A cpu build that links CUDA, or a CUDA build without its configured architectures
+    (or with no GPU code from CUDA sources), fails here, before repair."""
+    target = item.target
+    if target.accel == accel.CPU and linked:
+        raise StepError(
+            f"the cpu build of {item.name} links CUDA ({', '.join(linked)}): the cpu index "
+            "never holds CUDA",
+            step="accel",
+            log=str(log_file),
+            hint="the package finds CUDA on its own: keep it to the CUDA targets "
+            '([packages.NAME] accels = ["cu*"]), or patch its build',
+        )
+    if not key.accel_specific or target.toolkit is None:
+        return
+    why = accel.check_device_code(
+        wheel=built.wheel.name,
+        accel=target.accel,
+        code=code,
+        arch_list=target.arch_list,
+        links=linked,
+        cuda_sources=built.cuda_sources,
+    )
+    if why is not None:
+        raise StepError(
+            why, step="accel", log=str(log_file), hint=accel.ARCH_HINT.format(accel=target.accel)
+        )
 
 
 def _from_remote(
@@ -391,6 +459,7 @@ def verify_and_publish(
             origin="built",
             accels=_accels(items, cand.key),
             cache_key=cand.key.key,
+            cuda_libs=cand.record.links_cuda if cand.remote is None else None,
         )
     except PrewheelError as exc:
         err = exc if isinstance(exc, StepError) else StepError(exc.message, step="publish")

@@ -24,10 +24,12 @@ from typing import TextIO
 from build import BuildBackendException, BuildException, ProjectBuilder
 from pyproject_hooks import BuildBackendWarning
 
-from ..cmd import clean_env, offline_prefix, run, tail, venv
+from ..cmd import clean_env, run, tail, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
+from ..records import BuildEnvRecord
 from ..targets import Target
+from . import buildenv
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
 # log of the build that raised them, not on the terminal.
@@ -59,30 +61,8 @@ class BuildResult:
     wheel: Path
     build_deps: dict[str, str]
     has_native_sources: bool
-
-
-def cuda_env(target: Target) -> dict[str, str]:
-    """The environment a CUDA target builds in: the toolkit first on PATH, its home under
-    every name build systems read, and the architecture list in the forms PyTorch
-    (`TORCH_CUDA_ARCH_LIST="8.0;9.0;12.0+PTX"`) and CMake (`80-real;90-real;120`) use."""
-    if target.toolkit is None:
-        return {}
-    home = str(target.toolkit.cuda_home)
-    archs = target.arch_list
-    cmake = [
-        a.replace(".", "").replace("+PTX", "") + ("" if "+PTX" in a else "-real") for a in archs
-    ]
-    return {
-        "CUDA_HOME": home,
-        "CUDA_PATH": home,
-        "CUDA_ROOT": home,
-        "CUDA_TOOLKIT_ROOT_DIR": home,
-        "CUDACXX": str(target.toolkit.nvcc),
-        "PATH": f"{home}/bin:{os.environ.get('PATH', '')}",
-        "TORCH_CUDA_ARCH_LIST": ";".join(archs),
-        "CMAKE_CUDA_ARCHITECTURES": ";".join(cmake),
-        "CUDAARCHS": ";".join(cmake),
-    }
+    env: BuildEnvRecord | None = None
+    cuda_sources: bool = False
 
 
 def unpack_sdist(sdist: Path, dest: Path) -> Path:
@@ -126,9 +106,14 @@ def build_wheel(
     pkg: PackageConfig,
     workdir: Path,
     log_file: Path,
-    accel_env: bool,
+    cuda: bool,
+    framework: Mapping[str, str] | None = None,
 ) -> BuildResult:
-    """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure."""
+    """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
+
+    `cuda`: build with the target's toolkit (and no other); otherwise with no CUDA in reach
+    (`buildenv`). `framework`: the runtime closure's pins; a build requirement among them is
+    installed at that version, so an extension is compiled against what it will run with."""
     assert target.interpreter is not None
     limit = pkg.timeout or config.build_timeout
     deadline = time.monotonic() + limit
@@ -149,11 +134,24 @@ def build_wheel(
         )
     env_dir = workdir / "env"
     env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
-    build_env = clean_env({**pkg.env, **(cuda_env(target) if accel_env else {})})
-    build_env["VIRTUAL_ENV"] = str(env_dir)
-    build_env["PATH"] = f"{env_dir / 'bin'}:{build_env.get('PATH', '')}"
+    environment = buildenv.for_build(
+        target=target,
+        cuda=cuda,
+        base=clean_env(),
+        package_env=pkg.env,
+        env_dir=env_dir,
+        workdir=workdir,
+        known_homes=buildenv.known_toolkit_homes(a.cuda_home for a in config.accels.values()),
+    )
+    build_env = dict(environment.env)
+    prefix = environment.prefix()
+    env_record = environment.record(pkg.env)
+    _log_env(log_file, env_record)
     deps: dict[str, str] = {}
     interp = target.interpreter
+    pins = workdir / "framework-pins.txt"
+    pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted((framework or {}).items())))
+    upstreams = config.upstreams(target.accel)
 
     def install(reqs: Sequence[str], tag: str) -> None:
         if not reqs:
@@ -164,11 +162,14 @@ def build_wheel(
             "install",
             "--quiet",
             "--index-url",
-            config.upstream,
+            upstreams[0],
+            *(a for u in upstreams[1:] for a in ("--extra-index-url", u)),
             "--report",
             report,
             "--only-binary",
             ":all:",
+            "-c",
+            pins,
             *reqs,
         ]
         if config.build_constraints:
@@ -187,7 +188,7 @@ def build_wheel(
         cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
         run(
-            [*offline_prefix(), *cmd],
+            [*prefix, *cmd],
             step="build",
             log_file=log_file,
             env={**build_env, **(extra_environ or {})},
@@ -220,7 +221,26 @@ def build_wheel(
         ) from exc
     except BuildException as exc:
         raise StepError(f"cannot build: {exc}", step="build", log=str(log_file)) from exc
-    return BuildResult(wheel=out, build_deps=deps, has_native_sources=has_native_sources(src))
+    return BuildResult(
+        wheel=out,
+        build_deps=deps,
+        has_native_sources=has_native_sources(src),
+        env=env_record,
+        cuda_sources=any(src.rglob("*.cu")),
+    )
+
+
+def _log_env(log_file: Path, env: BuildEnvRecord) -> None:
+    """The build's environment at the top of its log: what it could reach of CUDA."""
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"prewheel: accelerator {env.accel}, toolkit {env.toolkit or 'none'}"]
+    lines += [f"prewheel: unset {', '.join(env.unset)}"] if env.unset else []
+    lines += [f"prewheel: off the paths: {r}" for r in env.removed]
+    lines += [f"prewheel: shadowed: {s}" for s in env.shadowed]
+    if env.hidden:
+        lines.append(f"prewheel: hidden ({env.hiding}): {', '.join(env.hidden)}")
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n\n")
 
 
 def _tail_of(log_file: Path) -> str:

@@ -43,13 +43,16 @@ def compute(
     target: Target,
     config: Config,
     per_accel: bool = False,
+    framework: tuple[tuple[str, str], ...] = (),
 ) -> CacheKey:
     """The key for building `name` for `target`. Accelerator-neutral (accel "any") unless the
-    package is accelerator-specific (config, or `per_accel` once a build was found to link
-    CUDA): then each accelerator, cpu included, has its own key and its own index entry."""
+    package is accelerator-specific (`per_accel`: decided from the sdist and the config, or
+    once a build was found to link CUDA; `accel_specific = true` in the config always is):
+    then each accelerator, cpu included, has its own key and its own index entry.
+    `framework`: the build requirements pinned to the runtime closure's versions."""
     assert target.interpreter is not None
     pkg = config.package(name)
-    per_accel = per_accel or pkg.accel_specific
+    per_accel = per_accel or pkg.accel_specific is True
     constraints = None
     if config.build_constraints:
         constraints = _file_sha256(config.build_constraints, missing_ok=True)
@@ -80,6 +83,7 @@ def compute(
         toolkit=toolkit_version(toolkit.nvcc, toolkit.version) if toolkit else None,
         arch_list=tuple(target.arch_list) if toolkit else None,
         compiler=compiler_version(dict(pkg.env)),
+        framework=framework,
     )
     return CacheKey(inputs=inputs)
 

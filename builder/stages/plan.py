@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Any, Literal, TypeAlias
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -16,19 +17,21 @@ from packaging.version import Version
 
 from ..config import Config
 from ..errors import RequirementsError, ResolutionError
-from ..records import CacheKey
+from ..records import AccelDecision, CacheKey
 from ..requirements import Pin, unpinned
 from ..targets import Target
 from ..upstream import UpstreamFile, project_files
 from ..wheelhouse import Wheelhouse, atomic_write_json
-from . import accel
-from .fetch import fetch
+from . import accel, classify
+from .classify import SdistScan, SourceScanner
 from .keys import compute
 from .resolve import Resolved, resolve_closure
 
 Action: TypeAlias = Literal["cached", "download", "build", "skip"]
 ACTIONS: tuple[Action, ...] = ("cached", "download", "build", "skip")
 Progress: TypeAlias = Callable[[str], None]
+# An sdist's sha256 and what it says about CUDA (classify.SourceScanner; a fake in tests).
+Scanner: TypeAlias = Callable[[UpstreamFile, frozenset[str]], tuple[str, SdistScan]]
 
 
 def _quiet(_: str) -> None:
@@ -50,6 +53,13 @@ class PlanItem:
     accel_key: CacheKey | None = None
     cached_file: str | None = None  # cached items: the wheelhouse file name
     requested: bool = False
+    # Builds: whether the package is built per accelerator, and why (stages.classify).
+    accel: AccelDecision | None = None
+    # Downloads: the file came from the accelerator's own upstream (listed there only).
+    own_upstream: bool = False
+    # Builds: the runtime closure's pins (build tools left out), which build requirements
+    # are installed at.
+    runtime_pins: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -64,6 +74,9 @@ class PlanItem:
             "sha256": self.file.sha256 if self.file else None,
             "cache_key": self.key.key if self.key else None,
             "requested": self.requested,
+            "accel_specific": self.key.accel_specific if self.key else None,
+            "accel_decision": self.accel.to_json() if self.accel else None,
+            "framework": dict(self.key.inputs.framework) if self.key else None,
         }
 
 
@@ -101,11 +114,20 @@ def check_pins(pins: list[Pin], *, allow_unpinned: bool) -> None:
         )
 
 
-def check_upstream(pins: list[Pin], upstream: str) -> None:
+def upstream_files(upstreams: tuple[str, ...], name: str) -> list[UpstreamFile] | None:
+    """A project's files on every index of `upstreams`; None when none knows it."""
+    found = [project_files(u, name) for u in upstreams]
+    if all(f is None for f in found):
+        return None
+    return [f for files in found for f in files or ()]
+
+
+def check_upstream(pins: list[Pin], upstreams: tuple[str, ...]) -> None:
     """Every direct pin must exist upstream: a clear error now beats pip's later."""
     problems = []
+    upstream = " + ".join(upstreams)
     for pin in pins:
-        files = project_files(upstream, pin.name)
+        files = upstream_files(upstreams, pin.name)
         if files is None:
             problems.append(f"{pin.name} ({pin.where}): no such project on {upstream}")
             continue
@@ -165,6 +187,7 @@ def resolve_cached(
     it cannot change, and a warm run asks neither pip nor the index anything.
     """
     assert target.interpreter is not None
+    upstreams = config.upstreams(target.accel)
     key = hashlib.sha256(
         json.dumps(
             {
@@ -172,7 +195,7 @@ def resolve_cached(
                 # cached listing that still names the old bytes.
                 "pins": sorted(f"{p.requirement} {sorted(p.hashes)}" for p in pins),
                 "interpreter": [str(target.interpreter.path), list(target.interpreter.version)],
-                "upstream": config.upstream,
+                "upstream": list(upstreams),
             },
             sort_keys=True,
         ).encode()
@@ -186,14 +209,13 @@ def resolve_cached(
         }
     if not refresh and key in _RESOLVED:
         return _RESOLVED[key]
-    progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {config.upstream}")
-    closure = resolve_closure(target, pins, config.upstream)
+    shown = " + ".join(upstreams)
+    progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {shown}")
+    closure = resolve_closure(target, pins, upstreams)
     progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
     files = {
         r.name: [
-            f
-            for f in project_files(config.upstream, r.name) or ()
-            if f.version == Version(r.version)
+            f for f in upstream_files(upstreams, r.name) or () if f.version == Version(r.version)
         ]
         for r in closure
     }
@@ -213,11 +235,21 @@ def resolve_cached(
 
 
 def keys_for(
-    *, name: str, version: str, sdist_sha256: str, target: Target, config: Config, wh: Wheelhouse
-) -> tuple[CacheKey, CacheKey | None]:
+    *,
+    name: str,
+    version: str,
+    sdist_sha256: str,
+    target: Target,
+    config: Config,
+    wh: Wheelhouse,
+    decision: AccelDecision | None = None,
+    framework: tuple[tuple[str, str], ...] = (),
+) -> tuple[CacheKey, CacheKey | None, AccelDecision]:
     """The key to build under and, when that one is accelerator-neutral, the per-accelerator
-    key to build under should the wheel link CUDA. A package an earlier neutral build of the
-    same inputs found linking CUDA is keyed per accelerator straight away."""
+    key to build under should the wheel link CUDA; and the decision, as it stands. A package
+    an earlier neutral build of the same inputs found linking CUDA is keyed per accelerator
+    straight away."""
+    decision = decision or AccelDecision(specific=False, by="none")
 
     def key(per_accel: bool) -> CacheKey:
         return compute(
@@ -227,15 +259,18 @@ def keys_for(
             target=target,
             config=config,
             per_accel=per_accel,
+            framework=framework,
         )
 
-    neutral = key(per_accel=False)
-    if neutral.accel_specific:
-        return neutral, None
+    first = key(per_accel=decision.specific)
+    if first.accel_specific:
+        return first, None, decision
     per_accel = key(per_accel=True)
-    if accel.linked_before(wh, neutral):
-        return per_accel, None
-    return neutral, per_accel
+    linked = accel.linked_before(wh, first)
+    if linked is not None:
+        found = AccelDecision(specific=True, by="links-cuda", evidence=linked)
+        return per_accel, None, found
+    return first, per_accel, decision
 
 
 def plan_item(
@@ -248,8 +283,14 @@ def plan_item(
     *,
     files: list[UpstreamFile],
     requested: bool = False,
+    scan: Scanner | None = None,
+    closure: Mapping[str, str] | None = None,
+    by_accel: Mapping[str, Mapping[str, str]] | None = None,
 ) -> PlanItem:
-    """What to do for one package of one target's closure."""
+    """What to do for one package of one target's closure. A build reads its sdist
+    (`scan`) to decide whether it is accelerator-specific, and pins the build requirements
+    that are also in the target's `closure`; `by_accel` says what each accelerator's
+    closure holds of each project (a framework that differs makes the package specific)."""
     pkg = config.package(name)
     base: dict[str, Any] = {
         "target": target,
@@ -263,6 +304,8 @@ def plan_item(
         return PlanItem(action="skip", reason=pkg.skip, **base)
     if pkg.python and not pkg.python.contains(target.interpreter.short + ".0", prereleases=True):
         return PlanItem(action="skip", reason=f"config: python {pkg.python}", **base)
+    if pkg.accels and not any(fnmatchcase(target.accel, a) for a in pkg.accels):
+        return PlanItem(action="skip", reason=f"config: only for {', '.join(pkg.accels)}", **base)
     files = [f for f in files if _requires_python_ok(f, target)]
     if hashes:
         # The pins choose among the files; when none matches, the fetch refuses the bytes
@@ -281,20 +324,39 @@ def plan_item(
                     **base,
                 )
             return PlanItem(
-                action="download", reason="upstream wheel fits the target", file=wheel, **base
+                action="download",
+                reason="upstream wheel fits the target",
+                file=wheel,
+                own_upstream=config.own_upstream(target.accel),
+                **base,
             )
     sdists = [f for f in files if f.is_sdist]
     if not sdists:
+        where = " + ".join(config.upstreams(target.accel))
         raise ResolutionError(
-            f"{name}=={version}: no wheel for {target.name} and no sdist on {config.upstream}"
+            f"{name}=={version}: no wheel for {target.name} and no sdist on {where}"
         )
     sdist = next((f for f in sdists if f.filename.endswith(".tar.gz")), sdists[0])
     why = "forced by config" if pkg.force_build else "no wheel fits the target"
-    digest = sdist.sha256
-    if digest is None:  # the index gave no hash: the key waits for the bytes
-        _, digest = fetch(sdist, hashes, wh.root / "sources")
-    key, accel_key = keys_for(
-        name=name, version=version, sdist_sha256=digest, target=target, config=config, wh=wh
+    digest, found = (scan or SourceScanner(wh))(sdist, hashes)
+    framework = classify.framework_pins((*found.build_requires, *pkg.build_requires), closure or {})
+    decision = classify.decide(
+        found,
+        override=pkg.accel_specific,
+        framework_split=classify.framework_split(framework, by_accel or {}),
+    )
+    runtime_pins = tuple(
+        (n, v) for n, v in sorted((closure or {}).items()) if n not in classify.BUILD_TOOLS
+    )
+    key, accel_key, decision = keys_for(
+        name=name,
+        version=version,
+        sdist_sha256=digest,
+        target=target,
+        config=config,
+        wh=wh,
+        decision=decision,
+        framework=framework,
     )
     cached = cached_build(wh, key, target)
     if cached is not None:
@@ -305,9 +367,20 @@ def plan_item(
             key=key,
             accel_key=accel_key,
             cached_file=cached,
+            accel=decision,
+            runtime_pins=runtime_pins,
             **base,
         )
-    return PlanItem(action="build", reason=why, file=sdist, key=key, accel_key=accel_key, **base)
+    return PlanItem(
+        action="build",
+        reason=why,
+        file=sdist,
+        key=key,
+        accel_key=accel_key,
+        accel=decision,
+        runtime_pins=runtime_pins,
+        **base,
+    )
 
 
 def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
@@ -323,6 +396,9 @@ def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
     return None
 
 
+Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
+
+
 def plan_target(
     target: Target,
     pins: list[Pin],
@@ -331,9 +407,15 @@ def plan_target(
     *,
     refresh: bool = False,
     progress: Progress = _quiet,
+    resolved: Closure | None = None,
+    scan: Scanner | None = None,
+    by_accel: Mapping[str, Mapping[str, str]] | None = None,
 ) -> list[PlanItem]:
-    closure, files = resolve_cached(target, pins, config, wh, refresh=refresh, progress=progress)
+    closure, files = resolved or resolve_cached(
+        target, pins, config, wh, refresh=refresh, progress=progress
+    )
     pin_hashes = {p.name: p.hashes for p in pins}
+    versions: dict[str, str] = {canonicalize_name(r.name): r.version for r in closure}
     return [
         plan_item(
             target,
@@ -344,9 +426,30 @@ def plan_target(
             wh,
             files=files[r.name],
             requested=r.requested,
+            scan=scan or SourceScanner(wh),
+            closure=versions,
+            by_accel=by_accel,
         )
         for r in closure
     ]
+
+
+def closures_by_accel(
+    closures: Mapping[Target, Closure],
+) -> dict[str, dict[str, dict[str, str]]]:
+    """Per interpreter: what each accelerator's closure holds of each project, as a version
+    and the sha256 of its files (two indexes can serve one version with different bytes).
+    Targets of one interpreter differ only in accelerator and policy, so a project that
+    differs here differs because of the accelerator's own upstream."""
+    out: dict[str, dict[str, dict[str, str]]] = {}
+    for target, (closure, files) in closures.items():
+        assert target.interpreter is not None
+        per = out.setdefault(str(target.interpreter.path), {})
+        for r in closure:
+            hashes = ",".join(sorted(f.sha256 or f.url for f in files.get(r.name, ())))
+            digest = hashlib.sha256(hashes.encode()).hexdigest()[:12]
+            per.setdefault(canonicalize_name(r.name), {})[target.accel] = f"{r.version} {digest}"
+    return out
 
 
 def make_plan(
@@ -358,18 +461,41 @@ def make_plan(
     allow_unpinned: bool = False,
     refresh: bool = False,
     progress: Progress = _quiet,
+    keep_sources: bool | None = None,
 ) -> Plan:
-    """The plan for `targets`; `progress` hears what is being resolved (it takes seconds)."""
+    """The plan for `targets`; `progress` hears what is being resolved (it takes seconds).
+    Each sdist to build is read to decide whether it is accelerator-specific: kept in the
+    wheelhouse (`keep_sources`; by default when one exists) for the build to reuse."""
     check_pins(pins, allow_unpinned=allow_unpinned)
     usable = [t for t in targets if t.missing is None]
-    items: list[PlanItem] = []
-    for i, target in enumerate(usable):
+    closures: dict[Target, Closure] = {}
+    checked: set[tuple[str, ...]] = set()
+    for target in usable:
+        upstreams = config.upstreams(target.accel)
         try:
-            items += plan_target(target, pins, config, wh, refresh=refresh, progress=progress)
+            closures[target] = resolve_cached(
+                target, pins, config, wh, refresh=refresh, progress=progress
+            )
         except ResolutionError:
-            if i == 0:
-                check_upstream(pins, config.upstream)  # names a missing pin, if one is
+            if upstreams not in checked:
+                check_upstream(pins, upstreams)  # names a missing pin, if one is
             raise
+        checked.add(upstreams)
+    by_interp = closures_by_accel(closures)
+    keep = wh.root.is_dir() if keep_sources is None else keep_sources
+    scanner = SourceScanner(wh, keep=keep)
+    items: list[PlanItem] = []
+    for target in usable:
+        assert target.interpreter is not None
+        items += plan_target(
+            target,
+            pins,
+            config,
+            wh,
+            resolved=closures[target],
+            scan=scanner,
+            by_accel=by_interp[str(target.interpreter.path)],
+        )
     pinned = {p.name for p in pins if p.version}
     return Plan(
         items=tuple(items),

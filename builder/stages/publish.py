@@ -20,8 +20,9 @@ from ..index.status_page import write_status
 from ..index.targets_json import write_targets_json
 from ..records import BuildRecord, CacheKey
 from ..targets import Target
-from ..wheelfile import set_build_tag
+from ..wheelfile import is_pure, set_build_tag
 from ..wheelhouse import CatalogEntry, Wheelhouse
+from .accel import CPU, cpu_listing_error
 from .keys import build_tag
 
 
@@ -42,8 +43,20 @@ class Publisher:
         accels: tuple[str, ...] | None,
         cache_key: str | None = None,
         sha256: str | None = None,
+        cuda_libs: tuple[str, ...] | None = None,
     ) -> CatalogEntry:
-        """Store `wheel` and rewrite its project's index pages."""
+        """Store `wheel` and rewrite its project's index pages. A wheel that would be listed
+        in the cpu index (`accels` None: every index) must need and carry no CUDA library:
+        `cuda_libs` says which it does, when the caller read them already."""
+        if accels is None or CPU in accels:
+            if cuda_libs is None:
+                from .. import elf  # pyelftools loads only when a wheel is published
+
+                cuda_libs = () if is_pure(wheel) else tuple(elf.wheel_cuda(wheel))
+            if cuda_libs:
+                raise cpu_listing_error(
+                    wheel.name, cuda_libs, [a for a in accels or () if a != CPU]
+                )
         entry = self.wh.publish(
             wheel, origin=origin, accels=accels, cache_key=cache_key, sha256=sha256
         )

@@ -24,8 +24,9 @@ class Resolved:
     requested: bool
 
 
-def resolve_closure(target: Target, pins: list[Pin], upstream: str) -> list[Resolved]:
-    """`pip install --dry-run --ignore-installed --report` with the target interpreter.
+def resolve_closure(target: Target, pins: list[Pin], upstreams: tuple[str, ...]) -> list[Resolved]:
+    """`pip install --dry-run --ignore-installed --report` with the target interpreter,
+    against the target accelerator's indexes (the first, then the extra ones).
 
     Markers are evaluated for that interpreter, so each target gets its own closure.
     """
@@ -44,7 +45,8 @@ def resolve_closure(target: Target, pins: list[Pin], upstream: str) -> list[Reso
             "--report",
             str(report),
             "--index-url",
-            upstream,
+            upstreams[0],
+            *(a for u in upstreams[1:] for a in ("--extra-index-url", u)),
             "-r",
             str(reqs),
         ]
