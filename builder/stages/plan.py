@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal, TypeAlias
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -21,7 +21,7 @@ from ..requirements import Pin, unpinned
 from ..targets import Target
 from ..upstream import UpstreamFile, project_files
 from ..wheelhouse import Wheelhouse, atomic_write_json
-from . import accel
+from . import accel, constraints
 from .fetch import fetch
 from .keys import compute
 from .resolve import Resolved, resolve_closure
@@ -74,6 +74,9 @@ class Plan:
     skipped_targets: tuple[Target, ...]
     # Closure members the input does not pin: while there are any, every run resolves again.
     unpinned: tuple[str, ...] = ()
+    # Per target name, its whole closure {name: version}: what verify installs with. Kept
+    # whole when `only_building` narrows the items.
+    closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def only_building(self, names: set[str]) -> Plan:
         """The plan with builds limited to `names` (downloads and cached items stay)."""
@@ -188,6 +191,8 @@ def resolve_cached(
         return _RESOLVED[key]
     progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {config.upstream}")
     closure = resolve_closure(target, pins, config.upstream)
+    # A closure the config's `requires` refuse is bad input: refused before it is cached.
+    constraints.check(target, {r.name: r.version for r in closure}, config, pins)
     progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
     files = {
         r.name: [
@@ -333,6 +338,7 @@ def plan_target(
     progress: Progress = _quiet,
 ) -> list[PlanItem]:
     closure, files = resolve_cached(target, pins, config, wh, refresh=refresh, progress=progress)
+    constraints.check(target, {r.name: r.version for r in closure}, config, pins)
     pin_hashes = {p.name: p.hashes for p in pins}
     return [
         plan_item(
@@ -376,4 +382,7 @@ def make_plan(
         targets=tuple(targets),
         skipped_targets=tuple(t for t in targets if t.missing),
         unpinned=tuple(sorted({i.name for i in items} - pinned)),
+        closures={
+            t.name: {i.name: i.version for i in items if i.target.name == t.name} for t in usable
+        },
     )
