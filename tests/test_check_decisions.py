@@ -20,6 +20,7 @@ from builder.records import CacheKey, KeyInputs, Sizes
 from builder.requirements import Pin
 from builder.stages import abi, constraints
 from builder.stages.build import undeclared_functions, with_flags
+from builder.stages.verify import exception_line
 
 
 def _config(**packages: dict[str, Any]) -> Any:
@@ -328,3 +329,16 @@ def test_the_summary_shows_strip_savings_and_what_the_checks_caught() -> None:
     assert "-40.1 KiB" in next(ln for ln in lines if " a " in ln)
     assert "caught before publishing: 1 by abi, 1 by smoke" in lines
     assert "stripped: 40.1 KiB taken off the shared objects of 1 built wheel(s)" in lines
+
+
+def test_a_failed_smoke_test_is_named_by_its_exception() -> None:
+    output = (
+        "Traceback (most recent call last):\n"
+        '  File "<string>", line 14, in <module>\n'
+        "ValueError: Unable to avoid copy while creating an array as requested.\n"
+        "If using `np.array(obj, copy=False)` replace it with `np.asarray(obj)`.\n"
+        "For more details, see https://numpy.org/devdocs/numpy_2_0_migration_guide.html\n"
+    )
+    assert exception_line(output).startswith("ValueError: Unable to avoid copy")
+    assert exception_line("segfault\n") == "segfault"
+    assert exception_line("") == "no output"

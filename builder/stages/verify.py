@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,3 +171,10 @@ def smoke_test(env: VerifyVenv, smoke: Smoke, *, name: str, log_file: Path) -> N
             hint=f"a runtime constraint ([packages.{name}] requires = [...]), a newer "
             "release, or a fix of the smoke test itself",
         ) from exc
+
+
+def exception_line(output: str) -> str:
+    """The line of `output` that names the exception (`ValueError: ...`), else its last."""
+    lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
+    found = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception|Exit)\b", ln)]
+    return (found or lines or ["no output"])[-1]
