@@ -161,9 +161,9 @@ def smoke_test(env: VerifyVenv, smoke: Smoke, *, name: str, log_file: Path) -> N
             timeout=SMOKE_TIMEOUT,
         )
     except CommandError as exc:
-        last = exc.tail.strip().splitlines()[-1:] or ["no output"]
         raise StepError(
-            f"{name}: the smoke test ({smoke.source}) failed after install and import: {last[0]}",
+            f"{name}: the smoke test ({smoke.source}) failed after install and import: "
+            f"{exception_line(exc.tail)}",
             step="smoke",
             log=exc.log,
             tail=exc.tail,
