@@ -121,7 +121,7 @@ def test_flags_are_appended_to_what_the_config_sets() -> None:
 
 
 def test_without_config_flags_the_interpreter_flags_are_kept() -> None:
-    """setuptools 72+ compiles with $CFLAGS instead of the interpreter's CFLAGS when it is
+    """setuptools 75.7+ compiles with $CFLAGS instead of the interpreter's CFLAGS when it is
     set: a bare -g0 would drop -O3."""
     flags = ("-g0", WERROR_IMPLICIT)
     python = "-DNDEBUG -g -O3 -Wall"

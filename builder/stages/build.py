@@ -236,7 +236,7 @@ def with_flags(
     """CFLAGS and CXXFLAGS with `flags` appended, so `-g0` comes after any `-g`.
 
     Appended to what `env` (the config's per-package env, else the caller's) sets; when it
-    sets nothing, to the interpreter's own CFLAGS (`-DNDEBUG -g -O3 -Wall`): setuptools 72+
+    sets nothing, to the interpreter's own CFLAGS (`-DNDEBUG -g -O3 -Wall`): setuptools 75.7+
     replaces those with $CFLAGS when it is set, so a bare `-g0` would build unoptimized.
     Unknown interpreter flags: nothing is added (repair's strip still drops debug info).
     A C-only warning flag stays out of CXXFLAGS: g++ rejects it under a package's -Werror.
