@@ -179,6 +179,7 @@ def abi3_violations(wheel: Path, *, workdir: Path, log_file: Path) -> list[Findi
         step="abi3audit",
         log_file=log_file,
         env=clean_env(),
+        cwd=workdir,
         timeout=300,
         check=False,  # it exits 1 when it finds something: the report says what
     )
