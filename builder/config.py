@@ -7,11 +7,13 @@ Every problem is collected and reported at once, each with its place
 from __future__ import annotations
 
 import difflib
+import functools
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -26,6 +28,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PYPI_SIMPLE = "https://pypi.org/simple/"
+WERROR_IMPLICIT = "-Werror=implicit-function-declaration"
 DEFAULT_CONFIG = Path("config/prewheel.toml")
 DEFAULT_BUILD_TIMEOUT = 1800.0
 
@@ -60,6 +63,19 @@ class AccelConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Smoke:
+    """A smoke test: Python code run with the verify venv's interpreter, or a command run with
+    the venv's scripts first on PATH. Either must exit 0."""
+
+    code: str | None = None
+    command: tuple[str, ...] = ()
+    source: str  # where it was set: the config's key, or the recipe file
+
+    def to_json(self) -> dict[str, Any]:
+        return {"code": self.code, "command": list(self.command), "source": self.source}
+
+
+@dataclass(frozen=True, kw_only=True)
 class PackageConfig:
     name: str
     env: Mapping[str, str] = field(default_factory=dict)
@@ -74,6 +90,13 @@ class PackageConfig:
     import_names: tuple[str, ...] | None = None
     timeout: float | None = None
     patches: tuple[str, ...] = ()  # absolute paths of unified diffs, applied with patch -p1
+    # Checks beyond import: a smoke test (None: the shipped recipe, if any; False: none),
+    # runtime constraints on the closure, the ABI checks and -Werror=implicit-function-...
+    smoke: Smoke | Literal[False] | None = None
+    requires: tuple[str, ...] = ()
+    abi_check: bool = True
+    werror_implicit: bool = True
+    strip: bool | None = None  # None: [build] strip decides
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -91,7 +114,8 @@ class Config:
     upstream: str = PYPI_SIMPLE
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
     jobs: int = 0
-    strip: bool = False
+    strip: bool = True
+    smoke_recipes: bool = True
     build_constraints: str | None = None
     targets: tuple[TargetSpec, ...] = ()
     accels: Mapping[str, AccelConfig] = field(default_factory=dict)
@@ -115,10 +139,36 @@ class Config:
         is listed in its own index only)."""
         return self.upstreams(accel) != (self.upstream,)
 
+    def strips(self, name: str) -> bool:
+        """Whether `name` is built without debug info and repaired with `--strip`."""
+        own = self.package(name).strip
+        return self.strip if own is None else own
+
+    def build_flags(self, name: str) -> tuple[str, ...]:
+        """The compiler flags prewheel appends to CFLAGS (and, but for the C-only one, to
+        CXXFLAGS) for `name`: no debug info when stripped, and undeclared functions (a C API
+        the target Python removed) as errors at build time instead of at import."""
+        flags = ["-g0"] if self.strips(name) else []
+        if self.package(name).werror_implicit:
+            flags.append(WERROR_IMPLICIT)
+        return tuple(flags)
+
+    def smoke_for(self, name: str) -> Smoke | None:
+        """The package's smoke test: the config's, else the shipped recipe (unless turned off
+        with `smoke = false` or `[build] smoke_recipes = false`)."""
+        own = self.package(name).smoke
+        if own is False:
+            return None
+        if own is not None:
+            return own
+        if not self.smoke_recipes:
+            return None
+        return smoke_recipes().get(canonicalize_name(name))
+
 
 _TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
 _INDEX_KEYS = ("upstream",)
-_BUILD_KEYS = ("timeout", "jobs", "strip", "constraints")
+_BUILD_KEYS = ("timeout", "jobs", "strip", "smoke_recipes", "constraints")
 _MATRIX_KEYS = ("python", "accel", "policy")
 _ACCEL_KEYS = ("cuda_home", "arch_list", "exclude", "upstream", "extra_upstreams")
 _PACKAGE_KEYS = (
@@ -134,6 +184,11 @@ _PACKAGE_KEYS = (
     "import_names",
     "timeout",
     "patches",
+    "smoke",
+    "requires",
+    "abi_check",
+    "werror_implicit",
+    "strip",
 )
 
 
@@ -242,7 +297,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
     if jobs is not None and jobs < 0:
         p.add("build.jobs", f"must be 0 (the number of CPUs) or more, got {jobs}")
         jobs = 0
-    strip = p.typed(build.get("strip", False), bool, "build.strip")
+    strip = p.typed(build.get("strip", True), bool, "build.strip")
+    recipes = p.typed(build.get("smoke_recipes", True), bool, "build.smoke_recipes")
     constraints = build.get("constraints")
     if constraints is not None:
         constraints = p.typed(constraints, str, "build.constraints")
@@ -259,7 +315,8 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
         upstream=upstream,
         build_timeout=float(timeout or DEFAULT_BUILD_TIMEOUT),
         jobs=jobs or 0,
-        strip=bool(strip),
+        strip=strip is not False,
+        smoke_recipes=recipes is not False,
         build_constraints=constraints,
         targets=targets,
         accels=accels,
@@ -405,5 +462,74 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems, base: Path) -> dict[st
             ),
             timeout=p.positive(timeout, f"{where}.timeout") if timeout is not None else None,
             patches=_patches(tbl.get("patches", []), f"{where}.patches", p, base),
+            smoke=(
+                _smoke(tbl["smoke"], f"{where}.smoke", p, source=f"[{where}] smoke")
+                if "smoke" in tbl
+                else None
+            ),
+            requires=_requires(tbl.get("requires", []), f"{where}.requires", p),
+            abi_check=p.typed(tbl.get("abi_check", True), bool, f"{where}.abi_check") is not False,
+            werror_implicit=p.typed(
+                tbl.get("werror_implicit", True), bool, f"{where}.werror_implicit"
+            )
+            is not False,
+            strip=p.typed(tbl["strip"], bool, f"{where}.strip") if "strip" in tbl else None,
         )
     return out
+
+
+def _smoke(value: Any, where: str, p: _Problems, *, source: str) -> Smoke | Literal[False] | None:
+    """`"python code"`, `["command", "arg"]`, or `false` (no smoke test, not even a recipe)."""
+    if value is False:
+        return False
+    if isinstance(value, str) and value.strip():
+        try:
+            compile(value, where, "exec")
+        except SyntaxError as exc:
+            p.add(where, f"not valid Python (line {exc.lineno}: {exc.msg})")
+            return None
+        return Smoke(code=value, source=source)
+    if isinstance(value, list) and value and all(isinstance(v, str) and v for v in value):
+        return Smoke(command=tuple(value), source=source)
+    p.add(where, "expected Python code (a string), a command (a list of strings), or false")
+    return None
+
+
+SMOKE_RECIPES = "data/smoke.toml"  # inside the builder package
+
+
+@functools.cache
+def smoke_recipes() -> dict[str, Smoke]:
+    """The smoke tests shipped for well-known packages (`builder/data/smoke.toml`), checked
+    like the config: a broken recipe is a bug in prewheel, reported as such."""
+    text = resources.files("builder").joinpath(SMOKE_RECIPES).read_text(encoding="utf-8")
+    raw = tomllib.loads(text)
+    p = _Problems()
+    out: dict[str, Smoke] = {}
+    for name, table in raw.items():
+        tbl = p.table(table, name)
+        p.unknown_keys(tbl, ("code", "command", "why"), name)
+        if "code" in tbl and "command" in tbl:
+            p.add(name, "a recipe has code or a command, not both")
+        key = "code" if "code" in tbl else "command"
+        found = _smoke(
+            tbl.get(key), f"{SMOKE_RECIPES}: {name}", p, source=f"prewheel's recipe for {name}"
+        )
+        if isinstance(found, Smoke):
+            out[canonicalize_name(name)] = found
+    if p.items:
+        raise ConfigError(p.items, source=f"builder/{SMOKE_RECIPES}")
+    return out
+
+
+def _requires(value: Any, where: str, p: _Problems) -> tuple[str, ...]:
+    """Runtime constraints: requirements with a version specifier, no URL."""
+    reqs = p.requirements(value, where)
+    for i, text in enumerate(reqs):
+        try:
+            req = Requirement(text)
+        except InvalidRequirement:
+            continue  # reported by p.requirements
+        if req.url or not req.specifier:
+            p.add(f"{where}[{i}]", f"expected a name and a version range (numpy<2), got {text!r}")
+    return reqs

@@ -98,6 +98,16 @@ def _needed(elf: ELFFile) -> list[str]:
 def wheel_elves(wheel: Path) -> list[ElfInfo]:
     """Every ELF file in `wheel`, read in memory."""
     out: list[ElfInfo] = []
+    for name, data in wheel_objects(wheel):
+        try:
+            out.append(read_elf(name, data))
+        except ELFError:
+            continue
+    return out
+
+
+def wheel_objects(wheel: Path) -> Iterator[tuple[str, bytes]]:
+    """(path inside the wheel, bytes) of every file in `wheel` that starts like an ELF file."""
     with zipfile.ZipFile(wheel) as zf:
         for info in zf.infolist():
             if info.is_dir() or info.filename.endswith((".py", ".pyc", ".txt", ".json")):
@@ -105,12 +115,49 @@ def wheel_elves(wheel: Path) -> list[ElfInfo]:
             with zf.open(info) as fh:
                 if fh.read(4) != _ELF_MAGIC:
                     continue
-            data = zf.read(info)
-            try:
-                out.append(read_elf(info.filename, data))
-            except ELFError:
+            yield info.filename, zf.read(info)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DynamicSymbols:
+    """What a shared object takes from others and gives them, by name (dynamic table only:
+    what the loader sees, stripped or not)."""
+
+    undefined: frozenset[str]  # strong: the load fails when nothing provides one
+    defined: frozenset[str]  # exported (global or weak, default visibility)
+
+
+def dynamic_symbols(data: bytes) -> DynamicSymbols:
+    """The dynamic symbols of one ELF object. Raises ELFError on a malformed one."""
+    elf = ELFFile(io.BytesIO(data))
+    undefined: set[str] = set()
+    defined: set[str] = set()
+    dynsym = elf.get_section_by_name(".dynsym")
+    if isinstance(dynsym, SymbolTableSection):
+        for sym in dynsym.iter_symbols():
+            bind = sym["st_info"]["bind"]
+            if not sym.name or bind not in ("STB_GLOBAL", "STB_WEAK", "STB_GNU_UNIQUE"):
                 continue
-    return out
+            if sym["st_shndx"] == "SHN_UNDEF":
+                if bind != "STB_WEAK":
+                    undefined.add(sym.name)
+            elif sym["st_other"]["visibility"] in ("STV_DEFAULT", "STV_PROTECTED"):
+                defined.add(sym.name)
+    return DynamicSymbols(undefined=frozenset(undefined), defined=frozenset(defined))
+
+
+def read_only_strings(data: bytes, *, limit: int = 200) -> Iterator[str]:
+    """The printable NUL-terminated strings (up to `limit` characters) in an object's
+    read-only data: where a C compiler puts string literals such as format strings."""
+    elf = ELFFile(io.BytesIO(data))
+    for section in elf.iter_sections():
+        if section.name != ".rodata" and not section.name.startswith(".rodata."):
+            continue
+        if section["sh_type"] == "SHT_NOBITS":
+            continue
+        for raw in section.data().split(b"\0"):
+            if 0 < len(raw) <= limit and raw.isascii() and raw.decode().isprintable():
+                yield raw.decode()
 
 
 def read_elf(name: str, data: bytes) -> ElfInfo:

@@ -50,8 +50,16 @@ class UpstreamError(PrewheelError):
     """The upstream index could not be read."""
 
 
+class ConstraintError(PrewheelError):
+    """A target's closure pins a version that a package's `requires` in the config excludes."""
+
+
 class StepError(PrewheelError):
-    """One package failed a step (fetch, build, repair, verify); the others go on."""
+    """One package failed a step (fetch, build, repair, verify); the others go on.
+
+    `check` names the check that caught a wheel which built but would not work where it
+    lands ("werror", "abi", "import", "smoke"), so reports can count what each one caught.
+    """
 
     exit_code = EXIT_FAILED
 
@@ -63,11 +71,13 @@ class StepError(PrewheelError):
         log: str | None = None,
         tail: str = "",
         hint: str | None = None,
+        check: str | None = None,
     ) -> None:
         super().__init__(message, hint=hint)
         self.step = step
         self.log = log
         self.tail = tail
+        self.check = check
 
 
 class CommandError(StepError):

@@ -75,19 +75,15 @@ class KeyInputs:
     # extension is compiled against the framework it will run with. Left out of the JSON
     # when empty, so keys of builds without one stay what they were.
     framework: tuple[tuple[str, str], ...] = ()
+    # The flags prewheel appends to CFLAGS/CXXFLAGS (-g0, -Werror=implicit-function-...).
+    build_flags: tuple[str, ...] = ()
 
     @property
     def accel_specific(self) -> bool:
         return self.accel != ANY_ACCEL
 
     def to_json(self) -> dict[str, Any]:
-        out = self._json()
-        if self.framework:
-            out["framework"] = dict(self.framework)
-        return out
-
-    def _json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "recipe": self.recipe,
             "name": self.name,
             "version": self.version,
@@ -107,12 +103,19 @@ class KeyInputs:
             "arch_list": list(self.arch_list) if self.arch_list is not None else None,
             "compiler": self.compiler,
         }
+        # Absent before they existed (or when empty): those keys digest as they did.
+        if self.framework:
+            out["framework"] = dict(self.framework)
+        if self.build_flags:
+            out["build_flags"] = list(self.build_flags)
+        return out
 
     def source_json(self) -> dict[str, Any]:
         """The part a pure wheel depends on: the inputs without the target's (but for the
         accelerator of a package built per accelerator)."""
         target_fields = (
-            "interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler", "repair"
+            "interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler", "repair",
+            "build_flags",
         )  # fmt: skip
         out = {k: v for k, v in self.to_json().items() if k not in target_fields}
         if self.accel_specific:
@@ -148,6 +151,7 @@ class KeyInputs:
             arch_list=tuple(arch_list) if arch_list is not None else None,
             compiler=d.get("compiler"),
             framework=_pairs(d.get("framework")),
+            build_flags=tuple(d.get("build_flags") or ()),
         )
 
 
@@ -264,6 +268,32 @@ class BuildEnvRecord:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Sizes:
+    """How big a built wheel is, and what stripping took off it."""
+
+    wheel: int  # the published file, bytes
+    shared_objects: int  # its .so files, uncompressed (grafted libraries included)
+    # What `--strip` took off the wheel's own shared objects after a `-g0` compile (the
+    # debug info -g0 kept from being written is not counted); None when not stripped.
+    strip_saved: int | None
+
+    def to_json(self) -> dict[str, int | None]:
+        return {
+            "wheel": self.wheel,
+            "shared_objects": self.shared_objects,
+            "strip_saved": self.strip_saved,
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Sizes:
+        return cls(
+            wheel=int(d["wheel"]),
+            shared_objects=int(d["shared_objects"]),
+            strip_saved=d.get("strip_saved"),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class DeviceCode:
     """The GPU code one shared object carries: SASS per architecture, and PTX."""
 
@@ -308,12 +338,15 @@ class BuildRecord:
     external_libraries: tuple[ExternalLibrary, ...] = ()
     build_duration: float | None = None
     build_finished: str | None = None
+    sizes: Sizes | None = None
     # The outcome.
     wheel: str | None = None
     sha256: str | None = None
     imported: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    checks: tuple[str, ...] = ()  # passed: "abi", "import", "smoke"
     step: str | None = None
+    check: str | None = None  # the check a failure failed: "werror", "abi", "smoke", ...
     error: str | None = None
     tail: str = ""
     finished: str | None = None
@@ -340,12 +373,14 @@ class BuildRecord:
         external_libraries: tuple[ExternalLibrary, ...],
         duration: float,
         device_code: tuple[DeviceCode, ...] = (),
+        sizes: Sizes | None = None,
     ) -> BuildRecord:
         return replace(
             self,
             links_cuda=links_cuda,
             external_libraries=external_libraries,
             device_code=device_code,
+            sizes=sizes,
             build_duration=round(duration, 3),
             build_finished=utcnow(),
         )
@@ -365,11 +400,14 @@ class BuildRecord:
             note="the accelerator-neutral build linked CUDA; it is built per accelerator",
         )
 
-    def failed(self, *, step: str, error: str, tail: str, duration: float) -> BuildRecord:
+    def failed(
+        self, *, step: str, error: str, tail: str, duration: float, check: str | None = None
+    ) -> BuildRecord:
         return replace(
             self,
             result="failed",
             step=step,
+            check=check,
             error=error,
             tail=tail,
             finished=utcnow(),
@@ -384,6 +422,7 @@ class BuildRecord:
         imported: tuple[str, ...],
         warnings: tuple[str, ...],
         duration: float,
+        checks: tuple[str, ...] = (),
     ) -> BuildRecord:
         return replace(
             self,
@@ -392,6 +431,7 @@ class BuildRecord:
             sha256=sha256,
             imported=imported,
             warnings=warnings,
+            checks=checks,
             finished=utcnow(),
             duration=round(duration, 3),
         )
@@ -433,6 +473,7 @@ class BuildRecord:
             "wheel": self.wheel,
             "sha256": self.sha256,
             "step": self.step,
+            "check": self.check,
             "error": self.error,
             "finished": self.finished,
             "duration": self.duration,
@@ -446,9 +487,12 @@ class BuildRecord:
         if self.build_finished is not None:
             out["external_libraries"] = [e.to_json() for e in self.external_libraries]
             out["device_code"] = [d.to_json() for d in self.device_code]
+        if self.sizes is not None:
+            out["sizes"] = self.sizes.to_json()
         if self.result == "ok":
             out["imported"] = list(self.imported)
             out["warnings"] = list(self.warnings)
+            out["checks"] = list(self.checks)
         if self.result == "failed":
             out["tail"] = self.tail
         return out
@@ -487,11 +531,14 @@ class BuildRecord:
             ),
             build_duration=d.get("build_duration"),
             build_finished=d.get("build_finished"),
+            sizes=Sizes.from_json(d["sizes"]) if d.get("sizes") else None,
             wheel=d.get("wheel"),
             sha256=d.get("sha256"),
             imported=tuple(d.get("imported") or ()),
             warnings=tuple(d.get("warnings") or ()),
+            checks=tuple(d.get("checks") or ()),
             step=d.get("step"),
+            check=d.get("check"),
             error=d.get("error"),
             tail=str(d.get("tail") or ""),
             finished=d.get("finished"),

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-COLUMNS = ("target", "package", "version", "result", "time", "wheel / error")
+COLUMNS = ("target", "package", "version", "result", "time", "stripped", "wheel / error")
 ERROR_WIDTH = 70
 
 
@@ -26,10 +26,28 @@ def rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for r in sorted(report["results"], key=lambda r: (r["target"], r["name"])):
         shown = r["wheel"] or _short(r.get("error") or r.get("reason") or "")
+        saved = r.get("strip_saved")
         out.append(
-            (r["target"], r["name"], r["version"], r["status"], f"{r['duration']:.1f}s", shown)
+            (
+                r["target"],
+                r["name"],
+                r["version"],
+                r["status"],
+                f"{r['duration']:.1f}s",
+                f"-{size(saved)}" if saved else "",
+                shown,
+            )
         )
     return out
+
+
+def size(n: int) -> str:
+    """Bytes for people: 812 B, 40.1 KiB, 3.2 MiB."""
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.1f} MiB"
 
 
 def totals(report: Mapping[str, Any], seconds: float | None = None) -> str:
@@ -46,6 +64,15 @@ def footer(report: Mapping[str, Any]) -> list[str]:
         if r["status"] == "failed"
     ]
     lines += [f"skipped target {t['target']}: {t['reason']}" for t in report["skipped_targets"]]
+    if report.get("caught"):
+        caught = ", ".join(f"{n} by {check}" for check, n in report["caught"].items())
+        lines.append(f"caught before publishing: {caught}")
+    saved = [r["strip_saved"] for r in report["results"] if r.get("strip_saved")]
+    if saved:
+        lines.append(
+            f"stripped: {size(sum(saved))} taken off the shared objects of {len(saved)} "
+            "built wheel(s)"
+        )
     if report.get("unpinned"):
         lines.append(unpinned_note(report.get("requirements") or "the requirements", report))
     return lines

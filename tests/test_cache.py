@@ -185,9 +185,10 @@ def test_a_patch_in_config_rebuilds_that_package_with_the_change(
 def test_changed_repair_options_rebuild_only_what_is_repaired(
     upstream: Upstream, wheelhouse: Path, tmp_path: Path
 ) -> None:
-    """`strip` changes auditwheel's options: the C extension is rebuilt, the pure wheel is not
-    (auditwheel never touches it, so its source key still finds it)."""
-    config = _base_config(upstream.url) + "[build]\nstrip = true\n"
+    """`strip` (on by default) changes auditwheel's options and the compiler flags: the C
+    extension is rebuilt, the pure wheel is not (neither touches it, so its source key still
+    finds it)."""
+    config = _base_config(upstream.url) + "[build]\nstrip = false\n"
     proc = _build(tmp_path, config, wheelhouse)
     assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}
 
@@ -232,7 +233,8 @@ def test_key_is_stable_and_names_each_input(tmp_path: Path) -> None:
         "build_requires": _key(
             config=_cfg({"packages": {"pw-cext": {"build_requires": ["cython==3.0"]}}})
         ),
-        "strip": _key(config=_cfg({"build": {"strip": True}})),
+        "strip": _key(config=_cfg({"build": {"strip": False}})),
+        "werror": _key(config=_cfg({"packages": {"pw-cext": {"werror_implicit": False}}})),
         "interpreter": _key(target=other_python),
         "patches": _key(config=_patched(tmp_path)),
         "policy": _key(
@@ -243,6 +245,8 @@ def test_key_is_stable_and_names_each_input(tmp_path: Path) -> None:
     }
     assert base not in variants.values()
     assert len(set(variants.values())) == len(variants)
+    # Per package or for all, the same settings give the same key.
+    assert _key(config=_cfg({"packages": {"pw-cext": {"strip": False}}})) == variants["strip"]
     # Another package's settings are not this package's input.
     assert _key(config=_cfg({"packages": {"pw-pure": {"env": {"X": "1"}}}})) == base
 

@@ -40,6 +40,10 @@ def command(
 ) -> None:
     """Fetch, build, repair, verify and publish every wheel the targets need.
 
+    Verify runs the ABI checks, installs with no compiler and the target's closure at the
+    plan's pins, imports, and runs the package's smoke test; a wheel that fails is not
+    published. A closure that breaks a package's `requires` is bad input (exit 2).
+
     A run that finds nothing to do stamps what it consulted; the next run with the same
     arguments is answered from that stamp while nothing in it has changed
     (PREWHEEL_DEBUG=1 says why not; PREWHEEL_FAST=0 always runs the full build).

@@ -12,6 +12,7 @@ from rich.text import Text
 from ..cmd import tail
 from ..errors import PrewheelError
 from ..records import BuildRecord
+from ..summary import size
 from ..wheelhouse import CatalogEntry, Wheelhouse
 from ._options import json_option, wheelhouse_option
 
@@ -125,6 +126,16 @@ def _print(
         )
         if rec.wheel:
             console.print(f"  wheel: {rec.wheel}", highlight=False, markup=False)
+        if rec.checks:
+            console.print(f"  checks passed: {', '.join(rec.checks)}", highlight=False)
+        if rec.sizes:
+            strip = rec.sizes.strip_saved
+            console.print(
+                f"  sizes: wheel {size(rec.sizes.wheel)}, shared objects "
+                f"{size(rec.sizes.shared_objects)}"
+                + (f", strip took off {size(strip)}" if strip is not None else ", not stripped"),
+                highlight=False,
+            )
         if rec.relisted_from:
             console.print(
                 f"  listed again {rec.relisted} (settings went back), first as {rec.relisted_from}",

@@ -54,6 +54,7 @@ def execute(
         slots=Slots(n),
         cache_from=cache_from,
         retry_failed=retry_failed,
+        closures=plan.closures,
     )
     try:
         results = Scheduler(run, plan.items, n).execute()

@@ -30,6 +30,9 @@ class ItemResult:
     tail: str = ""
     warnings: tuple[str, ...] = ()
     exit_code: int = 0  # of a failure: 1, or 3 for a hash mismatch
+    check: str | None = None  # of a failure: the check that caught it ("abi", "smoke", ...)
+    checks: tuple[str, ...] = ()  # of a verified wheel: the checks it passed
+    strip_saved: int | None = None  # of a built wheel: bytes strip took off its objects
 
     @classmethod
     def failure(
@@ -44,6 +47,7 @@ class ItemResult:
             tail=exc.tail,
             duration=duration,
             exit_code=exc.exit_code,
+            check=exc.check,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -58,6 +62,9 @@ class ItemResult:
             "tail": self.tail,
             "warnings": list(self.warnings),
             "exit_code": self.exit_code,
+            "check": self.check,
+            "checks": list(self.checks),
+            "strip_saved": self.strip_saved,
         }
 
 
@@ -88,10 +95,19 @@ class BuildReport:
             out[r.status] += 1
         return out
 
+    def caught(self) -> dict[str, int]:
+        """Failures per check that caught them (a wheel that built but would not work)."""
+        out: dict[str, int] = {}
+        for r in self.failed:
+            if r.check:
+                out[r.check] = out.get(r.check, 0) + 1
+        return dict(sorted(out.items()))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "duration": round(self.duration, 3),
             "counts": self.counts(),
+            "caught": self.caught(),
             "results": [r.to_json() for r in self.results],
             "skipped_targets": [
                 {"target": t.name, "reason": t.missing} for t in self.skipped_targets

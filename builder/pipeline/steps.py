@@ -11,7 +11,8 @@ import platform
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -20,14 +21,14 @@ from .. import __version__, tools
 from ..config import Config
 from ..errors import PrewheelError, StepError
 from ..log import get_logger
-from ..records import BuildRecord, CacheKey, DeviceCode, utcnow
-from ..stages import accel
+from ..records import BuildRecord, CacheKey, DeviceCode, Sizes, utcnow
+from ..stages import accel, constraints
 from ..stages.fetch import fetch
 from ..stages.isa import isa_warnings
 from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
-from ..wheelfile import is_abi3, is_pure, set_build_tag
+from ..wheelfile import is_abi3, is_pure, is_shared_object, member_sizes, set_build_tag
 from ..wheelhouse import CatalogEntry, Wheelhouse
 from .grouping import Group
 from .report import ItemResult, Reporter, Status
@@ -70,6 +71,8 @@ class Run:
     slots: Slots
     cache_from: tuple[str, ...] = ()
     retry_failed: bool = True
+    # Per target name, the plan's closure {name: version}: verify installs at these pins.
+    closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -216,7 +219,9 @@ def failed(
     duration = time.monotonic() - t0
     run.publisher.record(
         record.cache_key,
-        record.failed(step=exc.step, error=exc.message, tail=exc.tail, duration=duration),
+        record.failed(
+            step=exc.step, error=exc.message, tail=exc.tail, duration=duration, check=exc.check
+        ),
     )
     log_path = str(run.wh.root / record.log)
     return [ItemResult.failure(it, exc, duration=duration, log=log_path) for it in items]
@@ -323,7 +328,7 @@ def _make(
         elves=elves,
         target=item.target,
         excludes=key.inputs.repair.exclude,
-        strip=run.config.strip,
+        strip=key.inputs.repair.strip,
         outdir=work / "repaired",
         log_file=log_file,
     )
@@ -333,6 +338,7 @@ def _make(
         external_libraries=repaired.external_libraries,
         duration=time.monotonic() - t0,
         device_code=code,
+        sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
     )
     return tagged, built, record
 
@@ -371,6 +377,19 @@ def _check_accelerator(
         raise StepError(
             why, step="accel", log=str(log_file), hint=accel.ARCH_HINT.format(accel=target.accel)
         )
+
+
+def sizes(built: Path, final: Path, objects: list[str], stripped: bool) -> Sizes:
+    """The final wheel's sizes and, when it was stripped, what strip took off the shared
+    objects the build made (the same paths before and after repair)."""
+    before, after = member_sizes(built), member_sizes(final)
+    saved = sum(before[o] - after[o] for o in objects if o in after) if stripped else None
+    saved = saved if objects else None  # a pure wheel has nothing to strip
+    return Sizes(
+        wheel=final.stat().st_size,
+        shared_objects=sum(n for m, n in after.items() if is_shared_object(m)),
+        strip_saved=saved,
+    )
 
 
 def _from_remote(
@@ -421,29 +440,59 @@ def _warnings(built: BuildResult, wheel: Path) -> tuple[str, ...]:
 # -- verify and publish ---------------------------------------------------------------------
 
 
-def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> tuple[str, ...]:
-    """Install the candidate into a fresh venv with no compiler, then import it: the
-    modules imported. Raises StepError."""
-    from ..stages.verify import verify_wheel
+@dataclass(frozen=True, kw_only=True)
+class Verified:
+    imported: tuple[str, ...]
+    checks: tuple[str, ...]  # the checks it passed, in order
+
+
+def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verified:
+    """Check the candidate as the runtime will use it: the ABI checks (no install needed),
+    then install into a fresh venv with no compiler and the target's closure at the plan's
+    pins, import, and the smoke test where there is one. Raises StepError."""
+    from ..stages import abi
+    from ..stages import verify as stage
 
     item = items[0]
-    run.reporter.step(item, "verify")
+    target = item.target
+    assert target.interpreter is not None
+    pkg = run.config.package(item.name)
+    log_file = run.wh.root / cand.record.log
+    workdir = run.work / f"verify-{cand.key.short}-{target.name}"
+    checks: list[str] = []
     # A verification (venv, install, import) is work like a build: --jobs bounds both.
     count = run.slots.acquire(False)
     try:
-        return tuple(
-            verify_wheel(
-                cand.wheel,
-                name=item.name,
-                target=item.target,
-                find_links=links,
-                workdir=run.work / f"verify-{cand.key.short}-{item.target.name}",
-                log_file=run.wh.root / cand.record.log,
-                import_names=run.config.package(item.name).import_names,
+        if pkg.abi_check and not is_pure(cand.wheel):
+            run.reporter.step(item, "abi")
+            found = abi.check_wheel(
+                cand.wheel, interpreter=target.interpreter, workdir=workdir, log_file=log_file
             )
+            if found:
+                raise abi.findings_error(found, item.name, log_file)
+            checks.append("abi")
+        run.reporter.step(item, "verify")
+        closure = run.closures.get(target.name, {})
+        venv = stage.install(
+            cand.wheel,
+            target=target,
+            find_links=links,
+            constraints=constraints.constraints_file(target, closure, run.config),
+            workdir=workdir,
+            log_file=log_file,
         )
+        imported = stage.import_modules(
+            venv, cand.wheel, name=item.name, import_names=pkg.import_names, log_file=log_file
+        )
+        checks.append("import")
+        smoke = run.config.smoke_for(item.name)
+        if smoke is not None:
+            run.reporter.step(item, "smoke")
+            stage.smoke_test(venv, smoke, name=item.name, log_file=log_file)
+            checks.append("smoke")
     finally:
         run.slots.release(count)
+    return Verified(imported=tuple(imported), checks=tuple(checks))
 
 
 def verify_and_publish(
@@ -453,7 +502,7 @@ def verify_and_publish(
     wheel was built for other items and is listed again for these (a pure or abi3 wheel)."""
     log_file = str(run.wh.root / cand.record.log)
     try:
-        modules = verify(run, items, cand, links)
+        verified = verify(run, items, cand, links)
         entry = run.publisher.wheel(
             cand.wheel,
             origin="built",
@@ -471,9 +520,10 @@ def verify_and_publish(
         record = cand.record.published(
             wheel=entry.filename,
             sha256=entry.sha256,
-            imported=modules,
+            imported=verified.imported,
             warnings=cand.warnings,
             duration=duration,
+            checks=verified.checks,
         )
         run.publisher.record(cand.key.key, record)
         if cand.shared_by_targets:
@@ -488,6 +538,10 @@ def verify_and_publish(
             duration=duration,
             warnings=cand.warnings,
             log=log_file,
+            checks=verified.checks,
+            strip_saved=None
+            if shared or cand.remote or not cand.record.sizes
+            else cand.record.sizes.strip_saved,
         )
         for it in items
     ]

@@ -9,8 +9,10 @@ network off.
 from __future__ import annotations
 
 import contextvars
+import functools
 import json
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -24,7 +26,7 @@ from typing import TextIO
 from build import BuildBackendException, BuildException, ProjectBuilder
 from pyproject_hooks import BuildBackendWarning
 
-from ..cmd import clean_env, run, tail, venv
+from ..cmd import clean_env, probe, run, tail, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
@@ -144,6 +146,11 @@ def build_wheel(
         known_homes=buildenv.known_toolkit_homes(a.cuda_home for a in config.accels.values()),
     )
     build_env = dict(environment.env)
+    build_env.update(
+        with_flags(
+            build_env, config.build_flags(pkg.name), interpreter_cflags(target.interpreter.path)
+        )
+    )
     prefix = environment.prefix()
     env_record = environment.record(pkg.env)
     _log_env(log_file, env_record)
@@ -215,7 +222,7 @@ def build_wheel(
                 hint=inner.hint,
             ) from inner
         if isinstance(inner, CommandError):
-            raise inner from exc
+            raise _undeclared(inner, log_file, pkg.name) or inner from exc
         raise StepError(
             f"build backend failed: {exc}", step="build", log=str(log_file), tail=_tail_of(log_file)
         ) from exc
@@ -241,6 +248,73 @@ def _log_env(log_file: Path, env: BuildEnvRecord) -> None:
         lines.append(f"prewheel: hidden ({env.hiding}): {', '.join(env.hidden)}")
     with log_file.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n\n")
+
+
+def with_flags(
+    env: Mapping[str, str], flags: Sequence[str], interpreter_cflags: str | None
+) -> dict[str, str]:
+    """CFLAGS and CXXFLAGS with `flags` appended, so `-g0` comes after any `-g`.
+
+    Appended to what `env` (the config's per-package env, else the caller's) sets; when it
+    sets nothing, to the interpreter's own CFLAGS (`-DNDEBUG -g -O3 -Wall`): setuptools 75.7+
+    replaces those with $CFLAGS when it is set, so a bare `-g0` would build unoptimized.
+    Unknown interpreter flags: nothing is added (repair's strip still drops debug info).
+    A C-only warning flag stays out of CXXFLAGS: g++ rejects it under a package's -Werror.
+    """
+    out: dict[str, str] = {}
+    for var in ("CFLAGS", "CXXFLAGS"):
+        base = env.get(var) or interpreter_cflags
+        wanted = [f for f in flags if var == "CFLAGS" or not _c_only(f)]
+        if wanted and base is not None:
+            out[var] = " ".join([*([base] if base else []), *wanted])
+    return out
+
+
+@functools.cache
+def interpreter_cflags(python: Path) -> str | None:
+    """The CFLAGS the interpreter was built with, which setuptools compiles extensions with."""
+    script = "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')"
+    out = probe([python, "-c", script])
+    return None if out is None else out.strip()
+
+
+def _c_only(flag: str) -> bool:
+    return flag.endswith("implicit-function-declaration")
+
+
+# gcc: "implicit declaration of function 'X'"; clang: "call to undeclared function 'X'".
+_UNDECLARED = re.compile(
+    r"error: (?:implicit declaration of function|call to undeclared function) "
+    r"[\u2018'`\"]?(\w+)"
+)
+
+
+def undeclared_functions(log_text: str) -> list[str]:
+    """The functions a failed C compile called without a declaration, in order of appearance."""
+    return list(dict.fromkeys(m.group(1) for m in _UNDECLARED.finditer(log_text)))
+
+
+def _undeclared(exc: CommandError, log_file: Path, name: str) -> StepError | None:
+    """A build that failed on -Werror=implicit-function-declaration, said as such: usually a
+    C API the target Python removed, which would otherwise have failed at import."""
+    try:
+        found = undeclared_functions(log_file.read_text(errors="replace"))
+    except FileNotFoundError:
+        return None
+    if not found:
+        return None
+    shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
+    return StepError(
+        f"the C code calls undeclared functions: {shown} "
+        "(-Werror=implicit-function-declaration; a C API this Python removed?)",
+        step="build",
+        log=exc.log,
+        tail=exc.tail,
+        check="werror",
+        hint=f"a newer release of the package, a patch ([packages.{name}] patches), or "
+        f"[packages.{name}] werror_implicit = false to build anyway (it then fails at import "
+        "or at the ABI check)",
+    )
 
 
 def _tail_of(log_file: Path) -> str:

@@ -15,9 +15,11 @@ from ..targets.compilers import compiler_version
 from ..targets.cuda import toolkit_version
 
 
-def repair_options(target: Target, config: Config) -> RepairOptions:
+def repair_options(target: Target, config: Config, name: str) -> RepairOptions:
     return RepairOptions(
-        plat=target.policy, strip=config.strip, exclude=tuple(sorted(target.repair_excludes))
+        plat=target.policy,
+        strip=config.strips(name),
+        exclude=tuple(sorted(target.repair_excludes)),
     )
 
 
@@ -56,7 +58,7 @@ def compute(
     constraints = None
     if config.build_constraints:
         constraints = _file_sha256(config.build_constraints, missing_ok=True)
-    repair = repair_options(target, config)
+    repair = repair_options(target, config, name)
     if not per_accel:  # an accelerator-neutral build is repaired as the cpu one
         repair = RepairOptions(plat=repair.plat, strip=repair.strip, exclude=())
     toolkit = target.toolkit if per_accel else None
@@ -84,6 +86,7 @@ def compute(
         arch_list=tuple(target.arch_list) if toolkit else None,
         compiler=compiler_version(dict(pkg.env)),
         framework=framework,
+        build_flags=config.build_flags(name),
     )
     return CacheKey(inputs=inputs)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal, TypeAlias
 
@@ -22,7 +22,7 @@ from ..requirements import Pin, unpinned
 from ..targets import Target
 from ..upstream import UpstreamFile, project_files
 from ..wheelhouse import Wheelhouse, atomic_write_json
-from . import accel, classify
+from . import accel, classify, constraints
 from .classify import SdistScan, SourceScanner
 from .keys import compute
 from .resolve import Resolved, resolve_closure
@@ -87,6 +87,9 @@ class Plan:
     skipped_targets: tuple[Target, ...]
     # Closure members the input does not pin: while there are any, every run resolves again.
     unpinned: tuple[str, ...] = ()
+    # Per target name, its whole closure {name: version}: what verify installs with. Kept
+    # whole when `only_building` narrows the items.
+    closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def only_building(self, names: set[str]) -> Plan:
         """The plan with builds limited to `names` (downloads and cached items stay)."""
@@ -212,6 +215,8 @@ def resolve_cached(
     shown = " + ".join(upstreams)
     progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {shown}")
     closure = resolve_closure(target, pins, upstreams)
+    # A closure the config's `requires` refuse is bad input: refused before it is cached.
+    constraints.check(target, {r.name: r.version for r in closure}, config, pins)
     progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
     files = {
         r.name: [
@@ -414,6 +419,7 @@ def plan_target(
     closure, files = resolved or resolve_cached(
         target, pins, config, wh, refresh=refresh, progress=progress
     )
+    constraints.check(target, {r.name: r.version for r in closure}, config, pins)
     pin_hashes = {p.name: p.hashes for p in pins}
     versions: dict[str, str] = {canonicalize_name(r.name): r.version for r in closure}
     return [
@@ -502,4 +508,7 @@ def make_plan(
         targets=tuple(targets),
         skipped_targets=tuple(t for t in targets if t.missing),
         unpinned=tuple(sorted({i.name for i in items} - pinned)),
+        closures={
+            t.name: {i.name: i.version for i in items if i.target.name == t.name} for t in usable
+        },
     )
