@@ -70,6 +70,8 @@ class KeyInputs:
     toolkit: str | None
     arch_list: tuple[str, ...] | None
     compiler: str | None
+    # The sandbox settings that change output (network, filesystem view, fixed environment).
+    sandbox: tuple[tuple[str, str], ...] = ()
 
     @property
     def accel_specific(self) -> bool:
@@ -95,6 +97,8 @@ class KeyInputs:
             "toolkit": self.toolkit,
             "arch_list": list(self.arch_list) if self.arch_list is not None else None,
             "compiler": self.compiler,
+            # Omitted when empty: inputs made before there was a sandbox digest as they did.
+            **({"sandbox": dict(self.sandbox)} if self.sandbox else {}),
         }
 
     def source_json(self) -> dict[str, Any]:
@@ -130,6 +134,7 @@ class KeyInputs:
             toolkit=d.get("toolkit"),
             arch_list=tuple(arch_list) if arch_list is not None else None,
             compiler=d.get("compiler"),
+            sandbox=_pairs(d.get("sandbox")),
         )
 
 
@@ -280,11 +285,10 @@ class BuildRecord:
             duration=round(duration, 3),
         )
 
-    def listed_again(self, *, wheel: str, sha256: str) -> BuildRecord:
-        """The same build published again under a newer build tag (settings went back)."""
-        return replace(
-            self, wheel=wheel, sha256=sha256, relisted_from=self.wheel, relisted=utcnow()
-        )
+    def listed_again(self) -> BuildRecord:
+        """The index lists this build again (the settings went back to its key): the catalog
+        chose it again, under the same file name."""
+        return replace(self, relisted=utcnow())
 
     # -- JSON -------------------------------------------------------------------------------
 

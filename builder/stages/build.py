@@ -12,21 +12,21 @@ import contextvars
 import json
 import os
 import shutil
-import tarfile
 import time
 import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from build import BuildBackendException, BuildException, ProjectBuilder
 from pyproject_hooks import BuildBackendWarning
 
-from ..cmd import clean_env, offline_prefix, run, tail, venv
+from ..archive import unpack_sdist
+from ..cmd import clean_env, run, tail, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
+from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
@@ -85,34 +85,6 @@ def cuda_env(target: Target) -> dict[str, str]:
     }
 
 
-def unpack_sdist(sdist: Path, dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    if sdist.name.endswith(".zip"):
-        with zipfile.ZipFile(sdist) as zf:
-            zf.extractall(dest)
-    else:
-        with tarfile.open(sdist) as tf:
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(dest, filter="data")
-            else:  # Pythons before the extraction filters (3.11.2, bookworm's)
-                for member in tf.getmembers():
-                    parts = Path(member.name).parts
-                    if (
-                        member.name.startswith("/")
-                        or ".." in parts
-                        or member.issym()
-                        or (member.islnk())
-                    ):
-                        raise StepError(
-                            f"{sdist.name}: unsafe member {member.name!r}", step="build"
-                        )
-                tf.extractall(dest)
-    tops = [p for p in dest.iterdir() if p.is_dir()]
-    if len(tops) != 1:
-        raise StepError(f"{sdist.name}: expected one top-level directory", step="build")
-    return tops[0]
-
-
 def has_native_sources(src: Path) -> bool:
     suffixes = {".c", ".cc", ".cpp", ".cxx", ".pyx", ".cu", ".rs", ".f90", ".f"}
     return any(p.suffix in suffixes for p in src.rglob("*") if ".git" not in p.parts)
@@ -127,8 +99,14 @@ def build_wheel(
     workdir: Path,
     log_file: Path,
     accel_env: bool,
+    policy: Policy,
 ) -> BuildResult:
-    """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure."""
+    """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
+
+    The build dependencies are installed first (wheels only: no package code runs), with the
+    network; the backend's hooks then run in the sandbox of `policy`, with the network off,
+    only `workdir` writable and the build's own environment.
+    """
     assert target.interpreter is not None
     limit = pkg.timeout or config.build_timeout
     deadline = time.monotonic() + limit
@@ -149,9 +127,14 @@ def build_wheel(
         )
     env_dir = workdir / "env"
     env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
-    build_env = clean_env({**pkg.env, **(cuda_env(target) if accel_env else {})})
-    build_env["VIRTUAL_ENV"] = str(env_dir)
-    build_env["PATH"] = f"{env_dir / 'bin'}:{build_env.get('PATH', '')}"
+    build_vars = {**pkg.env, **(cuda_env(target) if accel_env else {})}
+    build_vars["VIRTUAL_ENV"] = str(env_dir)
+    path = build_vars.get("PATH", os.environ.get("PATH", os.defpath))
+    build_vars["PATH"] = f"{env_dir / 'bin'}:{path}"
+    readable = interpreter_paths(target.interpreter.path)
+    if accel_env and target.toolkit is not None:
+        readable.append(target.toolkit.cuda_home)
+    box = policy.box(workdir, env=build_vars, readable=readable)
     deps: dict[str, str] = {}
     interp = target.interpreter
 
@@ -186,13 +169,15 @@ def build_wheel(
     def runner(
         cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
+        # The hook's own directories (pyproject_hooks' control dir) are writable too.
+        dirs = tuple(Path(a) for a in cmd[1:] if os.path.isdir(a))  # noqa: PTH112
         run(
-            [*offline_prefix(), *cmd],
+            list(cmd),
             step="build",
             log_file=log_file,
-            env={**build_env, **(extra_environ or {})},
             cwd=Path(cwd) if cwd else None,
             timeout=max(1.0, deadline - time.monotonic()),
+            sandbox=replace(box, env={**box.env, **(extra_environ or {})}, writable=dirs),
         )
 
     settings = dict(pkg.config_settings) or None

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable
@@ -15,9 +16,10 @@ from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filen
 from packaging.version import Version
 
 from ..config import Config
-from ..errors import RequirementsError, ResolutionError
+from ..errors import RequirementsError, ResolutionError, WheelhouseWriteError
 from ..records import CacheKey
 from ..requirements import Pin, unpinned
+from ..sandbox import Policy, policy
 from ..targets import Target
 from ..upstream import UpstreamFile, project_files
 from ..wheelhouse import Wheelhouse, atomic_write_json
@@ -145,6 +147,11 @@ def best_wheel(files: list[UpstreamFile], target_tags: list[Tag]) -> UpstreamFil
     return best[1] if best else None
 
 
+def sandbox_policy(config: Config, wh: Wheelhouse) -> Policy:
+    """The sandbox of every run of package code for this config and wheelhouse."""
+    return policy(config.sandbox, memory=config.memory, wheelhouse=wh.root)
+
+
 # Closures resolved in this process: targets that differ only in accelerator or policy share
 # an interpreter, hence a closure (markers cannot see the accelerator); resolve it once.
 _RESOLVED: dict[str, tuple[list[Resolved], dict[str, list[UpstreamFile]]]] = {}
@@ -187,7 +194,13 @@ def resolve_cached(
     if not refresh and key in _RESOLVED:
         return _RESOLVED[key]
     progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {config.upstream}")
-    closure = resolve_closure(target, pins, config.upstream)
+    closure = resolve_closure(
+        target,
+        pins,
+        config.upstream,
+        policy=sandbox_policy(config, wh),
+        timeout=config.resolve_timeout,
+    )
     progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
     files = {
         r.name: [
@@ -197,17 +210,19 @@ def resolve_cached(
         ]
         for r in closure
     }
-    if {r.name for r in closure} <= {p.name for p in pins if p.version}:
-        atomic_write_json(
-            path,
-            {
-                "closure": [
-                    {"name": r.name, "version": r.version, "requested": r.requested}
-                    for r in closure
-                ],
-                "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
-            },
-        )
+    fully_pinned = {r.name for r in closure} <= {p.name for p in pins if p.version}
+    if fully_pinned:
+        with contextlib.suppress(WheelhouseWriteError):  # read-only: resolved again next time
+            atomic_write_json(
+                path,
+                {
+                    "closure": [
+                        {"name": r.name, "version": r.version, "requested": r.requested}
+                        for r in closure
+                    ],
+                    "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
+                },
+            )
     _RESOLVED[key] = (closure, files)
     return closure, files
 
@@ -311,7 +326,8 @@ def plan_item(
 
 
 def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
-    """The wheelhouse file built under `key`, or a pure wheel from the same source."""
+    """The wheelhouse file built under `key`, or a pure wheel from the same source; its
+    stored bytes checked against the catalog (a stat, or the sha256 when that differs)."""
     for k in (key.key, key.source_key):
         rec = wh.read_record(k)
         if rec is None or rec.result != "ok" or rec.wheel is None:
@@ -320,7 +336,9 @@ def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
             continue
         if wh.has_file(rec.wheel, rec.sha256) is not None:
             return rec.wheel
-    return None
+    # Published, but its record was never written (the builder was killed in between).
+    found = wh.built_under(key.inputs.name, key.key)
+    return found.filename if found is not None else None
 
 
 def plan_target(

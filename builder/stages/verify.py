@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..cmd import clean_env, run, venv
 from ..errors import CommandError, StepError
+from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
 from ..wheelfile import top_level_modules
 
@@ -33,33 +34,40 @@ def verify_wheel(
     workdir: Path,
     log_file: Path,
     import_names: tuple[str, ...] | None,
+    policy: Policy,
 ) -> list[str]:
     """Install `wheel` (deps from `find_links`) offline, binary-only, then import it.
 
     PATH holds only a fence of failing compiler commands and the venv, and CC/CXX point at
-    the fence, so any attempt to compile fails loudly. Returns the modules imported.
+    the fence, so any attempt to compile fails loudly. Installing wheels runs no package
+    code; the import does, so it runs in the sandbox (no network, the wheelhouse hidden; no
+    memory limit: CUDA libraries reserve more address space than they use). Returns the
+    modules imported.
     """
     assert target.interpreter is not None
     fence = workdir / "fence"
     _fence(fence)
     env_dir = workdir / "venv"
     py = venv(target.interpreter.path, env_dir, step="verify", log_file=log_file)
-    env = clean_env(
-        {
-            "PATH": f"{fence}:{env_dir / 'bin'}",
-            "CC": str(fence / "cc"),
-            "CXX": str(fence / "c++"),
-            "LDSHARED": str(fence / "cc"),
-            "PYTHONNOUSERSITE": "1",
-        }
-    )
+    own = {
+        "PATH": f"{fence}:{env_dir / 'bin'}",
+        "CC": str(fence / "cc"),
+        "CXX": str(fence / "c++"),
+        "LDSHARED": str(fence / "cc"),
+        "PYTHONNOUSERSITE": "1",
+    }
+    env = clean_env(own)
+    readable = interpreter_paths(target.interpreter.path)
     if target.toolkit is not None:
         # Excluded CUDA runtime libraries come from the runtime image there; here, from the
         # toolkit, so the import does not depend on this host's ldconfig cache.
         home = target.toolkit.cuda_home
         libdirs = [str(d) for d in (home / "lib64", home / "lib") if d.is_dir()]
         old = os.environ.get("LD_LIBRARY_PATH")
-        env["LD_LIBRARY_PATH"] = ":".join([*libdirs, *([old] if old else [])])
+        env["LD_LIBRARY_PATH"] = own["LD_LIBRARY_PATH"] = ":".join(
+            [*libdirs, *([old] if old else [])]
+        )
+        readable.append(home)
     links: list[str] = []
     for d in dict.fromkeys([wheel.parent, *find_links]):
         links += ["--find-links", str(d)]
@@ -95,9 +103,9 @@ def verify_wheel(
             [py, "-I", "-c", script, *modules],
             step="verify-import",
             log_file=log_file,
-            env=env,
             cwd=workdir,
             timeout=300,
+            sandbox=policy.box(workdir, env=own, readable=readable, limit_memory=False),
         )
     except CommandError as exc:
         raise StepError(
