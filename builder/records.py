@@ -192,6 +192,8 @@ class BuildRecord:
     log: str  # relative to the wheelhouse
     sdist: str | None
     result: Result = "building"
+    # How package code ran: the sandbox mode, what a stronger one lacked, the memory limit.
+    sandbox: Mapping[str, Any] | None = None
     # Taken from a --cache-from index instead of built here.
     fetched_from: str | None = None
     fetched_url: str | None = None
@@ -310,6 +312,7 @@ class BuildRecord:
             "result": self.result,
         }
         optional: dict[str, Any] = {
+            "sandbox": dict(self.sandbox) if self.sandbox else None,
             "fetched_from": self.fetched_from,
             "fetched_url": self.fetched_url,
             "remote_record": dict(self.remote_record) if self.remote_record else None,
@@ -356,6 +359,7 @@ class BuildRecord:
             log=str(d.get("log", "")),
             sdist=d.get("sdist"),
             result=d.get("result", "building"),
+            sandbox=d.get("sandbox"),
             fetched_from=d.get("fetched_from"),
             fetched_url=d.get("fetched_url"),
             remote_record=d.get("remote_record"),

@@ -269,6 +269,10 @@ class Sandbox:
             ops.append((len(p.parts), 3, "--tmpfs", p))
         for _, _, op, p in sorted(ops, key=lambda o: (o[0], o[1])):
             args += [op, str(p)] if op == "--tmpfs" else [op, str(p), str(p)]
+        # What hides a directory is empty and read-only too, once what it shows is mounted.
+        for _, _, op, p in ops:
+            if op == "--tmpfs" and p != Path("/tmp"):
+                args += ["--remount-ro", str(p)]
         args += ["--dir", "/tmp/home"]
         if self.proxied:
             assert self.index_socket is not None
@@ -298,6 +302,11 @@ class Policy:
     isolation: Isolation
     hidden: tuple[Path, ...] = ()
     memory: int | None = None
+
+    def describe(self) -> dict[str, str | int | None]:
+        """For the build record: how package code ran."""
+        limit = f"RLIMIT_AS {self.memory} bytes per process" if self.memory else None
+        return {**self.isolation.describe(), "memory": limit}
 
     def box(
         self,

@@ -188,7 +188,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.pw{os.getpid()}.")
     except OSError as exc:
-        raise write_error(dest, exc) from exc
+        raise write_error(dest, exc) from None
     tmp = Path(name)
     try:
         with open_url(url) as resp, os.fdopen(fd, "wb") as out:
@@ -204,7 +204,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
                 try:
                     out.write(chunk)
                 except OSError as exc:
-                    raise write_error(dest, exc) from exc
+                    raise write_error(dest, exc) from None
         digest = h.hexdigest()
         if expect and digest not in expect:
             raise HashMismatchError(
@@ -216,7 +216,7 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
         try:
             tmp.replace(dest)
         except OSError as exc:
-            raise write_error(dest, exc) from exc
+            raise write_error(dest, exc) from None
     except FileNotFoundError as exc:
         raise UpstreamError(f"download of {url} failed: not found (404)") from exc
     finally:

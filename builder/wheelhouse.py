@@ -91,11 +91,9 @@ _TEMP = re.compile(r"^\..+\.pw(\d+)\.[^.]+\.tmp$")
 
 
 def write_error(path: Path, exc: OSError) -> WheelhouseWriteError:
-    """One line that names the path and the cause (read-only, disk full, permissions)."""
-    return WheelhouseWriteError(
-        f"cannot write {path}: {exc.strerror or exc}",
-        hint="make the wheelhouse writable and give it space (--wheelhouse DIR chooses another)",
-    )
+    """One line that names the path and the cause (read-only, disk full, permissions); the
+    OSError is not chained: it says the same again."""
+    return WheelhouseWriteError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 @contextlib.contextmanager
@@ -112,7 +110,7 @@ def atomic_open(path: Path) -> Iterator[BinaryIO]:
             dir=path.parent, prefix=f".{path.name}.pw{os.getpid()}.", suffix=TEMP_SUFFIX
         )
     except OSError as exc:
-        raise write_error(path, exc) from exc
+        raise write_error(path, exc) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             yield fh
@@ -123,7 +121,7 @@ def atomic_open(path: Path) -> Iterator[BinaryIO]:
     except OSError as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise write_error(path, exc) from exc
+        raise write_error(path, exc) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -220,7 +218,7 @@ class Wheelhouse:
             try:
                 d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise write_error(d, exc) from exc
+                raise write_error(d, exc) from None
 
     def check_writable(self) -> None:
         """Raise `WheelhouseWriteError` (one line naming the path) unless a file can be
@@ -231,9 +229,8 @@ class Wheelhouse:
                 pass
         except OSError as exc:
             raise WheelhouseWriteError(
-                f"the wheelhouse {self.root} is not writable: {exc.strerror or exc}",
-                hint="make it writable, or choose another with --wheelhouse DIR",
-            ) from exc
+                f"the wheelhouse {self.root} is not writable: {exc.strerror or exc}"
+            ) from None
 
     # -- catalog ---------------------------------------------------------------
 

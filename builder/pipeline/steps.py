@@ -11,7 +11,7 @@ import platform
 import socket
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -109,7 +109,9 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def new_record(items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path) -> BuildRecord:
+def new_record(
+    items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path, policy: Policy
+) -> BuildRecord:
     """The build record as it starts: what is built, under which key, with which tools."""
     item = items[0]
     return BuildRecord(
@@ -126,6 +128,7 @@ def new_record(items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path) -> B
         started=utcnow(),
         log=str(log_file.relative_to(wh.root)),
         sdist=item.file.filename if item.file else None,
+        sandbox=policy.describe(),
     )
 
 
@@ -265,6 +268,9 @@ def _adopt(run: Run, items: Group, key: CacheKey) -> Candidate | None:
     if staged is None:
         return None
     wheel, record = staged
+    item = items[0]
+    log_file = run.wh.logs_dir / _log_name(item, key, run)
+    record = replace(record, log=str(log_file.relative_to(run.wh.root)))  # a log of its own
     copy = run.work / f"adopted-{key.short}" / wheel.name
     try:
         atomic_copy(wheel, copy)
@@ -281,14 +287,18 @@ def _adopt(run: Run, items: Group, key: CacheKey) -> Candidate | None:
     )
 
 
+def _log_name(item: PlanItem, key: CacheKey, run: Run) -> str:
+    """A log per build and run: two builders never write (or remove) one log."""
+    return f"{item.name}-{item.version}-{item.target.name}-{key.short}-{run.run_id}.log"
+
+
 def _build_here(
     run: Run, items: Group, key: CacheKey, prebuilt: BuildResult | None
 ) -> Candidate | list[ItemResult]:
     item = items[0]
-    name = f"{item.name}-{item.version}-{item.target.name}-{key.short}-{run.run_id}.log"
-    log_file = run.wh.logs_dir / name
+    log_file = run.wh.logs_dir / _log_name(item, key, run)
     work = run.work / f"build-{key.short}"
-    record = new_record(items, key, run.wh, log_file)
+    record = new_record(items, key, run.wh, log_file, run.policy)
     remote = _from_remote(run, item, key, work, record)
     if remote is not None:
         return remote
