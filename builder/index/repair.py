@@ -39,6 +39,7 @@ def repair(wh: Wheelhouse) -> list[str]:
     done += _entries(wh)
     done += _strays(wh)
     rebuild(wh)
+    done.append("regenerated every index page and the status page from the catalog")
     return done
 
 
