@@ -28,6 +28,7 @@ from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from . import locks, scratch
+from .cmd import check_stop
 from .errors import WheelhouseError, WheelhouseWriteError
 from .log import get_logger
 from .records import BuildRecord, utcnow
@@ -315,6 +316,7 @@ class Wheelhouse:
         meta_bytes = read_metadata(wheel)
         meta = Metadata.from_email(meta_bytes, validate=False)
         with self.lock(f"catalog-{project}"):
+            check_stop()  # once a run is told to stop, nothing more is published
             old = next((e for e in self.entries(project) if e.filename == wheel.name), None)
             if old is not None and old.sha256 != digest:
                 if self.intact(old, remember=False):
@@ -352,6 +354,7 @@ class Wheelhouse:
         """Make a stored build the one its version and tags list again (no new file)."""
         project = canonicalize_name(parse_wheel_filename(filename)[0])
         with self.lock(f"catalog-{project}"):
+            check_stop()
             entry = next((e for e in self.entries(project) if e.filename == filename), None)
             if entry is None:
                 raise WheelhouseError(f"{filename} is not in the catalog")

@@ -125,9 +125,10 @@ def _print(
         )
         if rec.wheel:
             console.print(f"  wheel: {rec.wheel}", highlight=False, markup=False)
-        if rec.relisted_from:
+        if rec.relisted:
+            first = f", first as {rec.relisted_from}" if rec.relisted_from else ""
             console.print(
-                f"  listed again {rec.relisted} (settings went back), first as {rec.relisted_from}",
+                f"  listed again {rec.relisted} (settings went back){first}",
                 highlight=False,
                 markup=False,
             )

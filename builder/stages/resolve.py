@@ -28,7 +28,12 @@ class Resolved:
 
 
 def resolve_closure(
-    target: Target, pins: list[Pin], upstream: str, *, policy: Policy, timeout: float
+    target: Target,
+    pins: list[Pin],
+    upstream: str,
+    *,
+    policy: Policy,
+    timeout: float,
 ) -> list[Resolved]:
     """`pip install --dry-run --ignore-installed --report` with the target interpreter.
 
@@ -84,7 +89,7 @@ def resolve_closure(
                 ) from exc
             raise ResolutionError(
                 f"pip could not resolve the requirements for {target.name}: "
-                f"{_pip_reason(exc.tail)}",
+                f"{_pip_reason(exc.tail)}{_subprocess_output(exc.tail)}",
                 hint="check that every pin exists on the upstream index for this Python",
             ) from exc
         data = json.loads(report.read_text(encoding="utf-8"))
@@ -96,6 +101,18 @@ def resolve_closure(
         )
         for item in data.get("install", [])
     ]
+
+
+def _subprocess_output(output: str) -> str:
+    """When a package's own code failed while pip prepared its metadata, what it printed
+    (pip says only "see above"), indented under the error."""
+    if "originates from a subprocess" not in output:
+        return ""
+    lines = output.rstrip().splitlines()
+    start = next((i for i, ln in enumerate(lines) if "─> [" in ln), max(0, len(lines) - 15))
+    end = next((i for i in range(start, len(lines)) if "[end of output]" in lines[i]), start + 20)
+    shown = [ln.rstrip() for ln in lines[start : min(end, start + 20) + 1] if ln.strip()]
+    return "\n" + "\n".join(f"    {ln.strip()}" for ln in shown)
 
 
 def _pip_reason(output: str) -> str:
