@@ -28,10 +28,10 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from . import stamp
+from .atomic import write_error
 from .cmd import check_stop
 from .errors import HashMismatchError, UpstreamError
 from .simple import JSON_TYPE, LinkParser
-from .wheelhouse import write_error
 
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 TIMEOUT = 60

@@ -1,8 +1,7 @@
 """The wheelhouse: content-addressed files, a catalog per project, build records.
 
-Everything is written atomically (temp file in the same directory, fsync, rename), so a
-crash or Ctrl-C never leaves a partial wheel, record or catalog behind; a temp file names its
-writer's pid, so what a killed writer left is found and removed. Every read-modify-write
+Everything is written atomically (`atomic`: temp file in the same directory, fsync, rename),
+so a crash or Ctrl-C never leaves a partial wheel, record or catalog behind. Every read-modify-write
 (catalog, records, accelerators) holds a cross-process lock (`locks`), so builders sharing a
 wheelhouse never lose each other's entries. A publish that changes files, catalog and index
 pages writes a journal first (`.pending/`); if its writer dies half way, the next run (or
@@ -15,19 +14,30 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from . import locks, scratch
+from .atomic import (  # re-exported: the store's writers
+    CHUNK,
+    TEMP_SUFFIX,
+    atomic_copy,
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_json,
+    leftover_temp,
+    sha256_file,
+    write_error,
+    write_if_changed,
+)
 from .cmd import check_stop
 from .errors import WheelhouseError, WheelhouseWriteError
 from .log import get_logger
@@ -35,8 +45,6 @@ from .records import BuildRecord, utcnow
 from .wheelfile import read_metadata
 
 log = get_logger("wheelhouse")
-
-CHUNK = 1 << 20
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,78 +87,6 @@ class CatalogEntry:
         return self.accels is None or accel in self.accels
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-TEMP_SUFFIX = ".tmp"
-_TEMP = re.compile(r"^\..+\.pw(\d+)\.[^.]+\.tmp$")
-
-
-def write_error(path: Path, exc: OSError) -> WheelhouseWriteError:
-    """One line that names the path and the cause (read-only, disk full, permissions); the
-    OSError is not chained: it says the same again."""
-    return WheelhouseWriteError(f"cannot write {path}: {exc.strerror or exc}")
-
-
-@contextlib.contextmanager
-def atomic_open(path: Path) -> Iterator[BinaryIO]:
-    """A file that appears at `path` whole when the block ends, or not at all.
-
-    Written under a temp name in the same directory (`.<name>.pw<pid>.XXXX.tmp`), fsynced,
-    then renamed: readers see the old file or the new one, never a part, whatever interrupts
-    the writer. A write that fails (read-only, disk full) raises `WheelhouseWriteError`.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=path.parent, prefix=f".{path.name}.pw{os.getpid()}.", suffix=TEMP_SUFFIX
-        )
-    except OSError as exc:
-        raise write_error(path, exc) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise write_error(path, exc) from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def leftover_temp(path: Path) -> bool:
-    """Whether `path` is a temp file whose writer is gone (killed mid-write)."""
-    m = _TEMP.match(path.name)
-    return m is not None and not Path(f"/proc/{m.group(1)}").exists()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_open(path) as fh:
-        fh.write(data)
-
-
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomic write, skipped when the bytes are already there (keeps mtime and ETag)."""
-    try:
-        if path.stat().st_size == len(data) and path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    atomic_write_bytes(path, data)
-    return True
-
-
 def sorted_versions(entries: Iterable[CatalogEntry]) -> list[str]:
     """The distinct versions of `entries`, oldest first (unparsable ones before the rest)."""
 
@@ -161,15 +97,6 @@ def sorted_versions(entries: Iterable[CatalogEntry]) -> list[str]:
             return (0, version)
 
     return sorted({e.version for e in entries}, key=key)
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
-
-
-def atomic_copy(src: Path, dst: Path) -> None:
-    with atomic_open(dst) as out, src.open("rb") as inp:
-        shutil.copyfileobj(inp, out, CHUNK)
 
 
 Pages = Callable[[str], None]  # rewrites a project's index pages from its catalog
@@ -554,3 +481,20 @@ class Wheelhouse:
         if not self.root.is_dir():
             return []
         return sorted(p for p in self.root.rglob(f".*{TEMP_SUFFIX}") if leftover_temp(p))
+
+
+__all__ = [
+    "CHUNK",
+    "TEMP_SUFFIX",
+    "CatalogEntry",
+    "Wheelhouse",
+    "atomic_copy",
+    "atomic_open",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "leftover_temp",
+    "sha256_file",
+    "sorted_versions",
+    "write_error",
+    "write_if_changed",
+]
