@@ -12,8 +12,10 @@ a build script could use to reach anything else:
   pages linked, streamed from where the page said it is. Tokens are handed out only by pages
   served in this session, so no other URL can be asked for.
 
-Every other method or path is refused (405 / 404). Hashes pass through in the links, so pip
-checks the bytes as it would upstream.
+Every other method or path is refused (405 / 404), and so is a file on another host that
+resolves to a loopback, private or link-local address (a page must not make the proxy fetch
+from a cloud metadata service or the builder's own network). Hashes pass through in the
+links, so pip checks the bytes as it would upstream.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import contextlib
 import hashlib
 import html
 import http.server
+import ipaddress
 import json
 import re
 import shutil
+import socket
 import socketserver
 import threading
 import urllib.parse
@@ -140,7 +144,7 @@ class IndexProxy:
         """The upstream URL of a file a served page linked (`.metadata` beside it too)."""
         with self._lock:
             url = self._files.get(token)
-        if url is None:
+        if url is None or not self._public(url):
             return None
         name = urllib.parse.unquote(url.rsplit("/", 1)[-1])
         if filename == name:
@@ -148,6 +152,24 @@ class IndexProxy:
         if filename == name + ".metadata":
             return url + ".metadata"
         return None
+
+    def _public(self, url: str) -> bool:
+        """An http(s) URL on the upstream's own host, or on a host whose every address is a
+        public one."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return False
+        if parts.hostname == urllib.parse.urlsplit(self.upstream).hostname:
+            return True
+        try:
+            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
+        except OSError:
+            return False
+        for *_, sockaddr in infos:
+            ip = ipaddress.ip_address(sockaddr[0])
+            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved:
+                return False
+        return True
 
     def page(self, project: str) -> bytes | None:
         """The project page, its links pointing at this proxy; None when upstream has none."""

@@ -17,6 +17,7 @@ import pytest
 from builder.config import parse_config, parse_size
 from builder.errors import ConfigError, StepError
 from builder.index.pages import newest_builds
+from builder.indexproxy import IndexProxy
 from builder.records import KeyInputs
 from builder.sandbox import Isolation, Sandbox
 from builder.wheelfile import check_wheel
@@ -178,3 +179,24 @@ def test_keys_hold_the_sandbox_settings_that_change_output() -> None:
     assert dict(on)["network"] == "on" and dict(off)["network"] == "off"
     fields = KeyInputs.__dataclass_fields__
     assert "sandbox" in fields
+
+
+def test_the_index_proxy_fetches_no_private_address(tmp_path: Path) -> None:
+    """A page that links the cloud metadata service or the builder's network gets nothing
+    through the proxy; the upstream's own host is fine (tests serve it on 127.0.0.1)."""
+    proxy = IndexProxy("http://127.0.0.1:3141/simple/", tmp_path / "index.sock")
+    assert proxy._public("http://127.0.0.1:3141/files/x-1.0.tar.gz")
+    for url in (
+        "http://169.254.169.254/latest/meta-data/",
+        "http://localhost:8080/x.whl",
+        "http://10.1.2.3/x.whl",
+        "file:///etc/passwd",
+    ):
+        assert not proxy._public(url), url
+    token = proxy.token("http://169.254.169.254/x-1.0.tar.gz")
+    assert proxy.file_url(token, "x-1.0.tar.gz") is None
+    ok = proxy.token("http://127.0.0.1:3141/files/x-1.0.tar.gz")
+    assert proxy.file_url(ok, "x-1.0.tar.gz.metadata") == (
+        "http://127.0.0.1:3141/files/x-1.0.tar.gz.metadata"
+    )
+    assert proxy.file_url(ok, "y-1.0.tar.gz") is None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -74,8 +75,10 @@ def test_a_signal_stops_the_run_cleanly(
                 assert wait_for(got, proc, 120, f"[{package}] ", needle), "".join(got)
                 wait_for(got, proc, 1.5, "never printed")  # well inside the phase
             before = snapshot(wh / "catalog")
+            sent = time.monotonic()
             proc.send_signal(signum)
             code = proc.wait(timeout=30)
+            took = time.monotonic() - sent
         stderr = "".join(got)
     finally:
         if proc.poll() is None:
@@ -83,7 +86,8 @@ def test_a_signal_stops_the_run_cleanly(
         left = wait_gone(MARK)
         kill_marked(MARK)
     expected = 143 if signum == signal.SIGTERM else 130
-    print(f"{phase} {signal.Signals(signum).name}: exit {code}, left {len(left)} process(es)")
+    name = signal.Signals(signum).name
+    print(f"{phase} {name}: exit {code} {took:.1f}s after the signal, {len(left)} left")
     assert code == expected, stderr
     assert not own_traceback(stderr), stderr
     assert "nothing was published after the signal" in stderr
