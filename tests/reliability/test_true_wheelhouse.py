@@ -130,3 +130,40 @@ def test_without_bubblewrap_the_build_works_and_says_so_once(
     assert all(r["sandbox"]["missing"] for r in records)
     network = {r["inputs"]["sandbox"]["network"] for r in records}
     assert network == {"off" if mode == "netns" else "on"}  # and so in the cache key
+
+
+def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> None:
+    """A builder killed between storing a wheel and writing its catalog entry and pages left
+    its journal: `index check` (like the next build) finishes that publish first."""
+    import subprocess
+    import sys
+
+    from indexkit import wheel_bytes
+
+    from builder import index
+    from builder.wheelhouse import Wheelhouse
+
+    wh = Wheelhouse(tmp_path / "wh")
+    wh.ensure()
+    name, data = wheel_bytes("pw-cut", "1.0")
+    (tmp_path / name).write_bytes(data)
+    done = wh.publish(tmp_path / name, origin="downloaded", accels=None)
+    index.update_project(wh, "pw-cut")
+    name2, data2 = wheel_bytes("pw-cut", "2.0")
+    (tmp_path / name2).write_bytes(data2)
+    # The same publish, by a process that is gone by now, stopped after the bytes were stored.
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom builder.wheelhouse import Wheelhouse\n"
+        "wh = Wheelhouse(Path(sys.argv[1]))\n"
+        "wh._finish = lambda project, entry: sys.exit(9)\n"
+        "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None)\n"
+    )
+    cut = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / name2)])
+    assert cut.returncode == 9
+    assert [p.name for p in wh.pending()], "the journal of the cut publish"
+    assert [e.filename for e in wh.entries("pw-cut")] == [done.filename]
+    check = prewheel("index", "check", "--wheelhouse", wh.root)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"finished the interrupted publish of {name2}" in check.stderr
+    assert sorted(e.filename for e in wh.entries("pw-cut")) == sorted([done.filename, name2])
+    assert not wh.pending()
