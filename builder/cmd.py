@@ -1,37 +1,89 @@
-"""Every subprocess goes through `run`: logged, captured to a log file, timed out, typed errors."""
+"""Every subprocess goes through `run`: logged, captured to a log file, timed out, contained,
+typed errors; package code through `run(..., sandbox=...)`.
+
+Every command starts behind `_contain.py`, the subreaper of everything it starts: when the
+command ends, times out or is stopped, and when prewheel itself dies (even by `kill -9`),
+nothing it started is left running, including descendants that moved to a session of their
+own. Output goes to a file, never a pipe, so a descendant that keeps the output open cannot
+make prewheel wait for an end of file.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO, TYPE_CHECKING
 
-from .errors import CommandError, CommandTimeout
+from . import scratch
+from .errors import CommandError, CommandTimeout, Interrupted
 from .log import get_logger
+
+if TYPE_CHECKING:
+    from .sandbox import Sandbox
 
 log = get_logger("cmd")
 
 TAIL_LINES = 40
+CONTAIN = Path(__file__).resolve().parent / "_contain.py"
+KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a command's tree
+OUTPUT_KEPT = 1 << 20  # the most output `run` returns (the log file has all of it)
 
-# Children still running, so an interrupt can stop every process tree at once.
-_active: set[subprocess.Popen[str]] = set()
+# Children still running, so a stop can end every process tree at once.
+_active: set[subprocess.Popen[bytes]] = set()
 _active_lock = threading.Lock()
+_stop = threading.Event()
+_stop_signal = [0]
+
+
+def request_stop(signum: int) -> None:
+    """Stop the run: no command starts from now on, and every running one is ended (SIGTERM
+    to each tree at once, SIGKILL after `KILL_GRACE` seconds). Safe in a signal handler."""
+    _stop_signal[0] = _stop_signal[0] or signum
+    _stop.set()
+    threading.Thread(target=stop_all, name="prewheel-stop", daemon=True).start()
+
+
+def stopping() -> bool:
+    return _stop.is_set()
+
+
+def check_stop() -> None:
+    """Raise `Interrupted` once a stop was requested: called before each new piece of work
+    and before anything is published."""
+    if _stop.is_set():
+        raise Interrupted(_stop_signal[0] or signal.SIGINT)
+
+
+def reset_stop() -> None:
+    """Forget a stop (tests that run several builds in one process)."""
+    _stop.clear()
+    _stop_signal[0] = 0
 
 
 def stop_all() -> None:
-    """Kill every running child's process group (used on Ctrl-C)."""
+    """End every running child's process tree: SIGTERM to all at once, then SIGKILL to those
+    still there after `KILL_GRACE` seconds."""
     with _active_lock:
         procs = list(_active)
     for proc in procs:
-        _kill_group(proc)
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
 
 
 def tail(text: str, lines: int = TAIL_LINES) -> str:
@@ -47,56 +99,72 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = None,
     check: bool = True,
+    sandbox: Sandbox | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv`, appending its output to `log_file`; raise CommandError on failure.
 
-    The child gets its own process group so a timeout or Ctrl-C kills the whole tree
-    (compilers started by a build backend included), leaving no orphans.
+    With `sandbox`, the command is package code: it runs in that sandbox, with the sandbox's
+    environment (`env` must be None) and memory limit.
     """
     args = [os.fspath(a) for a in argv]
-    pretty = shlex.join(args)
+    memory = None
+    if sandbox is not None:
+        assert env is None, "a sandboxed command gets the sandbox's environment"
+        env = sandbox.environment()
+        memory = sandbox.memory
+        full = sandbox.wrap(args, cwd)
+        pretty = f"(sandbox: {sandbox.isolation.mode}) {shlex.join(args)}"
+    else:
+        full = args
+        pretty = shlex.join(args)
+    contain = [sys.executable, "-I", "-S", str(CONTAIN), "--ppid", str(os.getpid())]
+    if memory:
+        contain += ["--as", str(memory)]
     log.debug("$ %s", pretty)
+    check_stop()
     started = time.monotonic()
-    proc = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=dict(env) if env is not None else None,
-        cwd=cwd,
-        text=True,
-        errors="replace",
-        start_new_session=True,
-    )
-    with _active_lock:
-        _active.add(proc)
-    timed_out = False
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        _kill_group(proc)
-        out, _ = proc.communicate()
-    except BaseException:
-        _kill_group(proc)
-        proc.communicate()
-        raise
-    finally:
+    out, offset = _output(log_file, pretty)
+    with out:
+        try:
+            proc = subprocess.Popen(
+                [*contain, "--", *full],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(env) if env is not None else None,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise CommandError(f"{step}: cannot start {args[0]}: {exc}", step=step) from exc
         with _active_lock:
-            _active.discard(proc)
-    elapsed = time.monotonic() - started
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with log_file.open("a", encoding="utf-8") as fh:
-            fh.write(f"$ {pretty}\n{out}")
-            fh.write(f"[exit {proc.returncode} after {elapsed:.1f}s]\n\n")
-    result = subprocess.CompletedProcess(args, proc.returncode, out, "")
+            _active.add(proc)
+        timed_out = False
+        try:
+            if _stop.is_set():  # asked to stop while it started
+                _kill_group(proc)
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc)
+        except BaseException:
+            _kill_group(proc)
+            raise
+        finally:
+            with _active_lock:
+                _active.discard(proc)
+        elapsed = time.monotonic() - started
+        text = _read_back(out, offset)
+        if log_file is not None:
+            out.write(f"[exit {proc.returncode} after {elapsed:.1f}s]\n\n".encode())
+    check_stop()  # a command ended by a stop is not a failure of its package
+    result = subprocess.CompletedProcess(args, proc.returncode, text, "")
     if timed_out:
         raise CommandTimeout(
             f"{step} timed out after {timeout:.0f}s: {args[0]}",
             step=step,
             log=str(log_file) if log_file else None,
-            tail=tail(out),
+            tail=tail(text),
             hint="raise the time limit ([build] timeout, or [packages.NAME] timeout) if the "
             "package is just slow",
         )
@@ -106,9 +174,32 @@ def run(
             + (f", see {log_file}" if log_file else f": {pretty}"),
             step=step,
             log=str(log_file) if log_file else None,
-            tail=tail(out),
+            tail=tail(text),
         )
     return result
+
+
+def _output(log_file: Path | None, pretty: str) -> tuple[IO[bytes], int]:
+    """Where the command writes: the log file (appended, after a `$ command` line), or an
+    anonymous temp file; and the offset its output starts at."""
+    if log_file is None:
+        return tempfile.TemporaryFile(), 0
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fh = log_file.open("a+b")
+    fh.write(f"$ {pretty}\n".encode())
+    fh.flush()
+    return fh, fh.tell()
+
+
+def _read_back(fh: IO[bytes], offset: int) -> str:
+    """What the command wrote (its last `OUTPUT_KEPT` bytes)."""
+    fh.flush()
+    end = os.fstat(fh.fileno()).st_size
+    start = max(offset, end - OUTPUT_KEPT)
+    fh.seek(start)
+    data = fh.read(end - start)
+    fh.seek(0, os.SEEK_END)
+    return data.decode("utf-8", "replace")
 
 
 def probe(
@@ -155,14 +246,9 @@ def venv(
     return dest / "bin" / "python"
 
 
-@functools.cache
-def offline_prefix() -> tuple[str, ...]:
-    """`unshare --net --` where it works (root, or a kernel that allows user namespaces): a
-    command behind it has no network, not even loopback. Empty where it does not."""
-    exe = shutil.which("unshare")
-    if exe is None or probe([exe, "--net", "true"], timeout=10) is None:
-        return ()
-    return (exe, "--net", "--")
+def _signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
 
 
 # Mounts an empty read-only tmpfs over each directory named before `--`, then runs the rest.
@@ -196,24 +282,27 @@ def hiding_prefix(dirs: Sequence[str], *, offline: bool) -> tuple[str, ...] | No
     return (exe, "--mount", *net, "--", "/bin/sh", "-c", _HIDE_SCRIPT, "sh", *dirs, "--")
 
 
-def _kill_group(proc: subprocess.Popen[str]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """End a command's tree: its launcher kills every descendant on SIGTERM at once."""
+    _signal_group(proc, signal.SIGTERM)
     try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+        proc.wait(timeout=KILL_GRACE)
+    except subprocess.TimeoutExpired:
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The environment for pip and builds: no user pip configuration leaks in."""
+    """The environment for prewheel's own tools (pip installing wheels, auditwheel): no user
+    pip configuration leaks in. Package code gets the sandbox's fixed environment instead."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
     env.pop("PYTHONPATH", None)
     env["PIP_CONFIG_FILE"] = os.devnull
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     env["PIP_NO_INPUT"] = "1"
+    run_dir = scratch.current()
+    if run_dir is not None:  # what a killed child leaves goes where the next run finds it
+        env["TMPDIR"] = str(run_dir)
     if "PIP_CERT" in os.environ:
         env["PIP_CERT"] = os.environ["PIP_CERT"]
     if extra:

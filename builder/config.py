@@ -31,6 +31,8 @@ PYPI_SIMPLE = "https://pypi.org/simple/"
 WERROR_IMPLICIT = "-Werror=implicit-function-declaration"
 DEFAULT_CONFIG = Path("config/prewheel.toml")
 DEFAULT_BUILD_TIMEOUT = 1800.0
+DEFAULT_MEMORY = "8G"  # RLIMIT_AS per process of package code
+SANDBOX_SETTINGS = ("auto", "bwrap", "netns", "none")
 
 # Libraries a CUDA runtime image or the nvidia-* wheels provide; never grafted.
 CUDA_EXCLUDES = (
@@ -117,6 +119,8 @@ class Config:
     strip: bool = True
     smoke_recipes: bool = True
     build_constraints: str | None = None
+    memory: int | None = None  # bytes of address space per process of package code
+    sandbox: str = "auto"  # one of SANDBOX_SETTINGS
     targets: tuple[TargetSpec, ...] = ()
     accels: Mapping[str, AccelConfig] = field(default_factory=dict)
     packages: Mapping[str, PackageConfig] = field(default_factory=dict)
@@ -165,10 +169,16 @@ class Config:
             return None
         return smoke_recipes().get(canonicalize_name(name))
 
+    @property
+    def resolve_timeout(self) -> float:
+        """The time limit of resolving: it prepares the metadata of any package of the
+        closure (running its setup.py), so the largest limit any package is given."""
+        return max([self.build_timeout, *(p.timeout for p in self.packages.values() if p.timeout)])
+
 
 _TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
 _INDEX_KEYS = ("upstream",)
-_BUILD_KEYS = ("timeout", "jobs", "strip", "smoke_recipes", "constraints")
+_BUILD_KEYS = ("timeout", "jobs", "strip", "smoke_recipes", "constraints", "memory", "sandbox")
 _MATRIX_KEYS = ("python", "accel", "policy")
 _ACCEL_KEYS = ("cuda_home", "arch_list", "exclude", "upstream", "extra_upstreams")
 _PACKAGE_KEYS = (
@@ -260,6 +270,7 @@ def default_config() -> Config:
     """Built-in defaults: the running interpreter, `cpu`, the lowest policy auditwheel reaches."""
     return Config(
         source="<defaults>",
+        memory=parse_size(DEFAULT_MEMORY),
         targets=(TargetSpec(python="current", accel="cpu", policy="auto"),),
     )
 
@@ -303,6 +314,13 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
     if constraints is not None:
         constraints = p.typed(constraints, str, "build.constraints")
 
+    memory = _memory(build.get("memory", DEFAULT_MEMORY), p)
+    sandbox = p.typed(build.get("sandbox", "auto"), str, "build.sandbox") or "auto"
+    if sandbox not in SANDBOX_SETTINGS:
+        close = difflib.get_close_matches(sandbox, SANDBOX_SETTINGS, n=1)
+        hint = f", did you mean '{close[0]}'?" if close else ""
+        p.add("build.sandbox", f"'{sandbox}' is not one of {', '.join(SANDBOX_SETTINGS)}{hint}")
+
     targets = _parse_targets(raw, p)
     accels = _parse_accels(raw, p)
     base = Path(source).parent if Path(source).is_file() else Path.cwd()
@@ -318,10 +336,44 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
         strip=strip is not False,
         smoke_recipes=recipes is not False,
         build_constraints=constraints,
+        memory=memory,
+        sandbox=sandbox,
         targets=targets,
         accels=accels,
         packages=packages,
     )
+
+
+def _memory(value: Any, p: _Problems) -> int | None:
+    """`[build] memory`: "4G", "512M", bytes, or 0 / "none" for no limit."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        p.add("build.memory", f"expected a size like '4G' or a number of bytes, got {value!r}")
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        p.add("build.memory", str(exc))
+        return None
+
+
+def parse_size(value: str | int) -> int | None:
+    """`"4G"`, `"512M"`, `"1.5G"`, a number of bytes; `0` or `"none"`: no limit (None)."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError(f"must be 0 (no limit) or more, got {value}")
+        return value or None
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    if text in ("", "0", "NONE", "UNLIMITED"):
+        return None
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    scale = units.get(text[-1], 1)
+    try:
+        amount = float(text[:-1] if text[-1] in units else text)
+    except ValueError:
+        raise ValueError(f"not a size: {value!r} (e.g. '4G', '512M', or 'none')") from None
+    if amount <= 0:
+        raise ValueError(f"must be greater than 0, or 'none': {value!r}")
+    return int(amount * scale)
 
 
 def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ...]:

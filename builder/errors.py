@@ -12,6 +12,8 @@ EXIT_BAD_INPUT = 2
 # problem, not a build problem, so CI can tell them apart. Nothing of that package is
 # published (when found while resolving, nothing at all).
 EXIT_HASH_MISMATCH = 3
+EXIT_INTERRUPTED = 130  # SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # SIGTERM (CI cancel, docker stop)
 
 
 class PrewheelError(Exception):
@@ -102,9 +104,32 @@ class WheelhouseError(PrewheelError):
     """The wheelhouse is damaged or cannot be written."""
 
 
+class WheelhouseWriteError(WheelhouseError):
+    """A write into the wheelhouse failed (read-only, disk full): the run stops, since every
+    later publish would fail the same way. Nothing is half-written (writes are atomic)."""
+
+
+class SandboxError(PrewheelError):
+    """The sandbox the configuration asks for cannot be made on this machine."""
+
+
 class PushError(PrewheelError):
     """Uploading to a devpi-server failed."""
 
 
 class ImageError(PrewheelError):
     """An image archive, or the rules to audit it by, cannot be read (nothing was judged)."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """The run was told to stop (SIGINT or SIGTERM): no new work starts, nothing more is
+    published, every child's process tree is ended. A KeyboardInterrupt, so that nothing that
+    catches errors catches it by mistake."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_TERMINATED if self.signum == 15 else EXIT_INTERRUPTED

@@ -77,6 +77,8 @@ class KeyInputs:
     framework: tuple[tuple[str, str], ...] = ()
     # The flags prewheel appends to CFLAGS/CXXFLAGS (-g0, -Werror=implicit-function-...).
     build_flags: tuple[str, ...] = ()
+    # The sandbox settings that change output (network, filesystem view, fixed environment).
+    sandbox: tuple[tuple[str, str], ...] = ()
 
     @property
     def accel_specific(self) -> bool:
@@ -102,6 +104,8 @@ class KeyInputs:
             "toolkit": self.toolkit,
             "arch_list": list(self.arch_list) if self.arch_list is not None else None,
             "compiler": self.compiler,
+            # Omitted when empty: inputs made before there was a sandbox digest as they did.
+            **({"sandbox": dict(self.sandbox)} if self.sandbox else {}),
         }
         # Absent before they existed (or when empty): those keys digest as they did.
         if self.framework:
@@ -152,6 +156,7 @@ class KeyInputs:
             compiler=d.get("compiler"),
             framework=_pairs(d.get("framework")),
             build_flags=tuple(d.get("build_flags") or ()),
+            sandbox=_pairs(d.get("sandbox")),
         )
 
 
@@ -325,6 +330,8 @@ class BuildRecord:
     log: str  # relative to the wheelhouse
     sdist: str | None
     result: Result = "building"
+    # How package code ran: the sandbox mode, what a stronger one lacked, the memory limit.
+    sandbox: Mapping[str, Any] | None = None
     # Taken from a --cache-from index instead of built here.
     fetched_from: str | None = None
     fetched_url: str | None = None
@@ -436,11 +443,10 @@ class BuildRecord:
             duration=round(duration, 3),
         )
 
-    def listed_again(self, *, wheel: str, sha256: str) -> BuildRecord:
-        """The same build published again under a newer build tag (settings went back)."""
-        return replace(
-            self, wheel=wheel, sha256=sha256, relisted_from=self.wheel, relisted=utcnow()
-        )
+    def listed_again(self) -> BuildRecord:
+        """The index lists this build again (the settings went back to its key): the catalog
+        chose it again, under the same file name."""
+        return replace(self, relisted=utcnow())
 
     # -- JSON -------------------------------------------------------------------------------
 
@@ -462,6 +468,7 @@ class BuildRecord:
             "result": self.result,
         }
         optional: dict[str, Any] = {
+            "sandbox": dict(self.sandbox) if self.sandbox else None,
             "fetched_from": self.fetched_from,
             "fetched_url": self.fetched_url,
             "remote_record": dict(self.remote_record) if self.remote_record else None,
@@ -515,6 +522,7 @@ class BuildRecord:
             log=str(d.get("log", "")),
             sdist=d.get("sdist"),
             result=d.get("result", "building"),
+            sandbox=d.get("sandbox"),
             fetched_from=d.get("fetched_from"),
             fetched_url=d.get("fetched_url"),
             remote_record=d.get("remote_record"),

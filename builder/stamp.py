@@ -204,7 +204,7 @@ def _code() -> list[Any]:
 
 # The wheelhouse's own bookkeeping that a no-op run may touch: build logs, the index lock,
 # the stamps themselves. Everything else in it is part of the stamp.
-_WHEELHOUSE_SKIP = frozenset(("logs", ".index.lock", "cache/noop"))
+_WHEELHOUSE_SKIP = frozenset(("logs", ".index.lock", ".locks", "cache/noop"))
 
 
 def _wheelhouse_state(wheelhouse: str) -> list[tuple[str, Signature]]:
@@ -289,11 +289,11 @@ def _save(rec: Recorder, report: dict[str, Any]) -> str | None:
     if any(_SIGNERS[kind](path) != sig for kind, path, sig in watched):
         return "an input changed during the run"
     path = _stamp_path(root, key)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     identity = _identity(key)
     stamp = {**identity, "watched": watched, "wheelhouse": state, "report": report}
     try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)  # a read-only wheelhouse: no stamp
         with open(tmp, "wb") as fh:
             marshal.dump(stamp, fh)
         now = os.stat(tmp).st_mtime_ns  # the filesystem's clock, at its granularity

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import http.client
 import json
 import os
 import ssl
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +28,8 @@ from packaging.utils import (
 from packaging.version import InvalidVersion, Version
 
 from . import stamp
+from .atomic import write_error
+from .cmd import check_stop
 from .errors import HashMismatchError, UpstreamError
 from .simple import JSON_TYPE, LinkParser
 
@@ -73,17 +79,29 @@ def _ssl_context() -> ssl.SSLContext:
 
 
 def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
+    """The body, content type and final URL of a page; FileNotFoundError on 404."""
+    with open_url(url, accept) as resp:
+        try:
+            return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
+        except OSError as exc:
+            raise UpstreamError(f"cannot read {url}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def open_url(url: str, accept: str | None = None) -> Iterator[http.client.HTTPResponse]:
+    """A GET response to read (streamed); FileNotFoundError on 404, UpstreamError otherwise."""
     stamp.volatile(url)
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:
-            return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
+        resp = urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context())
     except urllib.error.HTTPError as exc:
         if exc.code == 404:
             raise FileNotFoundError(url) from exc
         raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
+    with resp:
+        yield resp
 
 
 def _parse_file(
@@ -157,33 +175,50 @@ def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | No
 
 
 def download(url: str, dest: Path, *, expect: set[str]) -> str:
-    """Stream `url` to `dest` (via a temp name), hashing as it goes.
+    """Stream `url` to `dest` (via a temp name of this process), hashing as it goes.
 
     `expect` holds acceptable sha256 digests (index hash, lock pins); an empty set accepts
-    any. On mismatch the file is removed and HashMismatchError raised.
+    any. On mismatch the file is removed and HashMismatchError raised. A local write that
+    fails (disk full, read-only) raises `WheelhouseWriteError` naming the path; a read that
+    fails, `UpstreamError`. Checks for a stop request between chunks.
     """
-    tmp = dest.with_name(dest.name + ".part")
     h = hashlib.sha256()
     stamp.volatile(url)
-    req = urllib.request.Request(url)
     try:
-        with (
-            urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp,
-            tmp.open("wb") as out,
-        ):
-            while chunk := resp.read(1 << 20):
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.pw{os.getpid()}.")
+    except OSError as exc:
+        raise write_error(dest, exc) from None
+    tmp = Path(name)
+    try:
+        with open_url(url) as resp, os.fdopen(fd, "wb") as out:
+            while True:
+                check_stop()
+                try:
+                    chunk = resp.read(1 << 20)
+                except OSError as exc:
+                    raise UpstreamError(f"download of {url} failed: {exc}") from exc
+                if not chunk:
+                    break
                 h.update(chunk)
-                out.write(chunk)
-    except (urllib.error.URLError, OSError) as exc:
+                try:
+                    out.write(chunk)
+                except OSError as exc:
+                    raise write_error(dest, exc) from None
+        digest = h.hexdigest()
+        if expect and digest not in expect:
+            raise HashMismatchError(
+                f"{dest.name}: sha256 {digest} does not match the expected "
+                f"{', '.join(sorted(expect))}",
+                step="fetch",
+                hint="the upstream file changed or a --hash pin is wrong; nothing was published",
+            )
+        try:
+            tmp.replace(dest)
+        except OSError as exc:
+            raise write_error(dest, exc) from None
+    except FileNotFoundError as exc:
+        raise UpstreamError(f"download of {url} failed: not found (404)") from exc
+    finally:
         tmp.unlink(missing_ok=True)
-        raise UpstreamError(f"download of {url} failed: {getattr(exc, 'reason', exc)}") from exc
-    digest = h.hexdigest()
-    if expect and digest not in expect:
-        tmp.unlink(missing_ok=True)
-        raise HashMismatchError(
-            f"{dest.name}: sha256 {digest} does not match the expected {', '.join(sorted(expect))}",
-            step="fetch",
-            hint="the upstream file changed or a --hash pin is wrong; nothing was published",
-        )
-    tmp.replace(dest)
     return digest

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
 import os
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 from packaging.metadata import Metadata
 from packaging.utils import canonicalize_name, parse_wheel_filename
 
-from .errors import WheelhouseError
+from .errors import StepError, WheelhouseError
 
 
 def dist_info_dir(zf: zipfile.ZipFile) -> str:
@@ -123,3 +124,92 @@ def set_build_tag(wheel: Path, build_tag: str, outdir: Path) -> Path:
             dst.writestr(zi, data)
     tmp.replace(out)
     return out
+
+
+_SIGNATURES = ("RECORD", "RECORD.jws", "RECORD.p7s")
+_WEAK = ("md5", "sha1")
+
+
+def _member_problem(info: zipfile.ZipInfo) -> str | None:
+    name = info.filename
+    if not name or "\x00" in name or "\\" in name or name.startswith("/") or ":" in name[:2]:
+        return "is not a relative path"
+    if ".." in name.split("/"):
+        return "climbs out of the install directory"
+    kind = (info.external_attr >> 16) & 0o170000
+    if kind not in (0, 0o100000, 0o040000):
+        return "is a link or a special file"
+    return None
+
+
+def check_wheel(path: Path) -> None:
+    """Refuse a wheel that would install anything outside its place, or whose RECORD does
+    not hold its members: every member a relative path inside the tree (no `..`, no absolute
+    path, no link, no device), no name twice, one `.dist-info`, and every file listed in
+    RECORD with the sha256 (or stronger) and the size of its bytes. A downloaded wheel is
+    someone else's archive: checked like this before it is published."""
+    where = path.name
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            seen: set[str] = set()
+            for info in infos:
+                problem = _member_problem(info)
+                if problem:
+                    raise StepError(f"{where}: member {info.filename!r} {problem}", step="check")
+                if info.filename in seen:
+                    raise StepError(f"{where}: member {info.filename!r} twice", step="check")
+                seen.add(info.filename)
+            di = dist_info_dir(zf)
+            rows = _record_rows(zf.read(f"{di}/RECORD").decode("utf-8"), where)
+            for info in infos:
+                if info.is_dir() or info.filename in {f"{di}/{s}" for s in _SIGNATURES}:
+                    continue
+                row = rows.get(info.filename)
+                if row is None:
+                    raise StepError(f"{where}: {info.filename} is not in RECORD", step="check")
+                _check_row(zf, info, row, where)
+            missing = sorted(set(rows) - seen)
+            if missing:
+                raise StepError(
+                    f"{where}: RECORD lists files the wheel lacks: {', '.join(missing[:5])}",
+                    step="check",
+                )
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, UnicodeDecodeError) as exc:
+        raise StepError(f"{where}: not a valid wheel: {exc}", step="check") from exc
+    except WheelhouseError as exc:
+        raise StepError(exc.message, step="check") from exc
+
+
+def _record_rows(text: str, where: str) -> dict[str, tuple[str, str]]:
+    rows: dict[str, tuple[str, str]] = {}
+    for row in csv.reader(text.splitlines()):
+        if not row:
+            continue
+        if len(row) != 3:
+            raise StepError(f"{where}: RECORD row {row!r} is not path,hash,size", step="check")
+        path, digest, size = row
+        rows[path] = (digest, size)
+    return rows
+
+
+def _check_row(
+    zf: zipfile.ZipFile, info: zipfile.ZipInfo, row: tuple[str, str], where: str
+) -> None:
+    digest, size = row
+    algo, _, expected = digest.partition("=")
+    if algo not in hashlib.algorithms_guaranteed or algo in _WEAK or not expected:
+        raise StepError(
+            f"{where}: RECORD gives {info.filename} no usable hash ({digest!r})", step="check"
+        )
+    h = hashlib.new(algo)
+    length = 0
+    with zf.open(info) as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+            length += len(chunk)
+    actual = base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+    if actual != expected or (size and size != str(length)):
+        raise StepError(
+            f"{where}: {info.filename} does not match its RECORD hash and size", step="check"
+        )

@@ -101,18 +101,18 @@ def test_changed_env_var_rebuilds_that_package_under_a_new_name(
     proc = _build(tmp_path, config, wheelhouse)
     assert _status(proc) == {"pw-cext": "built", "pw-pure": "cached", "pw-haswheel": "cached"}
 
-    # Both builds of pw-cext 1.0 coexist, with different build tags ...
+    # Both builds of pw-cext 1.0 coexist, with build tags derived from their keys ...
     both = _cext_wheels(wheelhouse)
     assert len(both) == 2 and set(old) < set(both)
     new = next(w for w in both if w not in old)
     tags = {w: parse_wheel_filename(w)[2] for w in both}
-    assert tags[new] != tags[old[0]] and tags[new] > tags[old[0]]
+    assert tags[new] != tags[old[0]]
     records = [json.loads(p.read_text()) for p in (wheelhouse / "builds").glob("*.json")]
     rec = next(r for r in records if r.get("wheel") == new)
     assert rec["inputs"]["env"] == {"PW_EXTRA": "1"}
-    assert tags[new][1] == f"_{rec['cache_key'][:12]}"
+    assert tags[new] == (1, f"_{rec['cache_key'][:12]}")
 
-    # ... and the index serves the newest.
+    # ... and the index serves the one published last.
     simple = wheelhouse / "cpu" / "simple" / "pw-cext"
     page = (simple / "index.html").read_text()
     assert new in page and old[0] not in page
@@ -123,26 +123,30 @@ def test_changed_env_var_rebuilds_that_package_under_a_new_name(
 def test_going_back_relists_the_earlier_build_without_building(
     upstream: Upstream, wheelhouse: Path, tmp_path: Path
 ) -> None:
-    """Settings A, then B, then A again: A's wheel is reused, and listed as the newest."""
+    """Settings A, then B, then A again: A's wheel is reused and listed again, under its own
+    name (the catalog chooses it; no file is rewritten)."""
     (first,) = _cext_wheels(wheelhouse)
     changed = _base_config(upstream.url) + '[packages.pw-cext]\nenv = { PW_EXTRA = "2" }\n'
     assert _status(_build(tmp_path, changed, wheelhouse))["pw-cext"] == "built"
     logs = sorted(p.name for p in (wheelhouse / "logs").iterdir())
 
+    assert _served(wheelhouse) != first
+    stored = {p.name: p.read_bytes() for p in (wheelhouse / "files").glob("*/pw_cext-*.whl")}
+
     back = _build(tmp_path, _base_config(upstream.url), wheelhouse)
     assert set(_status(back).values()) == {"cached"}
     assert sorted(p.name for p in (wheelhouse / "logs").iterdir()) == logs, "nothing was built"
-    served = _served(wheelhouse)
-    assert served != first
-    assert served == max(_cext_wheels(wheelhouse), key=lambda w: parse_wheel_filename(w)[2])
-    # Under the first build's key: its bytes, but for the build tag in WHEEL and RECORD.
-    assert parse_wheel_filename(served)[2][1] == parse_wheel_filename(first)[2][1]
-    # The next run finds it listed: nothing more to do.
+    assert _served(wheelhouse) == first
+    # The next run finds it listed: nothing more to do; no file was added or rewritten.
     assert set(_status(_build(tmp_path, _base_config(upstream.url), wheelhouse)).values()) == {
         "cached"
     }
-    assert len(_cext_wheels(wheelhouse)) == 3
-    assert _served(wheelhouse) == served
+    assert len(_cext_wheels(wheelhouse)) == 2
+    assert _served(wheelhouse) == first
+    assert {p.name: p.read_bytes() for p in (wheelhouse / "files").glob("*/pw_cext-*.whl")} == (
+        stored
+    )
+    assert prewheel("index", "check", "--wheelhouse", wheelhouse).returncode == 0
 
 
 def _served(wh: Path) -> str:
@@ -260,12 +264,12 @@ def test_key_includes_build_constraints_file(tmp_path: Path) -> None:
     assert _key(config=config) != first
 
 
-def test_build_tag_sorts_by_time_and_names_the_key() -> None:
+def test_build_tag_is_derived_from_the_key_only() -> None:
     target = resolve_targets(default_config())[0]
     key = compute(
         name="x", version="1", sdist_sha256="c" * 64, target=target, config=default_config()
     )
-    assert build_tag(key, 1_700_000_000.5) == f"1700000000_{key.key[:12]}"
+    assert build_tag(key) == f"1_{key.key[:12]}"
     assert isinstance(target.interpreter, Interpreter)
 
 

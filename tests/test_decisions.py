@@ -22,6 +22,7 @@ from builder.config import Config, PackageConfig, TargetSpec, parse_config
 from builder.pipeline import grouping
 from builder.pipeline.report import ItemResult
 from builder.records import CacheKey, InterpreterKey, KeyInputs, RepairOptions
+from builder.sandbox import Isolation
 from builder.stages import keys
 from builder.stages.classify import SdistScan
 from builder.stages.plan import PlanItem, plan_item
@@ -42,6 +43,10 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
     monkeypatch.setattr(subprocess, "Popen", refuse)
     monkeypatch.setattr(compilers, "c_compiler", lambda env=None: {"path": "cc", "version": GCC})
+    # What the machine allows is found by starting bubblewrap: here, a full sandbox.
+    monkeypatch.setattr(
+        keys, "isolation", lambda setting="auto": Isolation(mode="bwrap", requested=setting)
+    )
     yield
 
 
@@ -298,17 +303,24 @@ def test_a_failure_result_carries_the_exit_code() -> None:
 # -- superseded builds --------------------------------------------------------------------------
 
 
-def test_superseded_means_a_newer_build_of_the_same_wheel_is_listed(tmp_path: Path) -> None:
+def test_superseded_means_another_build_of_the_same_wheel_was_listed_later(
+    tmp_path: Path,
+) -> None:
+    """The catalog chooses among builds of one version and tags (the one published or listed
+    again last), not the build tags' order: tags derive from cache keys."""
     wh = Wheelhouse(tmp_path / "wh")
     wh.ensure()
     tag = "py3-none-any"
-    old = add_wheel(wh, tmp_path / "w", "pw-x", "1.0", build="100_aaaaaaaaaaaa", tag=tag)
-    new = add_wheel(wh, tmp_path / "w", "pw-x", "1.0", build="200_bbbbbbbbbbbb", tag=tag)
+    old = add_wheel(wh, tmp_path / "w", "pw-x", "1.0", build="1_bbbbbbbbbbbb", tag=tag)
+    new = add_wheel(wh, tmp_path / "w", "pw-x", "1.0", build="1_aaaaaaaaaaaa", tag=tag)
     key = _key(config())
     publisher = Publisher(wh)
     assert publisher.superseded(key, old.name, "cpu") is not None
     assert publisher.superseded(key, new.name, "cpu") is None
     assert publisher.superseded(None, old.name, "cpu") is None  # a downloaded wheel
+    wh.relist(old.name)  # the settings went back: the catalog chooses the old build again
+    assert publisher.superseded(key, old.name, "cpu") is None
+    assert publisher.superseded(key, new.name, "cpu") is not None
 
 
 # -- the no-op stamp's reading of a command line ------------------------------------------------

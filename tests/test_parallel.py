@@ -15,17 +15,18 @@ from upstream import Upstream
 
 pytestmark = pytest.mark.slow
 
-# A build that hangs in a child process too: only killing the process group stops both.
+# A build that hangs in a child process too: only ending the whole process tree stops both.
+# The build runs in the sandbox, where nothing outside is writable: the processes carry the
+# marker (PW_HANG_MARK, from the config) in their command lines, for the test to look for.
 _HANG_SETUP = """\
-import os, subprocess, time
+import os, subprocess, sys, time
 from setuptools import setup
 
-out = os.environ.get("PW_HANG_DIR")
-if out:
-    child = subprocess.Popen(["sleep", "600"])
-    with open(os.path.join(out, f"pids-{os.getpid()}"), "w") as fh:
-        fh.write(f"{os.getpid()} {child.pid}\\n")
-    time.sleep(600)
+mark = os.environ.get("PW_HANG_MARK")
+if mark:
+    print("hanging:", mark, flush=True)
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", mark])
+    subprocess.run([sys.executable, "-c", "import time; time.sleep(600)", mark])
 setup()
 """
 
@@ -97,16 +98,15 @@ def test_jobs_run_builds_at_once_and_heavy_alone(index: Upstream, tmp_path: Path
 def failing(index: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Good packages next to one that fails to compile and one that hangs past its limit."""
     root = tmp_path_factory.mktemp("failing")
-    pids = root / "pids"
-    pids.mkdir()
+    mark = f"pw-hang-mark-{os.getpid()}-{root.name}"
     config = _config(
         root / "prewheel.toml",
         index,
-        packages=(f'[packages.pw-hang]\ntimeout = 15\nenv = {{ PW_HANG_DIR = "{pids}" }}\n'),
+        packages=(f'[packages.pw-hang]\ntimeout = 15\nenv = {{ PW_HANG_MARK = "{mark}" }}\n'),
     )
     reqs = "pw-pure==1.0\npw-haswheel==1.0\npw-broken==1.0\npw-hang==1.0\n"
     proc = _build(root, reqs, config, "-j", "3", "--json")
-    return {"root": root, "config": config, "proc": proc, "pids": pids, "reqs": reqs}
+    return {"root": root, "config": config, "proc": proc, "mark": mark, "reqs": reqs}
 
 
 def test_failures_do_not_stop_the_others(failing: dict[str, Any]) -> None:
@@ -136,23 +136,24 @@ def test_a_hanging_build_is_stopped_and_recorded(failing: dict[str, Any]) -> Non
     # The configured limit, not a clock reading.
     assert "ran past its time limit of 15s" in hang["error"]
     assert "ran past its time limit" in results["pw-hang"]["error"]
-    started = list(failing["pids"].iterdir())
-    assert started, "the hanging build never ran"
-    for f in started:
-        for pid in map(int, f.read_text().split()):
-            assert not _alive(pid), f"process {pid} of the timed-out build is still running"
+    log = (failing["root"] / "wh" / hang["log"]).read_text()
+    assert failing["mark"] in log, "the hanging build never ran"
+    left = _marked(failing["mark"])
+    assert not left, f"processes of the timed-out build are still running: {left}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    try:
-        return "\nState:\tZ" not in status.read_text()
-    except FileNotFoundError:
-        return False
+def _marked(mark: str) -> list[int]:
+    """Live processes whose command line holds `mark`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            state = (proc / "status").read_text()
+        except OSError:
+            continue
+        if mark.encode() in cmdline and "\nState:\tZ" not in state:
+            found.append(int(proc.name))
+    return found
 
 
 def test_failures_are_retried_unless_told_not_to(failing: dict[str, Any]) -> None:

@@ -20,9 +20,9 @@ from upstream import Upstream, WriteConfig
 
 pytestmark = pytest.mark.slow
 
-# setup.py tries to reach the upstream index while the backend runs (it runs on the host,
-# with the network, while pip resolves the closure) and writes what it found into the
-# package, so the built wheel tells where its build ran.
+# setup.py tries to reach the upstream index while the backend runs (and while pip resolves
+# the closure; both in the sandbox) and writes what it found into the package, so the built
+# wheel tells where its build ran.
 NETPROBE_SETUP = """\
 import os, socket, urllib.parse
 from setuptools import setup

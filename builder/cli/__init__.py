@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import PrewheelError
+from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, PrewheelError
 
 # Subcommand modules; each defines a click command named `command`.
 _SUBCOMMANDS = (
@@ -62,9 +62,15 @@ class _Group(click.Group):
         debug = ctx.params.get("debug") or os.environ.get("PREWHEEL_DEBUG")
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            click.secho("interrupted: nothing partial was published", fg="yellow", err=True)
-            sys.exit(130)
+        except KeyboardInterrupt as exc:
+            code = exc.exit_code if isinstance(exc, Interrupted) else EXIT_INTERRUPTED
+            what = "terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted"
+            click.secho(
+                f"{what}: every build was stopped; nothing was published after the signal",
+                fg="yellow",
+                err=True,
+            )
+            sys.exit(code)
         except PrewheelError as exc:
             if debug:
                 raise

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.text import Text
 
+from .. import scratch
+from ..cmd import request_stop
 from ..config import Config, load_config
-from ..errors import TargetError
+from ..errors import Interrupted, TargetError
 from ..requirements import Pin, read_requirements
 from ..targets import Target, resolve_targets, select_targets
 
@@ -42,3 +46,23 @@ def planning(console: Console, targets: int, *, quiet: bool) -> Iterator[Callabl
         return
     with console.status(f"planning {targets} target(s)...") as status:
         yield lambda text: status.update(Text(f"{text}..."))
+
+
+def _on_signal(signum: int, frame: FrameType | None) -> None:
+    request_stop(signum)  # every child's tree ends now; nothing is published from here on
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def guarded_run() -> Iterator[None]:
+    """A run that executes package code: SIGTERM and SIGINT stop it (no new work, every
+    child's process tree ended within seconds, nothing published after the signal, exit 143
+    or 130), and everything temporary lives in one scratch directory that is removed at the
+    end, or by the next run when this one is killed."""
+    previous = {s: signal.signal(s, _on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        with scratch.session():
+            yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

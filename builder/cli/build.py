@@ -15,7 +15,7 @@ from .. import stamp
 from ..pipeline import execute
 from ..stages.plan import make_plan
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs, planning
+from ._common import guarded_run, load_inputs, planning
 from ._options import build_options
 from ._progress import Progress, print_summary
 
@@ -49,11 +49,13 @@ def command(
     (PREWHEEL_DEBUG=1 says why not; PREWHEEL_FAST=0 always runs the full build).
 
     Exit status: 0 all done; 1 some packages failed (the rest were published);
-    2 bad input or configuration (nothing was changed); 3 a file did not match its
-    sha256 (nothing of that package was published); 130 interrupted.
+    2 bad input or configuration, or a wheelhouse that cannot be written (nothing was
+    changed); 3 a file did not match its sha256 (nothing of that package was published);
+    130 interrupted (Ctrl-C), 143 terminated (SIGTERM): nothing was published after the
+    signal, every build was stopped.
     """
     console = Console(stderr=as_json, quiet=False)
-    with stamp.recording(wheelhouse) as recorder:
+    with stamp.recording(wheelhouse) as recorder, guarded_run():
         config, pins, selected = load_inputs(requirements, config_path, targets)
         wh = Wheelhouse(wheelhouse)
         with planning(console, len(selected), quiet=quiet or as_json) as say:

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .. import index as index_lib
-from ..errors import EXIT_FAILED
+from ..errors import EXIT_FAILED, WheelhouseError
 from ..wheelhouse import Wheelhouse
 from ._options import json_option, wheelhouse_option
 
@@ -40,10 +40,34 @@ def rebuild(wheelhouse: Path) -> None:
 @click.option(
     "--no-download", is_flag=True, help="With --url: do not download files to check their sha256."
 )
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Remove or publish again what is wrong (stray files, damaged or missing wheels, "
+    "stale pages), say what was done, then check again.",
+)
 @json_option
-def check(wheelhouse: Path, urls: tuple[str, ...], no_download: bool, as_json: bool) -> None:
-    """Check that every link resolves and every hash matches; exit 1 listing the problems."""
+def check(
+    wheelhouse: Path, urls: tuple[str, ...], no_download: bool, repair: bool, as_json: bool
+) -> None:
+    """Check that every link resolves, every hash matches and every file in the store is
+    accounted for; exit 1 listing the problems (2: no wheelhouse there).
+
+    A publish that a killed build left half done is finished first, as the next build would.
+    """
     counts: dict[str, int] = {}
+    repaired: list[str] = []
+    notes: list[str] = []
+    if urls and repair:
+        raise click.UsageError("--repair works on a wheelhouse, not on --url")
+    if not urls and not wheelhouse.is_dir():
+        raise WheelhouseError(
+            f"no wheelhouse at {wheelhouse}", hint="give its directory with --wheelhouse DIR"
+        )
+    if repair:
+        from ..index.repair import repair as repair_wheelhouse
+
+        repaired = repair_wheelhouse(Wheelhouse(wheelhouse))
     if urls:
         from ..devpi.remote_check import check_remote
 
@@ -56,9 +80,23 @@ def check(wheelhouse: Path, urls: tuple[str, ...], no_download: bool, as_json: b
         problems = result.problems
         counts = {"pages": result.pages, "files": result.files, "hashes": result.hashes}
         what = result.summary()
+        notes = [f"finished: {r}" for r in result.recovered]
+        if result.leftovers:
+            notes.append(
+                f"{len(result.leftovers)} temp file(s) left by killed writers (not served; "
+                "--repair or the next build removes them)"
+            )
     if as_json:
-        click.echo(json.dumps({"ok": not problems, "problems": problems, **counts}, indent=2))
-    elif problems:
+        out = {"ok": not problems, "problems": problems, "repaired": repaired, "notes": notes}
+        click.echo(json.dumps({**out, **counts}, indent=2))
+        if problems:
+            sys.exit(EXIT_FAILED)
+        return
+    for line in repaired:
+        click.echo(f"repair: {line}")
+    for line in notes:
+        click.echo(f"note: {line}", err=True)
+    if problems:
         for p in problems:
             click.echo(f"problem: {p}", err=True)
         click.echo(

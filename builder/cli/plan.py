@@ -14,7 +14,7 @@ from .. import summary
 from ..buildargs import ALLOW_UNPINNED, CONFIG, JSON, REQUIREMENTS, TARGET, WHEELHOUSE
 from ..stages.plan import ACTIONS, make_plan
 from ..wheelhouse import Wheelhouse
-from ._common import load_inputs, planning
+from ._common import guarded_run, load_inputs, planning
 from ._options import options
 
 _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim"}
@@ -49,7 +49,10 @@ def command(
 ) -> None:
     """Resolve the closure per target and say, per package: cached, download or build."""
     config, pins, selected = load_inputs(requirements, config_path, targets)
-    with planning(Console(stderr=True), len(selected), quiet=as_json or matrix) as say:
+    with (
+        guarded_run(),
+        planning(Console(stderr=True), len(selected), quiet=as_json or matrix) as say,
+    ):
         plan = make_plan(
             selected,
             pins,

@@ -136,9 +136,10 @@ def _print(
                 + (f", strip took off {size(strip)}" if strip is not None else ", not stripped"),
                 highlight=False,
             )
-        if rec.relisted_from:
+        if rec.relisted:
+            first = f", first as {rec.relisted_from}" if rec.relisted_from else ""
             console.print(
-                f"  listed again {rec.relisted} (settings went back), first as {rec.relisted_from}",
+                f"  listed again {rec.relisted} (settings went back){first}",
                 highlight=False,
                 markup=False,
             )

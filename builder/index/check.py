@@ -1,8 +1,10 @@
 """Holding the index against the store: every link resolves inside the wheelhouse, every hash
-matches the bytes, every page is exactly what the catalog renders to."""
+matches the bytes, every page is exactly what the catalog renders to, and nothing is in the
+store that the catalog does not account for."""
 
 from __future__ import annotations
 
+import contextlib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +13,7 @@ from urllib.parse import unquote
 from ..errors import WheelhouseError
 from ..simple import LinkParser
 from ..wheelfile import read_metadata
-from ..wheelhouse import CatalogEntry, Wheelhouse, sha256_file
+from ..wheelhouse import TEMP_SUFFIX, CatalogEntry, Wheelhouse, leftover_temp, sha256_file
 from .pages import (
     chain,
     listed,
@@ -20,7 +22,13 @@ from .pages import (
     render_root_html,
     render_root_json,
 )
-from .tree import known_accelerators, listed_projects, simple_dir
+from .tree import (
+    indexed_accelerators,
+    known_accelerators,
+    listed_projects,
+    simple_dir,
+    update_project,
+)
 
 
 class _Checker:
@@ -58,6 +66,7 @@ class _Checker:
                     f"{accel}/simple/{project}/: {e.filename} needs or carries CUDA libraries "
                     f"({', '.join(libs)}): the cpu index must hold no CUDA"
                 )
+        self.leftovers: list[str] = []  # temp files of killed writers: harmless, not served
 
     def sha256(self, path: Path) -> str | None:
         if path not in self._hashes:
@@ -82,6 +91,8 @@ class _Checker:
                 continue
             if digest != e.sha256:
                 self.problems.append(f"{project}: {e.path}: sha256 {digest} != catalog {e.sha256}")
+            elif path.stat().st_size != e.size:
+                self.problems.append(f"{project}: {e.path}: size differs from the catalog's")
             meta = path.with_name(path.name + ".metadata")
             if self.sha256(meta) is None:
                 self.problems.append(f"{project}: {e.path}.metadata is missing")
@@ -89,9 +100,38 @@ class _Checker:
                 self.problems.append(f"{project}: {e.path}.metadata: sha256 does not match")
             elif digest == e.sha256 and _wheel_metadata(path) != meta.read_bytes():
                 self.problems.append(f"{project}: {e.path}.metadata differs from the wheel's")
-        for wheel in sorted(self.wh.files_dir.glob("*/*.whl")):
-            if self.wh.find(wheel.name) is None:
-                self.problems.append(f"{wheel.relative_to(self.wh.root)} is in no catalog")
+        self.check_strays()
+
+    def check_strays(self) -> None:
+        """Files in the store and the trees that no catalog entry accounts for."""
+        known = {e.path for _, e in self.wh.all_entries()}
+        files = sorted(self.wh.files_dir.rglob("*")) if self.wh.files_dir.is_dir() else []
+        for f in files:
+            if f.is_dir() or self._temp(f):
+                continue
+            rel = str(f.relative_to(self.wh.root))
+            if f.name.endswith(".whl"):
+                if rel not in known:
+                    self.problems.append(f"{rel} is in no catalog")
+            elif f.name.endswith(".whl.metadata"):
+                if rel.removesuffix(".metadata") not in known:
+                    self.problems.append(f"{rel} belongs to no published wheel")
+            else:
+                self.problems.append(f"{rel} is a stray file in the store")
+        for accel in indexed_accelerators(self.wh):
+            for d in sorted(simple_dir(self.wh, accel).iterdir()):
+                for f in sorted(d.iterdir()) if d.is_dir() else []:
+                    if not self._temp(f) and f.name not in ("index.html", "index.json"):
+                        self.problems.append(f"{f.relative_to(self.wh.root)} is a stray file")
+        for journal in self.wh.pending(interrupted=True):
+            self.problems.append(f"a publish was interrupted and not finished ({journal.name})")
+
+    def _temp(self, f: Path) -> bool:
+        """A temp file: a writer's at work (skipped), or one a killed writer left (noted)."""
+        if leftover_temp(f):
+            self.leftovers.append(str(f.relative_to(self.wh.root)))
+            return True
+        return f.name.startswith(".") and f.name.endswith(TEMP_SUFFIX)
 
     def check_page(self, accel: str, project: str, entries: list[CatalogEntry]) -> None:
         pdir = simple_dir(self.wh, accel) / project
@@ -142,6 +182,8 @@ class _Checker:
             self.check_no_cuda(accel, project, wanted[project])
         base = simple_dir(self.wh, accel)
         projects = sorted(wanted)
+        if not projects and not base.is_dir():
+            return  # an index nothing was published to yet: made when served, not missing
         for name, expected in (
             ("index.html", render_root_html(projects)),
             ("index.json", render_root_json(projects)),
@@ -169,6 +211,8 @@ class CheckResult:
     pages: int  # index pages compared with what the catalog renders
     files: int  # catalog entries whose bytes and metadata were checked
     hashes: int  # distinct files read and hashed
+    leftovers: tuple[str, ...] = ()  # temp files of killed writers (harmless; --repair)
+    recovered: tuple[str, ...] = ()  # publishes a killed run left half done, finished first
 
     def summary(self) -> str:
         return f"{self.pages} pages, {self.files} files and {self.hashes} sha256 hashes checked"
@@ -177,9 +221,15 @@ class CheckResult:
 def check(wh: Wheelhouse) -> CheckResult:
     """Every problem that would make an installer fail or see something other than the store.
 
-    Links must resolve inside the wheelhouse, hashes must match the bytes, and each page must
-    be exactly what the catalog renders to: a stale or hand-edited page is a problem too.
+    Links must resolve inside the wheelhouse, hashes must match the bytes, each page must be
+    exactly what the catalog renders to (a stale or hand-edited page is a problem too), and
+    every file in the store must be one the catalog lists. A publish that a killed builder
+    left half done (its journal) is finished first, as the next build would.
     """
+    recovered: list[str] = []
+    if wh.pending():
+        with contextlib.suppress(WheelhouseError):  # read-only: the journals are reported
+            recovered = wh.recover(lambda project: update_project(wh, project))
     checker = _Checker(wh)
     checker.check_store()
     catalog = {p: wh.entries(p) for p in wh.projects()}
@@ -190,4 +240,6 @@ def check(wh: Wheelhouse) -> CheckResult:
         pages=checker.pages,
         files=checker.files,
         hashes=sum(1 for h in checker._hashes.values() if h is not None),
+        leftovers=tuple(checker.leftovers),
+        recovered=tuple(recovered),
     )

@@ -16,19 +16,21 @@ from ..wheelhouse import CatalogEntry, sorted_versions
 
 
 def newest_builds(entries: Iterable[CatalogEntry]) -> list[CatalogEntry]:
-    """Keep, for each (version, tags), only the wheel with the highest build tag.
+    """Keep, for each (version, tags), only the build chosen last (`CatalogEntry.chosen`:
+    published or listed again most recently).
 
-    A rebuild under a new cache key gets a new build tag; installers would pick the highest
-    anyway, and listing only that one keeps pages short and the choice explicit.
+    Build tags derive from the cache key, so their order says nothing about which build is
+    current; the catalog does. Listing one build per version and tags keeps pages short and
+    leaves installers no choice to make.
     """
-    best: dict[tuple[str, frozenset[str]], tuple[tuple[()] | tuple[int, str], CatalogEntry]] = {}
+    best: dict[tuple[str, frozenset[str]], CatalogEntry] = {}
     for e in entries:
-        _, version, build, wtags = parse_wheel_filename(e.filename)
+        _, version, _, wtags = parse_wheel_filename(e.filename)
         key = (str(version), frozenset(str(t) for t in wtags))
         cur = best.get(key)
-        if cur is None or build > cur[0]:
-            best[key] = (build, e)
-    return sorted((e for _, e in best.values()), key=lambda e: e.filename)
+        if cur is None or (e.chosen, e.filename) > (cur.chosen, cur.filename):
+            best[key] = e
+    return sorted(best.values(), key=lambda e: e.filename)
 
 
 def listed(entries: Iterable[CatalogEntry], accel: str) -> list[CatalogEntry]:

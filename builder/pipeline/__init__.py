@@ -7,14 +7,11 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import time
-from pathlib import Path
 
-from ..cmd import stop_all
+from .. import scratch
 from ..config import Config
-from ..stages.plan import Plan
+from ..stages.plan import Plan, sandbox_policy
 from ..stages.publish import Publisher
 from ..wheelhouse import Wheelhouse
 from .report import BuildReport, ItemResult, Reporter, SilentReporter
@@ -41,28 +38,27 @@ def execute(
     wheelhouse's status page and `targets.json` describe what it now holds.
     """
     started = time.monotonic()
+    if any(i.action in ("build", "download") for i in plan.items):
+        wh.check_writable()  # a clear error before any work, not a failure per package
+        scratch.clean_stale()  # what killed runs left
     publisher = Publisher(wh)
-    publisher.start(i.target.accel for i in plan.items)
-    scratch = Path(tempfile.mkdtemp(prefix="prewheel-"))
     n = max(1, jobs or os.cpu_count() or 1)
-    run = Run(
-        config=config,
-        wh=wh,
-        publisher=publisher,
-        reporter=reporter or SilentReporter(),
-        work=scratch,
-        slots=Slots(n),
-        cache_from=cache_from,
-        retry_failed=retry_failed,
-        closures=plan.closures,
-    )
-    try:
+    with scratch.session() as work:
+        publisher.start(i.target.accel for i in plan.items)
+        run = Run(
+            config=config,
+            wh=wh,
+            publisher=publisher,
+            reporter=reporter or SilentReporter(),
+            work=work,
+            slots=Slots(n),
+            policy=sandbox_policy(config, wh),
+            run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
+            cache_from=cache_from,
+            retry_failed=retry_failed,
+            closures=plan.closures,
+        )
         results = Scheduler(run, plan.items, n).execute()
-    except KeyboardInterrupt:
-        stop_all()
-        raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     publisher.finish(plan.targets)
     return BuildReport(
         results=results,

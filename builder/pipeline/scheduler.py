@@ -8,13 +8,17 @@ others, and nothing reaches the wheelhouse before it is verified.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
+import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
+from ..cmd import check_stop, request_stop
+from ..errors import Interrupted
 from ..log import working_on
 from ..records import AccelDecision
 from ..stages.accel import LinksCuda
@@ -25,6 +29,17 @@ from .grouping import Group
 from .report import ItemResult
 
 Built = tuple[Group, steps.Candidate, bool]  # items, their candidate, shared with others
+
+
+@contextlib.contextmanager
+def _stop_on_error() -> Iterator[None]:
+    """Whatever ends the run (a signal, a wheelhouse that cannot be written) stops every
+    other step at once, before the pools wait for them."""
+    try:
+        yield
+    except BaseException as exc:
+        request_stop(exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM)
+        raise
 
 
 class Scheduler:
@@ -52,6 +67,7 @@ class Scheduler:
         context (the stamp's recorder goes along)."""
 
         def tagged() -> Any:
+            check_stop()  # queued work does not start once the run is told to stop
             with working_on(package):
                 return fn(*args)
 
@@ -67,7 +83,7 @@ class Scheduler:
         for entry, items in work.relists:
             with working_on(items[0].name):
                 self._finish(steps.relist(self.run, entry, items))
-        with self._pool() as pool:
+        with self._pool() as pool, _stop_on_error():
             downloads = [
                 self._submit(pool, g[0].name, steps.download, self.run, g) for g in work.downloads
             ]
@@ -79,7 +95,7 @@ class Scheduler:
     def _build_all(self, work: grouping.Work) -> None:
         built: list[Built] = []
         later: list[Built] = []
-        with self._pool() as pool, self._pool() as verify_pool:
+        with self._pool() as pool, self._pool() as verify_pool, _stop_on_error():
             building = [
                 self._submit(pool, groups[0][0].name, self._build_source, groups)
                 for groups in work.builds

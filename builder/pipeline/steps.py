@@ -12,16 +12,17 @@ import socket
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__, tools
 from ..config import Config
-from ..errors import PrewheelError, StepError
+from ..errors import PrewheelError, StepError, WheelhouseWriteError
 from ..log import get_logger
 from ..records import BuildRecord, CacheKey, DeviceCode, Sizes, utcnow
+from ..sandbox import Policy
 from ..stages import accel, constraints
 from ..stages.fetch import fetch
 from ..stages.isa import isa_warnings
@@ -29,7 +30,7 @@ from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
 from ..wheelfile import is_abi3, is_pure, is_shared_object, member_sizes, set_build_tag
-from ..wheelhouse import CatalogEntry, Wheelhouse
+from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
 from .grouping import Group
 from .report import ItemResult, Reporter, Status
 
@@ -69,6 +70,8 @@ class Run:
     reporter: Reporter
     work: Path  # this run's scratch directory
     slots: Slots
+    policy: Policy  # the sandbox of package code
+    run_id: str  # names this run's logs: two builders never share one
     cache_from: tuple[str, ...] = ()
     retry_failed: bool = True
     # Per target name, the plan's closure {name: version}: verify installs at these pins.
@@ -85,6 +88,7 @@ class Candidate:
     started: float  # monotonic
     warnings: tuple[str, ...]
     remote: str | None = None  # the --cache-from index it came from, instead of a build
+    adopted: bool = False  # built by another builder sharing the wheelhouse, not here
 
     @property
     def shared_by_targets(self) -> bool:
@@ -108,7 +112,9 @@ def tool_versions() -> dict[str, str]:
     return out
 
 
-def new_record(items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path) -> BuildRecord:
+def new_record(
+    items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path, policy: Policy
+) -> BuildRecord:
     """The build record as it starts: what is built, under which key, with which tools."""
     item = items[0]
     return BuildRecord(
@@ -126,6 +132,7 @@ def new_record(items: Group, key: CacheKey, wh: Wheelhouse, log_file: Path) -> B
         log=str(log_file.relative_to(wh.root)),
         sdist=item.file.filename if item.file else None,
         accel_decision=item.accel,
+        sandbox=policy.describe(),
     )
 
 
@@ -140,13 +147,15 @@ def _accels(items: Group, key: CacheKey | None) -> tuple[str, ...] | None:
 
 
 def relist(run: Run, entry: CatalogEntry, items: Group) -> list[ItemResult]:
-    """A cached build the index no longer lists, listed again under a newer build tag."""
+    """A cached build the index no longer lists, listed again (the catalog chooses it)."""
     item = items[0]
     assert item.key is not None
     t0 = time.monotonic()
     run.reporter.step(item, "relist")
     try:
-        name = run.publisher.relist(item.key, entry, run.work / f"relist-{item.key.short}")
+        name = run.publisher.relist(item.key, entry)
+    except WheelhouseWriteError:
+        raise
     except PrewheelError as exc:
         log.warning("cannot list %s again: %s", entry.filename, exc.message)
         name = entry.filename
@@ -179,6 +188,8 @@ def download(run: Run, items: Group) -> list[ItemResult]:
             )
     except StepError as exc:
         return [ItemResult.failure(it, exc, duration=time.monotonic() - t0) for it in items]
+    except WheelhouseWriteError:
+        raise  # every later publish would fail the same way: the run stops
     except PrewheelError as exc:
         err = StepError(exc.message, step="fetch")
         return [ItemResult.failure(it, err, duration=time.monotonic() - t0) for it in items]
@@ -247,26 +258,91 @@ def build(
 ) -> Candidate | list[ItemResult]:
     """The wheel for `items` under `key`: from a --cache-from index, else built here (fetch,
     build unless `prebuilt`, look for CUDA links, repair, tag). Failed items' results when it
-    cannot be made. Raises accel.LinksCuda when an accelerator-neutral build linked CUDA."""
-    item = items[0]
+    cannot be made. Raises accel.LinksCuda when an accelerator-neutral build linked CUDA.
+
+    One build per key across every builder sharing the wheelhouse: this holds the key's lock
+    while it builds, and leaves the wheel in `staging/` before letting go. A builder that
+    waited for the lock takes the published wheel (cached) or the staged one (verified and
+    published by both; built once) instead of building it again.
+    """
     skipped = _failed_before(run, items, key)
     if skipped is not None:
         return skipped
-    log_file = run.wh.logs_dir / f"{item.name}-{item.version}-{item.target.name}-{key.short}.log"
-    log_file.unlink(missing_ok=True)
+    with run.wh.lock(f"build-{key.key}"):
+        done = _published_elsewhere(run, items, key)
+        if done is not None:
+            return done
+        adopted = _adopt(run, items, key) if prebuilt is None else None
+        if adopted is not None:
+            return adopted
+        cand = _build_here(run, items, key, prebuilt)
+        if isinstance(cand, Candidate):
+            run.wh.stage(key.key, cand.wheel, cand.record)
+        return cand
+
+
+def _published_elsewhere(run: Run, items: Group, key: CacheKey) -> list[ItemResult] | None:
+    """Results for `items` when another builder published this key while this one waited."""
+    rec = run.wh.read_record(key.key)
+    name = rec.wheel if rec is not None and rec.result == "ok" else None
+    found = run.wh.has_file(name, rec.sha256 if rec else None) if name else None
+    found = found or run.wh.built_under(items[0].name, key.key)
+    if found is None:
+        return None
+    return [ItemResult(item=it, status="cached", wheel=found.filename) for it in items]
+
+
+def _adopt(run: Run, items: Group, key: CacheKey) -> Candidate | None:
+    """The wheel another builder made under this key and has not published yet: verified
+    and published here too (same file name, same bytes)."""
+    staged = run.wh.staged(key.key)
+    if staged is None:
+        return None
+    wheel, record = staged
+    item = items[0]
+    log_file = run.wh.logs_dir / _log_name(item, key, run)
+    record = replace(record, log=str(log_file.relative_to(run.wh.root)))  # a log of its own
+    copy = run.work / f"adopted-{key.short}" / wheel.name
+    try:
+        atomic_copy(wheel, copy)
+    except PrewheelError:  # its builder published it and cleaned up meanwhile
+        return None
+    log.info("%s: built by another builder, not yet published: taking it", wheel.name)
+    return Candidate(
+        key=key,
+        wheel=copy,
+        record=record,
+        started=time.monotonic(),
+        warnings=tuple(record.warnings),
+        adopted=True,
+    )
+
+
+def _log_name(item: PlanItem, key: CacheKey, run: Run) -> str:
+    """A log per build and run: two builders never write (or remove) one log."""
+    return f"{item.name}-{item.version}-{item.target.name}-{key.short}-{run.run_id}.log"
+
+
+def _build_here(
+    run: Run, items: Group, key: CacheKey, prebuilt: BuildResult | None
+) -> Candidate | list[ItemResult]:
+    item = items[0]
+    log_file = run.wh.logs_dir / _log_name(item, key, run)
     work = run.work / f"build-{key.short}"
-    record = new_record(items, key, run.wh, log_file)
+    record = new_record(items, key, run.wh, log_file, run.policy)
     remote = _from_remote(run, item, key, work, record)
     if remote is not None:
         return remote
     count = run.slots.acquire(run.config.package(item.name).heavy)
     # The clock starts with the build, not with the wait for a slot.
-    started, t0 = time.time(), time.monotonic()
+    t0 = time.monotonic()
     record = record.slot_taken()
     try:
-        tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt, started)
+        tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt)
     except StepError as exc:
         return failed(run, items, record, exc, t0)
+    except WheelhouseWriteError:
+        raise
     except PrewheelError as exc:
         err = StepError(exc.message, step="build", log=str(log_file))
         return failed(run, items, record, err, t0)
@@ -289,7 +365,6 @@ def _make(
     log_file: Path,
     record: BuildRecord,
     prebuilt: BuildResult | None,
-    started: float,
 ) -> tuple[Path, BuildResult, BuildRecord]:
     from .. import elf
     from ..stages.build import build_wheel
@@ -310,6 +385,7 @@ def _make(
             log_file=log_file,
             cuda=key.accel_specific and item.target.toolkit is not None,
             framework=dict(item.runtime_pins),
+            policy=run.policy,
         )
     else:
         built = prebuilt
@@ -332,7 +408,7 @@ def _make(
         outdir=work / "repaired",
         log_file=log_file,
     )
-    tagged = set_build_tag(repaired.wheel, build_tag(key, started), work)
+    tagged = set_build_tag(repaired.wheel, build_tag(key), work)
     record = record.built(
         links_cuda=linked,
         external_libraries=repaired.external_libraries,
@@ -480,6 +556,7 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
             constraints=constraints.constraints_file(target, closure, run.config),
             workdir=workdir,
             log_file=log_file,
+            policy=run.policy,
         )
         imported = stage.import_modules(
             venv, cand.wheel, name=item.name, import_names=pkg.import_names, log_file=log_file
@@ -510,9 +587,12 @@ def verify_and_publish(
             cache_key=cand.key.key,
             cuda_libs=cand.record.links_cuda if cand.remote is None else None,
         )
+    except WheelhouseWriteError:
+        raise
     except PrewheelError as exc:
         err = exc if isinstance(exc, StepError) else StepError(exc.message, step="publish")
         if not shared:
+            run.wh.unstage(cand.key.key)
             return failed(run, items, cand.record, err, cand.started)
         return [ItemResult.failure(it, err) for it in items]
     duration = time.monotonic() - cand.started
@@ -529,7 +609,8 @@ def verify_and_publish(
         if cand.shared_by_targets:
             # Found again by every target the wheel's tags fit (plan.cached_build).
             run.publisher.record(cand.key.source_key, record)
-    status: Status = "cached" if shared or cand.remote else "built"
+        run.wh.unstage(cand.key.key)
+    status: Status = "cached" if shared or cand.remote or cand.adopted else "built"
     return [
         ItemResult(
             item=it,

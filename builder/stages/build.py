@@ -14,22 +14,22 @@ import json
 import os
 import re
 import shutil
-import tarfile
 import time
 import warnings
-import zipfile
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from build import BuildBackendException, BuildException, ProjectBuilder
 from pyproject_hooks import BuildBackendWarning
 
+from ..archive import unpack_sdist
 from ..cmd import clean_env, probe, run, tail, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
+from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
 from . import buildenv
 
@@ -67,34 +67,6 @@ class BuildResult:
     cuda_sources: bool = False
 
 
-def unpack_sdist(sdist: Path, dest: Path) -> Path:
-    dest.mkdir(parents=True, exist_ok=True)
-    if sdist.name.endswith(".zip"):
-        with zipfile.ZipFile(sdist) as zf:
-            zf.extractall(dest)
-    else:
-        with tarfile.open(sdist) as tf:
-            if hasattr(tarfile, "data_filter"):
-                tf.extractall(dest, filter="data")
-            else:  # Pythons before the extraction filters (3.11.2, bookworm's)
-                for member in tf.getmembers():
-                    parts = Path(member.name).parts
-                    if (
-                        member.name.startswith("/")
-                        or ".." in parts
-                        or member.issym()
-                        or (member.islnk())
-                    ):
-                        raise StepError(
-                            f"{sdist.name}: unsafe member {member.name!r}", step="build"
-                        )
-                tf.extractall(dest)
-    tops = [p for p in dest.iterdir() if p.is_dir()]
-    if len(tops) != 1:
-        raise StepError(f"{sdist.name}: expected one top-level directory", step="build")
-    return tops[0]
-
-
 def has_native_sources(src: Path) -> bool:
     suffixes = {".c", ".cc", ".cpp", ".cxx", ".pyx", ".cu", ".rs", ".f90", ".f"}
     return any(p.suffix in suffixes for p in src.rglob("*") if ".git" not in p.parts)
@@ -109,13 +81,18 @@ def build_wheel(
     workdir: Path,
     log_file: Path,
     cuda: bool,
+    policy: Policy,
     framework: Mapping[str, str] | None = None,
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
 
     `cuda`: build with the target's toolkit (and no other); otherwise with no CUDA in reach
     (`buildenv`). `framework`: the runtime closure's pins; a build requirement among them is
-    installed at that version, so an extension is compiled against what it will run with."""
+    installed at that version, so an extension is compiled against what it will run with.
+    The build dependencies are installed first (wheels only: no package code runs), with the
+    network; the backend's hooks then run in the sandbox of `policy`, with the network off,
+    only `workdir` writable and the build's own environment.
+    """
     assert target.interpreter is not None
     limit = pkg.timeout or config.build_timeout
     deadline = time.monotonic() + limit
@@ -136,23 +113,33 @@ def build_wheel(
         )
     env_dir = workdir / "env"
     env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
+    # The sandbox fixes the environment; of the caller's, only the search paths and the
+    # CUDA variables go in, for buildenv to take CUDA off them (or point them at one toolkit).
     environment = buildenv.for_build(
         target=target,
         cuda=cuda,
-        base=clean_env(),
+        base=buildenv.host_base(),
         package_env=pkg.env,
         env_dir=env_dir,
         workdir=workdir,
         known_homes=buildenv.known_toolkit_homes(a.cuda_home for a in config.accels.values()),
     )
-    build_env = dict(environment.env)
-    build_env.update(
+    build_vars = dict(environment.env)
+    build_vars.update(
         with_flags(
-            build_env, config.build_flags(pkg.name), interpreter_cflags(target.interpreter.path)
+            build_vars, config.build_flags(pkg.name), interpreter_cflags(target.interpreter.path)
         )
     )
-    prefix = environment.prefix()
-    env_record = environment.record(pkg.env)
+    readable = interpreter_paths(target.interpreter.path)
+    if environment.toolkit is not None:
+        readable.append(environment.toolkit)
+    box = policy.box(workdir, env=build_vars, readable=readable)
+    # bubblewrap hides the other toolkits itself; elsewhere a mount namespace of their own.
+    sandboxed = box.isolation.mode == "bwrap"
+    if sandboxed:
+        box = replace(box, hidden=(*box.hidden, *environment.hidden))
+    prefix = () if sandboxed else environment.prefix()
+    env_record = environment.record(pkg.env, sandboxed=sandboxed)
     _log_env(log_file, env_record)
     deps: dict[str, str] = {}
     interp = target.interpreter
@@ -194,13 +181,15 @@ def build_wheel(
     def runner(
         cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
     ) -> None:
+        # The hook's own directories (pyproject_hooks' control dir) are writable too.
+        dirs = tuple(Path(a) for a in cmd[1:] if os.path.isdir(a))  # noqa: PTH112
         run(
             [*prefix, *cmd],
             step="build",
             log_file=log_file,
-            env={**build_env, **(extra_environ or {})},
             cwd=Path(cwd) if cwd else None,
             timeout=max(1.0, deadline - time.monotonic()),
+            sandbox=replace(box, env={**box.env, **(extra_environ or {})}, writable=dirs),
         )
 
     settings = dict(pkg.config_settings) or None

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..cmd import hiding_prefix, offline_prefix
+from ..cmd import hiding_prefix
 from ..records import BuildEnvRecord
 from ..targets import Target
 
@@ -154,7 +154,6 @@ class BuildEnvironment:
     unset: tuple[str, ...] = ()
     removed: tuple[str, ...] = ()
     shadowed: tuple[str, ...] = ()
-    offline: bool = True  # build commands run with the network off, where the kernel allows
     # Variables set by a step: recorded with their values.
     set_vars: tuple[str, ...] = ()
 
@@ -213,24 +212,26 @@ class BuildEnvironment:
     # -- using it -----------------------------------------------------------------------------
 
     def prefix(self) -> tuple[str, ...]:
-        """What a build command runs behind: the network off and the hidden directories
-        hidden, where the kernel allows each."""
+        """What a build command runs behind, outside bubblewrap: the hidden directories
+        hidden in a mount namespace of its own, where the kernel allows it. (The sandbox
+        takes the network away; under bubblewrap it hides these directories itself.)"""
         hidden = [str(h) for h in self.hidden if h.is_dir()]
-        if hidden:
-            found = hiding_prefix(hidden, offline=self.offline)
-            if found is not None:
-                return found
-        return offline_prefix() if self.offline else ()
+        found = hiding_prefix(hidden, offline=False) if hidden else None
+        return found or ()
 
-    def hiding(self) -> str:
+    def hiding(self, *, sandboxed: bool = False) -> str:
         hidden = [h for h in self.hidden if h.is_dir()]
         if not hidden:
             return "nothing to hide"
-        if hiding_prefix([str(h) for h in hidden], offline=self.offline) is None:
+        if sandboxed:
+            return "empty read-only mounts in the build's sandbox"
+        if hiding_prefix([str(h) for h in hidden], offline=False) is None:
             return "not possible here (no mount namespace: run as root or allow user namespaces)"
         return "empty read-only mounts in the build's own mount namespace"
 
-    def record(self, package_vars: Iterable[str] = ()) -> BuildEnvRecord:
+    def record(
+        self, package_vars: Iterable[str] = (), *, sandboxed: bool = False
+    ) -> BuildEnvRecord:
         """What the build had: the variables that matter, with their values."""
         keep = {*PATH_VARS, *self.set_vars, *package_vars}
         keep |= {k for k in self.env if is_cuda_var(k)}
@@ -242,7 +243,7 @@ class BuildEnvironment:
             removed=self.removed,
             shadowed=self.shadowed,
             hidden=tuple(str(h) for h in self.hidden if h.is_dir()),
-            hiding=self.hiding(),
+            hiding=self.hiding(sandboxed=sandboxed),
         )
 
     # -- the parts ----------------------------------------------------------------------------
@@ -385,6 +386,13 @@ def for_build(
     ]
     kept = tuple(h for h in env.hidden if not any(n.is_relative_to(h) for n in needed))
     return replace(env, hidden=kept).with_vars(package_env).with_venv(env_dir)
+
+
+def host_base() -> dict[str, str]:
+    """What a build takes from the caller's environment: the search paths and the CUDA
+    variables (for `without_cuda` and `with_toolkit` to act on); the sandbox fixes the rest,
+    so no secret in the environment reaches package code."""
+    return {k: v for k, v in os.environ.items() if k in PATH_VARS or is_cuda_var(k)}
 
 
 def known_toolkit_homes(homes: Iterable[str | None]) -> list[str]:

@@ -10,6 +10,7 @@ from importlib.metadata import version as dist_version
 from .. import RECIPE_VERSION, stamp
 from ..config import Config
 from ..records import ANY_ACCEL, CacheKey, InterpreterKey, KeyInputs, RepairOptions
+from ..sandbox import isolation
 from ..targets import ARCH, Target
 from ..targets.compilers import compiler_version
 from ..targets.cuda import toolkit_version
@@ -87,10 +88,14 @@ def compute(
         compiler=compiler_version(dict(pkg.env)),
         framework=framework,
         build_flags=config.build_flags(name),
+        sandbox=isolation(config.sandbox).key_settings(),
     )
     return CacheKey(inputs=inputs)
 
 
-def build_tag(key: CacheKey, when: float) -> str:
-    """A wheel build tag that sorts newer for later builds and names the key."""
-    return f"{int(when)}_{key.short}"
+def build_tag(key: CacheKey) -> str:
+    """The wheel build tag of a build under `key`: derived from the key only, so the same
+    inputs give the same file name on every builder, and two builders can never give one name
+    to different builds. PEP 427 wants a leading digit; which build of a version the index
+    lists is the catalog's choice (`CatalogEntry.listed`), not the tag's order."""
+    return f"1_{key.short}"

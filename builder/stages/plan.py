@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -16,9 +17,10 @@ from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filen
 from packaging.version import Version
 
 from ..config import Config
-from ..errors import RequirementsError, ResolutionError
+from ..errors import RequirementsError, ResolutionError, WheelhouseWriteError
 from ..records import AccelDecision, CacheKey
 from ..requirements import Pin, unpinned
+from ..sandbox import Policy, policy
 from ..targets import Target
 from ..upstream import UpstreamFile, project_files
 from ..wheelhouse import Wheelhouse, atomic_write_json
@@ -170,6 +172,11 @@ def best_wheel(files: list[UpstreamFile], target_tags: list[Tag]) -> UpstreamFil
     return best[1] if best else None
 
 
+def sandbox_policy(config: Config, wh: Wheelhouse) -> Policy:
+    """The sandbox of every run of package code for this config and wheelhouse."""
+    return policy(config.sandbox, memory=config.memory, wheelhouse=wh.root)
+
+
 # Closures resolved in this process: targets that differ only in accelerator or policy share
 # an interpreter, hence a closure (markers cannot see the accelerator); resolve it once.
 _RESOLVED: dict[str, tuple[list[Resolved], dict[str, list[UpstreamFile]]]] = {}
@@ -214,7 +221,9 @@ def resolve_cached(
         return _RESOLVED[key]
     shown = " + ".join(upstreams)
     progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {shown}")
-    closure = resolve_closure(target, pins, upstreams)
+    closure = resolve_closure(
+        target, pins, upstreams, policy=sandbox_policy(config, wh), timeout=config.resolve_timeout
+    )
     # A closure the config's `requires` refuse is bad input: refused before it is cached.
     constraints.check(target, {r.name: r.version for r in closure}, config, pins)
     progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
@@ -224,17 +233,19 @@ def resolve_cached(
         ]
         for r in closure
     }
-    if {r.name for r in closure} <= {p.name for p in pins if p.version}:
-        atomic_write_json(
-            path,
-            {
-                "closure": [
-                    {"name": r.name, "version": r.version, "requested": r.requested}
-                    for r in closure
-                ],
-                "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
-            },
-        )
+    fully_pinned = {r.name for r in closure} <= {p.name for p in pins if p.version}
+    if fully_pinned:
+        with contextlib.suppress(WheelhouseWriteError):  # read-only: resolved again next time
+            atomic_write_json(
+                path,
+                {
+                    "closure": [
+                        {"name": r.name, "version": r.version, "requested": r.requested}
+                        for r in closure
+                    ],
+                    "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
+                },
+            )
     _RESOLVED[key] = (closure, files)
     return closure, files
 
@@ -389,7 +400,8 @@ def plan_item(
 
 
 def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
-    """The wheelhouse file built under `key`, or a pure wheel from the same source."""
+    """The wheelhouse file built under `key`, or a pure wheel from the same source; its
+    stored bytes checked against the catalog (a stat, or the sha256 when that differs)."""
     for k in (key.key, key.source_key):
         rec = wh.read_record(k)
         if rec is None or rec.result != "ok" or rec.wheel is None:
@@ -398,7 +410,9 @@ def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
             continue
         if wh.has_file(rec.wheel, rec.sha256) is not None:
             return rec.wheel
-    return None
+    # Published, but its record was never written (the builder was killed in between).
+    found = wh.built_under(key.inputs.name, key.key)
+    return found.filename if found is not None else None
 
 
 Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]

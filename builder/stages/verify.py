@@ -13,6 +13,7 @@ from pathlib import Path
 from ..cmd import clean_env, run, venv
 from ..config import Smoke
 from ..errors import CommandError, StepError
+from ..sandbox import Policy, Sandbox, interpreter_paths
 from ..targets import Target
 from ..wheelfile import top_level_modules
 
@@ -32,10 +33,11 @@ def _fence(bindir: Path) -> None:
 
 @dataclass(frozen=True, kw_only=True)
 class VerifyVenv:
-    """A venv the wheel was installed into, and the environment that keeps compilers out."""
+    """A venv the wheel was installed into, and the sandbox its code runs in (the import,
+    the smoke test): no network, the wheelhouse hidden, compilers fenced off."""
 
     python: Path
-    env: dict[str, str]
+    sandbox: Sandbox
     workdir: Path
 
 
@@ -47,34 +49,40 @@ def install(
     constraints: str,
     workdir: Path,
     log_file: Path,
+    policy: Policy,
 ) -> VerifyVenv:
     """Install `wheel` into a fresh venv, offline and binary-only, its requirements from
     `find_links` at the versions `constraints` (pip's constraints file text) pins.
 
     PATH holds only a fence of failing compiler commands and the venv, and CC/CXX point at
-    the fence, so any attempt to compile fails loudly.
+    the fence, so any attempt to compile fails loudly. Installing wheels runs no package
+    code; the import and the smoke test do, so they run in the sandbox (no memory limit:
+    CUDA libraries reserve more address space than they use).
     """
     assert target.interpreter is not None
     fence = workdir / "fence"
     _fence(fence)
     env_dir = workdir / "venv"
     py = venv(target.interpreter.path, env_dir, step="verify", log_file=log_file)
-    env = clean_env(
-        {
-            "PATH": f"{fence}:{env_dir / 'bin'}",
-            "CC": str(fence / "cc"),
-            "CXX": str(fence / "c++"),
-            "LDSHARED": str(fence / "cc"),
-            "PYTHONNOUSERSITE": "1",
-        }
-    )
+    own = {
+        "PATH": f"{fence}:{env_dir / 'bin'}",
+        "CC": str(fence / "cc"),
+        "CXX": str(fence / "c++"),
+        "LDSHARED": str(fence / "cc"),
+        "PYTHONNOUSERSITE": "1",
+    }
+    env = clean_env(own)
+    readable = interpreter_paths(target.interpreter.path)
     if target.toolkit is not None:
         # Excluded CUDA runtime libraries come from the runtime image there; here, from the
         # toolkit, so the import does not depend on this host's ldconfig cache.
         home = target.toolkit.cuda_home
         libdirs = [str(d) for d in (home / "lib64", home / "lib") if d.is_dir()]
         old = os.environ.get("LD_LIBRARY_PATH")
-        env["LD_LIBRARY_PATH"] = ":".join([*libdirs, *([old] if old else [])])
+        env["LD_LIBRARY_PATH"] = own["LD_LIBRARY_PATH"] = ":".join(
+            [*libdirs, *([old] if old else [])]
+        )
+        readable.append(home)
     pins = workdir / "constraints.txt"
     pins.write_text(constraints, encoding="utf-8")
     links: list[str] = []
@@ -101,7 +109,8 @@ def install(
             tail=exc.tail,
             check="install",
         ) from exc
-    return VerifyVenv(python=py, env=env, workdir=workdir)
+    box = policy.box(workdir, env=own, readable=readable, limit_memory=False)
+    return VerifyVenv(python=py, sandbox=box, workdir=workdir)
 
 
 def import_modules(
@@ -127,9 +136,9 @@ def import_modules(
             [env.python, "-I", "-c", script, *modules],
             step="verify-import",
             log_file=log_file,
-            env=env.env,
             cwd=env.workdir,
             timeout=300,
+            sandbox=env.sandbox,
         )
     except CommandError as exc:
         raise StepError(
@@ -156,9 +165,9 @@ def smoke_test(env: VerifyVenv, smoke: Smoke, *, name: str, log_file: Path) -> N
             argv,
             step="smoke",
             log_file=log_file,
-            env=env.env,
             cwd=cwd,
             timeout=SMOKE_TIMEOUT,
+            sandbox=env.sandbox,
         )
     except CommandError as exc:
         raise StepError(

@@ -1,0 +1,169 @@
+"""A wheelhouse that stays true: a damaged wheel is never called cached, `index check` finds
+stray files and passes on an empty wheelhouse, `--repair` puts things right and says how; and
+without bubblewrap the build still works, saying once what it could not do."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from clitools import prewheel
+from reliakit import write_config as module_config
+from upstream import Upstream
+
+REQS = "pw-pure==1.0\npw-haswheel==1.0\n"
+
+
+def test_index_check_passes_on_an_empty_wheelhouse(tmp_path: Path) -> None:
+    wh = tmp_path / "wh"
+    wh.mkdir()
+    proc = prewheel("index", "check", "--wheelhouse", wh)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "index OK" in proc.stdout
+    gone = prewheel("index", "check", "--wheelhouse", tmp_path / "nowhere")
+    assert gone.returncode == 2 and "no wheelhouse at" in gone.stderr
+
+
+@pytest.fixture(scope="module")
+def built(upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    root = tmp_path_factory.mktemp("true")
+    reqs = root / "requirements.txt"
+    reqs.write_text(REQS)
+    config = module_config(root, upstream.url)
+    proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", root / "wh", "--json")
+    assert proc.returncode == 0, proc.stderr
+    return {"root": root, "reqs": reqs, "config": config}
+
+
+def _copy(built: dict[str, Any], tmp_path: Path) -> Path:
+    wh = tmp_path / "wh"
+    shutil.copytree(built["root"] / "wh", wh, symlinks=True)
+    for stamp in wh.glob("cache/noop/*"):
+        stamp.unlink()
+    return wh
+
+
+def _build(built: dict[str, Any], wh: Path) -> dict[str, str]:
+    proc = prewheel(
+        "build", "-r", built["reqs"], "-c", built["config"], "--wheelhouse", wh, "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+
+
+@pytest.mark.slow
+def test_a_damaged_wheel_is_not_called_cached(built: dict[str, Any], tmp_path: Path) -> None:
+    wh = _copy(built, tmp_path)
+    (pure,) = wh.glob("files/*/pw_pure-*.whl")
+    (haswheel,) = wh.glob("files/*/pw_haswheel-*.whl")
+    good = pure.read_bytes(), haswheel.read_bytes()
+    for wheel in (pure, haswheel):
+        with wheel.open("ab") as fh:
+            fh.write(b"x")  # what a hostile build did to a published wheel
+    check = prewheel("index", "check", "--wheelhouse", wh)
+    assert check.returncode == 1 and check.stderr.count("sha256") >= 2, check.stderr
+    assert _build(built, wh) == {"pw-pure": "built", "pw-haswheel": "downloaded"}
+    assert haswheel.read_bytes() == good[1]  # the same bytes again, under the same name
+    assert pure.exists()  # the same key, the same file name: replaced
+    check = prewheel("index", "check", "--wheelhouse", wh)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert _build(built, wh) == {"pw-pure": "cached", "pw-haswheel": "cached"}
+
+
+@pytest.mark.slow
+def test_check_finds_strays_and_repair_puts_them_right(
+    built: dict[str, Any], tmp_path: Path
+) -> None:
+    wh = _copy(built, tmp_path)
+    (pure,) = wh.glob("files/*/pw_pure-*.whl")
+    (haswheel,) = wh.glob("files/*/pw_haswheel-*.whl")
+    # A wheel whose catalog entry was lost (a builder killed between file and catalog, before
+    # journals), a stray file, a metadata file with no wheel, a damaged wheel, a stale page.
+    catalog = wh / "catalog" / "pw-pure.json"
+    catalog.unlink()
+    (wh / "files" / "ab").mkdir(exist_ok=True)
+    (wh / "files" / "ab" / "notes.txt").write_text("stray")
+    (wh / "files" / "ab" / "gone-1.0-py3-none-any.whl.metadata").write_text("stray")
+    with haswheel.open("ab") as fh:
+        fh.write(b"x")
+    (wh / "cpu" / "simple" / "pw-haswheel" / "index.html").write_text("stale")
+    check = prewheel("index", "check", "--wheelhouse", wh)
+    assert check.returncode == 1
+    problems = [ln for ln in check.stderr.splitlines() if ln.startswith("problem:")]
+    print(f"check found {len(problems)} problems")
+    for needle in (pure.name, "notes.txt", "gone-1.0", "sha256", "index.html"):
+        assert any(needle in p for p in problems), (needle, problems)
+    repaired = prewheel("index", "check", "--repair", "--wheelhouse", wh)
+    lines = [ln for ln in repaired.stdout.splitlines() if ln.startswith("repair:")]
+    print("repair said:", *lines, sep="\n  ")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert any("published" in ln and pure.name in ln for ln in lines)
+    assert any("dropped" in ln and haswheel.name in ln for ln in lines)
+    assert any("notes.txt" in ln for ln in lines) and any("gone-1.0" in ln for ln in lines)
+    assert json.loads(catalog.read_text())["files"][0]["filename"] == pure.name
+    assert not haswheel.exists()
+    # The next build downloads the dropped wheel again; nothing else.
+    assert _build(built, wh) == {"pw-pure": "cached", "pw-haswheel": "downloaded"}
+    assert prewheel("index", "check", "--wheelhouse", wh).returncode == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["netns", "none"])
+def test_without_bubblewrap_the_build_works_and_says_so_once(
+    upstream: Upstream, tmp_path: Path, mode: str
+) -> None:
+    """`[build] sandbox` below bubblewrap: what a machine without it gets."""
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-pure==1.0\npw-cext==1.0\n")
+    config = module_config(tmp_path, upstream.url, build={"sandbox": mode})
+    wh = tmp_path / "wh"
+    proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
+    assert proc.returncode == 0, proc.stderr
+    said = [ln for ln in proc.stderr.splitlines() if "sandbox:" in ln]
+    assert len(said) == 1, proc.stderr
+    assert f"sandbox: {mode}" in said[0]
+    records = [json.loads(p.read_text()) for p in (wh / "builds").glob("*.json")]
+    assert {r["sandbox"]["mode"] for r in records} == {mode}
+    assert all(r["sandbox"]["missing"] for r in records)
+    network = {r["inputs"]["sandbox"]["network"] for r in records}
+    assert network == {"off" if mode == "netns" else "on"}  # and so in the cache key
+
+
+def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> None:
+    """A builder killed between storing a wheel and writing its catalog entry and pages left
+    its journal: `index check` (like the next build) finishes that publish first."""
+    import subprocess
+    import sys
+
+    from indexkit import wheel_bytes
+
+    from builder import index
+    from builder.wheelhouse import Wheelhouse
+
+    wh = Wheelhouse(tmp_path / "wh")
+    wh.ensure()
+    name, data = wheel_bytes("pw-cut", "1.0")
+    (tmp_path / name).write_bytes(data)
+    done = wh.publish(tmp_path / name, origin="downloaded", accels=None)
+    index.update_project(wh, "pw-cut")
+    name2, data2 = wheel_bytes("pw-cut", "2.0")
+    (tmp_path / name2).write_bytes(data2)
+    # The same publish, by a process that is gone by now, stopped after the bytes were stored.
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom builder.wheelhouse import Wheelhouse\n"
+        "wh = Wheelhouse(Path(sys.argv[1]))\n"
+        "wh._finish = lambda project, entry: sys.exit(9)\n"
+        "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None)\n"
+    )
+    cut = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / name2)])
+    assert cut.returncode == 9
+    assert [p.name for p in wh.pending()], "the journal of the cut publish"
+    assert [e.filename for e in wh.entries("pw-cut")] == [done.filename]
+    check = prewheel("index", "check", "--wheelhouse", wh.root)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"finished the interrupted publish of {name2}" in check.stderr
+    assert sorted(e.filename for e in wh.entries("pw-cut")) == sorted([done.filename, name2])
+    assert not wh.pending()
