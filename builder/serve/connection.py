@@ -32,6 +32,7 @@ MAX_LINE = 8 * 1024  # the request line or one header line (nginx: large_client_
 MAX_HEAD = 32 * 1024  # everything before the body
 MAX_QUEUED = 64  # pipelined requests parsed ahead of their answers; reading pauses beyond
 MIN_SEND_RATE = 16 * 1024  # bytes/s a client must read a file at, on average, past send_timeout
+LINGER = 2.0  # seconds an error answer waits for the client to stop sending, as nginx's
 SERVER = "prewheel"
 _KEEP = b"Connection: keep-alive\r\n\r\n"
 _CLOSE = b"Connection: close\r\n\r\n"
@@ -103,6 +104,7 @@ class Connection(asyncio.Protocol):
         self.reading_paused = False  # too many pipelined requests waiting for answers
         self.stopped = False  # read nothing more: answer what is queued, then close
         self.error: int | None = None  # the status to answer with once the queue is done
+        self.lingering = False  # error answered, output shut: reading what is left, discarding
         self.closing = False
 
     # -- asyncio callbacks ----------------------------------------------------------------
@@ -207,6 +209,8 @@ class Connection(asyncio.Protocol):
 
     def _drain(self) -> None:
         """Answer queued requests in order while nothing blocks; then the pending error."""
+        if self.lingering:
+            return
         queue = self.queue
         while queue and not self.busy and not self.closing and self.write_paused is None:
             method, target, version, headers, keep = queue.popleft()
@@ -314,33 +318,51 @@ class Connection(asyncio.Protocol):
         self._drain()
 
     def _reply_error(self, status: int) -> None:
-        """Answer a request that could not be parsed or taken, and close."""
+        """Answer a request that could not be parsed or taken, and close: first the output,
+        then, after at most LINGER seconds of discarding what the client still sends, the
+        connection. Closing at once with unread input would send a reset that can destroy the
+        answer before the client reads it (nginx's lingering_close)."""
         app = self.app
         resp = error_response(status)
         app.clock.tick()
         if app.log.enabled:
             app.log.add(f'{self.peer} - - [{app.clock.log_date}] "-" {status} {len(resp.body)}\n')
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            head = serialize_headers(resp.headers, len(resp.body))
-            transport.write(b"".join((app.clock.prefix(status), head, _CLOSE, resp.body)))
         self.error = None
         self.stopped = True
-        self.close()
+        transport = self.transport
+        if transport is None or transport.is_closing() or not transport.can_write_eof():
+            self.close()
+            return
+        head = serialize_headers(resp.headers, len(resp.body))
+        transport.write(b"".join((app.clock.prefix(status), head, _CLOSE, resp.body)))
+        transport.write_eof()
+        self.lingering = True
+        self.since = app.now
+        self.queue.clear()
+        transport.resume_reading()
+
+    def eof_received(self) -> bool | None:
+        return None  # the transport closes: nothing more to read, nothing more to say
 
     # -- limits ---------------------------------------------------------------------------
 
     @property
     def idle(self) -> bool:
-        """Nothing being answered: the server may close this one to make room."""
-        return not (self.busy or self.queue or self.write_paused is not None or self.closing)
+        """Nothing being answered, nothing waiting to go out: the server may close this one to
+        make room."""
+        if self.busy or self.queue or self.write_paused is not None or self.closing:
+            return False
+        return self.transport is None or not self.transport.get_write_buffer_size()
 
     def check(self, now: float) -> None:
         """Called about once a second by the server: close what has outstayed its limit."""
         limits = self.app.limits
         if self.closing:
             return
-        if self.busy:
+        if self.lingering:
+            if now - self.since > LINGER:
+                self.close(abort=True)
+        elif self.busy:
             if now > self.send_deadline:
                 self.close(abort=True)
         elif self.write_paused is not None:

@@ -26,7 +26,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -36,11 +36,12 @@ from .connection import Clock, Connection
 from .routes import Routes
 
 BACKLOG = 4096
-ACCEPT_BATCH = 256  # connections taken per wake-up of the listening socket
+ACCEPT_BATCH = 16  # per loop turn, so new connections are read before many more arrive
 ACCEPT_RETRY = 0.5  # seconds without accepting when descriptors are out and none can be freed
 EVICT_BATCH = 16  # idle connections closed when accept finds no descriptor left
 SWEEP_EVERY = 1.0
 STOP_GRACE = 0.5  # seconds worker processes get to exit before they are killed
+LOG_GRACE = 0.05  # seconds the log writer gets to finish at exit (it may be blocked for good)
 DEFAULT_MAX_CONNECTIONS = 4096  # per worker, as nginx's worker_connections in nginx.py
 MIN_CONNECTIONS = 16
 FD_RESERVE = 32  # descriptors kept for pages, the status page and the loop itself
@@ -110,6 +111,7 @@ class IndexServer:
         self.log = AccessLog(access_log, self.loop)
         self.listener: socket.socket | None = None
         self.parent: int | None = None  # a worker stops when this process is gone
+        self.on_stop: Callable[[], None] | None = None  # the first process: stop the workers
         self.closed = False
         self.port = 0
         self.evicted = 0
@@ -244,7 +246,7 @@ class IndexServer:
             # One more turn closes the aborted connections' sockets and cancelled sends.
             self.loop.run_until_complete(asyncio.sleep(0))
         finally:
-            self.log.close()
+            self.log.close(LOG_GRACE)
 
     def stop(self) -> None:
         """Stop from any thread."""
@@ -255,6 +257,9 @@ class IndexServer:
         if self.closed:
             return
         self.closed = True
+        if self.on_stop is not None:
+            with contextlib.suppress(Exception):
+                self.on_stop()  # the workers stop alongside, not after this one
         self._stop_accepting()
         for conn in list(self.connections):
             conn.close(abort=True)
@@ -295,22 +300,27 @@ def serve(
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _serve_one(root, sock, access_log, limits, parent)
+                _serve_one(root, sock, access_log, limits, parent, None)
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         children.append(pid)
     try:
-        _serve_one(root, sock, access_log, limits, None)
+        _serve_one(root, sock, access_log, limits, None, lambda: _signal(children))
     finally:
-        _stop_children(children)
+        _signal(children)
+        _reap(children)
 
 
-def _stop_children(children: list[int]) -> None:
+def _signal(children: list[int]) -> None:
     for pid in children:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
+
+
+def _reap(children: list[int]) -> None:
+    """Wait STOP_GRACE seconds for the signalled workers, then kill the rest."""
     left = set(children)
     deadline = time.monotonic() + STOP_GRACE
     while left:
@@ -332,10 +342,11 @@ def _stop_children(children: list[int]) -> None:
 
 def _serve_one(
     root: Path, sock: socket.socket, access_log: TextIO | None, limits: Limits | None,
-    parent: int | None,
+    parent: int | None, on_stop: Callable[[], None] | None,
 ) -> None:  # fmt: skip
     server = IndexServer(root, access_log=access_log, limits=limits)
     server.parent = parent
+    server.on_stop = on_stop
     try:
         server.use_socket(sock)
         server.serve_forever()
