@@ -263,3 +263,29 @@ def test_access_log_turns_off_when_its_pipe_breaks() -> None:
             assert not log.enabled
     finally:
         loop.close()
+
+
+def test_an_unsafe_header_from_a_route_becomes_a_500(app: IndexServer) -> None:
+    """The last line of defence: whatever a route returns, no CR/LF reaches the wire."""
+    app.routes.handle = lambda *a: routes.Response(  # type: ignore[method-assign]
+        status=301, headers=(("Location", "/a\r\nSet-Cookie: x=1"),), body=b""
+    )
+    conn, transport = connect(app)
+    conn.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert transport.statuses() == [500] and transport.closed
+    assert b"Set-Cookie" not in transport.out
+
+
+def test_a_failing_route_is_a_500_and_one_warning(app: IndexServer) -> None:
+    def broken(*args: object) -> routes.Response:
+        raise KeyError("bug")
+
+    app.routes.handle = broken  # type: ignore[method-assign]
+    for _ in range(3):
+        conn, transport = connect(app)
+        conn.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert transport.statuses() == [500]
+    app.log.flush()
+    stream = app.log.stream
+    assert isinstance(stream, io.StringIO)
+    assert stream.getvalue().count("internal error") == 1

@@ -26,7 +26,7 @@ from ._options import wheelhouse_option
     type=click.IntRange(min=0),
     default=0,
     show_default="0: one per CPU core",
-    help="Worker processes sharing the listening socket.",
+    help="Worker processes, each listening on the port with its own socket (SO_REUSEPORT).",
 )
 @click.option(
     "--max-connections",

@@ -2,11 +2,12 @@
 
 Why a writer thread: stderr may be a pipe nobody drains (a supervisor, a test harness, a
 `docker logs` that fell behind). A blocking write(2) from the event loop would then freeze
-every connection and the SIGTERM handler with it. Here the loop only hands finished bytes to a
-thread; when the thread falls more than `MAX_PENDING` bytes behind, lines are dropped and
-counted, and a write error (a closed pipe) turns the log off instead of raising. Warnings use
-the same channel at most once per `WARN_EVERY` seconds per kind, so a fault that repeats
-thousands of times a second (too many open files) costs one line, not a flood.
+every connection and the SIGTERM handler with it. So unless stderr is a regular file (whose
+writes do not wait for a reader), the loop only hands finished bytes to a thread; when the
+thread falls more than `MAX_PENDING` bytes behind, lines are dropped and counted, and a write
+error (a closed pipe) turns the log off instead of raising. Warnings use the same channel at
+most once per `WARN_EVERY` seconds per kind, so a fault that repeats thousands of times a
+second (too many open files) costs one line, not a flood.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import queue
 import select
+import stat
 import threading
 import time
 from typing import TextIO
@@ -23,7 +25,7 @@ from typing import TextIO
 MAX_PENDING = 1 << 20
 WARN_EVERY = 10.0
 FLUSH_EVERY = 0.1  # seconds lines wait for the writer: one hand-over per batch, not per turn
-FLUSH_LINES = 512
+FLUSH_LINES = 2048
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -48,11 +50,12 @@ def log_date(now: float) -> str:
 
 
 class AccessLog:
-    """Buffers lines for FLUSH_EVERY seconds (or FLUSH_LINES lines), then hands them to the
-    writer as whole lines of at most PIPE_BUF bytes per write(2), so worker processes sharing
-    one stderr never interleave inside a line. Waking the writer once per batch rather than
-    per event-loop turn is what keeps the log's cost per request near that of a direct write.
-    `stream=None` logs nothing at all (`serve -q`)."""
+    """Buffers lines for FLUSH_EVERY seconds (or FLUSH_LINES lines), then writes them to a
+    regular file at once, or hands them to the writer thread, which writes whole lines of at
+    most PIPE_BUF bytes per write(2) so that worker processes sharing one pipe never
+    interleave inside a line. One write or one hand-over per batch, rather than per
+    event-loop turn, keeps the log's cost per request low. `stream=None` logs nothing at all
+    (`serve -q`); an in-memory stream (tests) is written at the end of each turn."""
 
     def __init__(self, stream: TextIO | None, loop: asyncio.AbstractEventLoop) -> None:
         self.stream = stream
@@ -62,22 +65,28 @@ class AccessLog:
         self.enabled = stream is not None  # off for good after a write error
         self._warned: dict[str, float] = {}
         self._writer: _Writer | None = None
+        self._file = -1  # a regular file's descriptor, written from the loop
+        self._memory = False
         if stream is not None:
             try:
                 fd = stream.fileno()
+                regular = stat.S_ISREG(os.fstat(fd).st_mode)
             except (AttributeError, OSError, ValueError):
-                fd = -1  # an in-memory stream (tests): written from the loop, it cannot block
-            if fd >= 0:
+                self._memory = True
+            else:
                 with contextlib.suppress(OSError, ValueError):
                     stream.flush()
-                self._writer = _Writer(fd)
+                if regular:
+                    self._file = fd
+                else:
+                    self._writer = _Writer(fd)
 
     def add(self, line: str) -> None:
         if not self.enabled:
             return
         lines = self.lines
         if not lines:
-            if self._writer is None:  # in memory: written at the end of this turn
+            if self._memory:
                 self.loop.call_soon(self.flush)
             else:
                 self.loop.call_later(FLUSH_EVERY, self.flush)
@@ -103,7 +112,9 @@ class AccessLog:
             lines.insert(0, f"prewheel serve: {self.dropped} log lines dropped (output blocked)\n")
             self.dropped = 0
         try:
-            if writer is None:
+            if self._file >= 0:
+                _write_all(self._file, "".join(lines).encode("utf-8", "replace"))
+            elif writer is None:
                 self.stream.write("".join(lines))
                 self.stream.flush()
             elif writer.failed:
@@ -166,11 +177,15 @@ class _Writer:
                 if cut < 0:  # one line longer than PIPE_BUF: it goes out alone
                     cut = data.find(b"\n", start + select.PIPE_BUF)
                 stop = cut + 1 if cut >= 0 else end
-            view = memoryview(data)[start:stop]
-            while view:
-                view = view[os.write(self.fd, view) :]
+            _write_all(self.fd, memoryview(data)[start:stop])
             start = stop
 
     def stop(self, timeout: float) -> None:
         self._queue.put(None)
         self._thread.join(timeout)
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]

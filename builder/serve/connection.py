@@ -236,14 +236,14 @@ class Connection(asyncio.Protocol):
             return
         try:
             resp = app.routes.handle(method, target, headers)
-        except OSError as exc:  # out of descriptors: the client may retry; the server goes on
-            if exc.errno not in _OUT_OF_FILES:
-                raise
-            app.log.warn("files", f"cannot read the wheelhouse: {exc.strerror}")
-            resp, keep = error_response(503, _RETRY), False
-        except Exception as exc:  # a bug: one line, once in a while, and a 500
-            app.log.warn("request", f"internal error for {log_safe(target)}: {exc!r}")
-            resp, keep = error_response(500), False
+        except Exception as exc:
+            if isinstance(exc, OSError) and exc.errno in _OUT_OF_FILES:
+                app.log.warn("files", f"cannot read the wheelhouse: {exc.strerror}")
+                resp = error_response(503, _RETRY)  # the client may retry; the server goes on
+            else:  # a bug: one line, once in a while, and a 500
+                app.log.warn("request", f"internal error for {log_safe(target)}: {exc!r}")
+                resp = error_response(500)
+            keep = False
         send_body = method != "HEAD" and resp.status not in (204, 304)
         size = resp.content_length
         fh: BinaryIO | None = None
@@ -256,28 +256,31 @@ class Connection(asyncio.Protocol):
                     app.log.warn("files", f"cannot open a file to send: {exc.strerror}")
                 resp = error_response(503, _RETRY) if busy else error_response(404)
                 size, keep = resp.content_length, False
+        head = resp.head
+        if head is None:
+            try:
+                head = serialize_headers(resp.headers, None if resp.status == 304 else size)
+            except ValueError as exc:  # a header value that could split the response
+                app.log.warn("header", f"refused an unsafe response header: {exc}")
+                if fh is not None:
+                    fh.close()
+                    fh = None
+                resp, keep = error_response(500), False
+                size = resp.content_length
+                head = serialize_headers(resp.headers, size)
         app.clock.tick()
         if app.log.enabled:
             app.log.add(
                 f'{self.peer} - - [{app.clock.log_date}] "{method} {log_safe(target)} '
                 f'HTTP/{version}" {resp.status} {size if send_body else 0}\n'
             )
-        end = _KEEP if keep else _CLOSE
-        if resp.head is not None:
-            head = resp.head
-        else:
-            try:
-                head = serialize_headers(resp.headers, None if resp.status == 304 else size)
-            except ValueError as exc:  # a header value that could split the response
-                app.log.warn("header", f"refused an unsafe response header: {exc}")
-                resp, keep, end = error_response(500), False, _CLOSE
-                head = serialize_headers(resp.headers, resp.content_length)
         body = resp.body if send_body and fh is None else b""
         transport = self.transport
         if transport is None or transport.is_closing():
             if fh is not None:
                 fh.close()
             return
+        end = _KEEP if keep else _CLOSE
         transport.write(b"".join((app.clock.prefix(resp.status), head, end, body)))
         if fh is not None:
             self.busy = True
