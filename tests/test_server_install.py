@@ -187,3 +187,18 @@ def test_print_nginx_config(wh: Wheelhouse) -> None:
     assert "listen 127.0.0.1:9123 backlog=4096" in result.output
     assert f"root {wh.root.resolve()};" in result.output
     assert "perl_set $pypi_variant" in result.output
+
+
+def test_print_nginx_config_carries_the_limits(wh: Wheelhouse) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--wheelhouse", str(wh.root), "--print-nginx-config", "--max-connections",
+         "300", "--header-timeout", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for line in ("worker_connections 300;", "worker_rlimit_nofile 632;",
+                 "client_header_timeout 5000ms;", "large_client_header_buffers 4 8k;",
+                 "send_timeout 60s;", "max_ranges 1;"):  # fmt: skip
+        assert line in result.output, line
+    assert "simple/(?<pypi_project>[^/]+)" not in result.output  # only valid names echo back
+    assert "(?<pypi_project>[A-Za-z0-9]" in result.output

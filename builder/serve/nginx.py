@@ -112,7 +112,7 @@ def nginx_config(
     state = state_dir or Path(f"/tmp/prewheel-nginx-{port}")  # noqa: S108 - the default spot
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     limits = Limits()
-    name = NAME.pattern
+    name_re = NAME.pattern
     variants = "\n".join(
         f"""        location /@{name}/ {{
             internal;
@@ -215,15 +215,15 @@ http {{
             return 404;
         }}
 
-        location ~ "^/{name}/simple$" {{
+        location ~ "^/{name_re}/simple$" {{
             return 301 $uri/;
         }}
 
-        location ~ "^/(?<pypi_accel>{name})/simple/(?<pypi_project>{name})$" {{
+        location ~ "^/(?<pypi_accel>{name_re})/simple/(?<pypi_project>{name_re})$" {{
             return 301 $uri/;
         }}
 
-        location ~ "^/(?<pypi_accel>{name})/simple/(?:(?<pypi_project>{name})/)?$" {{
+        location ~ "^/(?<pypi_accel>{name_re})/simple/(?:(?<pypi_project>{name_re})/)?$" {{
             if ($pypi_project != $pypi_canonical) {{
                 return 301 /$pypi_accel/simple/$pypi_canonical/;
             }}
