@@ -17,9 +17,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from click.testing import CliRunner
 from clitools import readline
 from indexkit import add_wheel, sample_record, sample_wheelhouse
 
+from builder.cli import main
 from builder.serve import routes
 from builder.serve.server import running
 from builder.wheelhouse import Wheelhouse
@@ -410,3 +412,13 @@ def test_serve_answers_an_empty_wheelhouse(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_port_in_use_is_refused(served: tuple[Wheelhouse, str, io.StringIO]) -> None:
+    """Workers listen with SO_REUSEPORT; a second server on a taken port still fails, rather
+    than quietly sharing the port with the first."""
+    wh, url, _ = served
+    port = urlsplit(url).port
+    result = CliRunner().invoke(main, ["serve", "--wheelhouse", str(wh.root), "--port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert "cannot listen" in result.output

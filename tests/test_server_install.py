@@ -5,22 +5,20 @@ from __future__ import annotations
 
 import http.client
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from click.testing import CliRunner
+from httpkit import nginx_server
 from indexkit import sample_wheelhouse, write_record_json
-from needs import declared, machine, missing
+from needs import declared, machine
 
 from builder import index
 from builder.cli import main
-from builder.serve.nginx import nginx_config, perl_module
 from builder.serve.server import running
 from builder.wheelhouse import Wheelhouse
 
@@ -37,13 +35,6 @@ def _env() -> dict[str, str]:
         "PIP_DISABLE_PIP_VERSION_CHECK": "1",
         "UV_NO_CONFIG": "1",
     }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _installed(target: Path) -> set[str]:
@@ -84,35 +75,8 @@ def test_pip_and_uv_install_from_embedded_server(wh: Wheelhouse, tmp_path: Path)
 
 @pytest.fixture(scope="module")
 def nginx(wh: Wheelhouse, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    exe = machine(
-        "nginx", "apt-get install nginx libnginx-mod-http-perl", also=("/usr/sbin/nginx",)
-    )
-    if not Path(perl_module()).is_file():
-        missing("nginx's perl module is missing (apt-get install libnginx-mod-http-perl)")
-    state = tmp_path_factory.mktemp("nginx")
-    port = _free_port()
-    user = "root" if os.geteuid() == 0 else None
-    conf = state / "nginx.conf"
-    conf.write_text(nginx_config(wh.root, port=port, state_dir=state, user=user, workers="1"))
-    proc = subprocess.Popen(
-        [exe, "-c", str(conf), "-e", str(state / "error.log"), "-g", "daemon off;"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            out = proc.stdout.read().decode() if proc.stdout else ""
-            pytest.fail(f"nginx exited: {out}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with nginx_server(wh.root, tmp_path_factory.mktemp("nginx")) as server:
+        yield server.url
 
 
 def test_pip_and_uv_install_from_nginx(nginx: str, tmp_path: Path) -> None:
@@ -223,3 +187,18 @@ def test_print_nginx_config(wh: Wheelhouse) -> None:
     assert "listen 127.0.0.1:9123 backlog=4096" in result.output
     assert f"root {wh.root.resolve()};" in result.output
     assert "perl_set $pypi_variant" in result.output
+
+
+def test_print_nginx_config_carries_the_limits(wh: Wheelhouse) -> None:
+    result = CliRunner().invoke(
+        main,
+        ["serve", "--wheelhouse", str(wh.root), "--print-nginx-config", "--max-connections",
+         "300", "--header-timeout", "5"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for line in ("worker_connections 300;", "worker_rlimit_nofile 632;",
+                 "client_header_timeout 5000ms;", "large_client_header_buffers 4 8k;",
+                 "send_timeout 60s;", "max_ranges 1;"):  # fmt: skip
+        assert line in result.output, line
+    assert "simple/(?<pypi_project>[^/]+)" not in result.output  # only valid names echo back
+    assert "(?<pypi_project>[A-Za-z0-9]" in result.output

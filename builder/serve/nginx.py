@@ -12,7 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..index.status_page import STATUS_FILE
-from .routes import FILE_CACHE_CONTROL, LOG_CACHE_CONTROL, PAGE_CACHE_CONTROL
+from .connection import MAX_HEAD, MAX_LINE
+from .routes import FILE_CACHE_CONTROL, LOG_CACHE_CONTROL, NAME, PAGE_CACHE_CONTROL
+from .server import FD_RESERVE, Limits
 
 PERL_MODULE_CANDIDATES = (
     "/usr/lib/nginx/modules/ngx_http_perl_module.so",
@@ -94,14 +96,23 @@ def nginx_config(
     state_dir: Path | None = None,
     user: str | None = None,
     workers: str = "auto",
+    header_timeout: float = Limits().header_timeout,
+    max_connections: int = Limits().max_connections,
 ) -> str:
     """A complete nginx.conf (main context) for `nginx -c FILE`.
 
     `state_dir` holds the pid file, logs and nginx's temp directories (default
     /tmp/prewheel-nginx-PORT); `user` is the worker user, which must be able to read `root`.
+    The limits are `prewheel serve`'s: header timeout and size, keep-alive and send timeouts,
+    connections per worker (nginx, out of connections, closes idle keep-alive ones first);
+    the descriptor limit leaves room for a file per connection, so accept never runs out.
+    Names in a URL are matched against `routes.NAME` before anything echoes them back, so a
+    percent-encoded CR, LF or non-ASCII character gets 404, never a header of its own.
     """
     state = state_dir or Path(f"/tmp/prewheel-nginx-{port}")  # noqa: S108 - the default spot
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    limits = Limits()
+    name_re = NAME.pattern
     variants = "\n".join(
         f"""        location /@{name}/ {{
             internal;
@@ -121,11 +132,12 @@ def nginx_config(
 load_module {perl_module()};
 {f"user {user};" if user else "# user www-data;  (workers must be able to read the wheelhouse)"}
 worker_processes {workers};
+worker_rlimit_nofile {2 * max_connections + FD_RESERVE};
 pid {state}/nginx.pid;
 error_log {state}/error.log warn;
 
 events {{
-    worker_connections 4096;
+    worker_connections {max_connections};
 }}
 
 http {{
@@ -140,8 +152,14 @@ http {{
     sendfile on;
     tcp_nopush on;
     tcp_nodelay on;
-    keepalive_timeout 75s;
+    keepalive_timeout {limits.keepalive_timeout:g}s;
     keepalive_requests 100000;
+    client_header_timeout {round(header_timeout * 1000)}ms;
+    client_header_buffer_size 1k;
+    large_client_header_buffers {MAX_HEAD // MAX_LINE} {MAX_LINE // 1024}k;
+    send_timeout {limits.send_timeout:g}s;
+    reset_timedout_connection on;
+    max_ranges 1;
     server_tokens off;
     absolute_redirect off;
     etag on;
@@ -197,15 +215,15 @@ http {{
             return 404;
         }}
 
-        location ~ ^/[^/]+/simple$ {{
+        location ~ "^/{name_re}/simple$" {{
             return 301 $uri/;
         }}
 
-        location ~ "^/(?<pypi_accel>[^/]+)/simple/(?<pypi_project>[^/]+)$" {{
+        location ~ "^/(?<pypi_accel>{name_re})/simple/(?<pypi_project>{name_re})$" {{
             return 301 $uri/;
         }}
 
-        location ~ "^/(?<pypi_accel>[^/]+)/simple/(?:(?<pypi_project>[^/]+)/)?$" {{
+        location ~ "^/(?<pypi_accel>{name_re})/simple/(?:(?<pypi_project>{name_re})/)?$" {{
             if ($pypi_project != $pypi_canonical) {{
                 return 301 /$pypi_accel/simple/$pypi_canonical/;
             }}

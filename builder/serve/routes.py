@@ -14,6 +14,7 @@ import functools
 import gzip
 import hashlib
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ TARGETS = "/targets.json"
 _NO_MATCH = "none/none"  # negotiates to nothing: 406
 _NEG_CACHE_MAX = 512
 _KNOWN_MAX = 16384
+# A project name as PEP 508 allows it, and an index (accelerator) directory the same way: only
+# such names are looked up or echoed in a Location, so no request can put a CR, LF, NUL or a
+# non-ASCII character into a response header.
+NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 # -- negotiation -------------------------------------------------------------------------------
@@ -213,10 +218,31 @@ REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     406: "Not Acceptable",
+    408: "Request Timeout",
+    414: "URI Too Long",
     416: "Range Not Satisfiable",
     431: "Request Header Fields Too Large",
     500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
 }
+
+
+def serialize_headers(headers: tuple[tuple[str, str], ...], length: int | None = None) -> bytes:
+    """Header lines as sent, with Content-Length when `length` is given. The one place header
+    bytes are made: a value with CR, LF or NUL (it would end the line and start a header of
+    the client's choosing) or a non-ASCII character raises ValueError instead."""
+    lines = []
+    for name, value in headers:
+        if "\r" in value or "\n" in value or "\0" in value:
+            raise ValueError(f"{name}: {value!r}")
+        lines.append(f"{name}: {value}\r\n")
+    if length is not None:
+        lines.append(f"Content-Length: {length}\r\n")
+    try:
+        return "".join(lines).encode("ascii")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"non-ASCII header value: {exc.object[exc.start : exc.end]!r}") from exc
 
 
 def error_response(status: int, extra: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -284,14 +310,15 @@ class Routes:
             if gz:
                 out.append(("Content-Encoding", "gzip"))
             out.append(("Content-Length", str(len(body))))
-            head = "".join(f"{k}: {v}\r\n" for k, v in out).encode("latin-1")
+            head = serialize_headers(tuple(out))
             prepared = page.heads[hkey] = (tuple(out), head)
         return Response(status=200, headers=prepared[0], body=body, head=prepared[1])
 
     # -- routes ----------------------------------------------------------------
 
     def handle(self, method: str, target: str, headers: dict[str, str]) -> Response:
-        """The response to one request; HEAD gets GET's headers (the caller drops the body)."""
+        """The response to one request; HEAD gets GET's headers (the caller drops the body).
+        An OSError reading the tree (out of file descriptors) is the caller's to answer."""
         if method not in ("GET", "HEAD"):
             return error_response(405, (("Allow", ALLOW),))
         if "?" in target:
@@ -307,7 +334,7 @@ class Routes:
         try:
             path = unquote_to_bytes(raw).decode("utf-8")
         except UnicodeDecodeError:
-            return error_response(400)
+            return NOT_FOUND  # no file or project of ours has such a name
         if not path.startswith("/") or "\0" in path or "\\" in path:
             return NOT_FOUND
         parts = path[1:].split("/")
@@ -316,23 +343,28 @@ class Routes:
         if path == "/":
             return self._status_page(headers)
         if len(parts) >= 2 and parts[1] == "simple":
-            return self._simple(parts, headers, raw, target)
+            return self._simple(parts, headers, target)
         static_dir = parts[0] in ("files", "logs", "builds") and len(parts) >= 2 and parts[-1]
         if static_dir or path == TARGETS:
             return self._file(parts, headers)
         return NOT_FOUND
 
-    def _simple(self, parts: list[str], headers: dict[str, str], raw: str, target: str) -> Response:
+    def _simple(self, parts: list[str], headers: dict[str, str], target: str) -> Response:
         accel = parts[0]
-        if accel in RESERVED:
+        if accel in RESERVED or not NAME.fullmatch(accel):
             return NOT_FOUND
-        if len(parts) == 2 or (len(parts) == 3 and parts[2]):  # no trailing slash
-            return _redirect(raw + "/")
+        if len(parts) == 2:  # no trailing slash
+            return _redirect(f"/{accel}/simple/")
+        name = parts[2]
+        if name and not NAME.fullmatch(name):
+            return NOT_FOUND  # not a project name (and never echoed back in a Location)
         if len(parts) == 3:
+            if name:
+                return _redirect(f"/{accel}/simple/{name}/")
             base = os.path.join(self.root, accel, "simple")
         elif len(parts) == 4 and parts[3] == "":
-            project = canonicalize_name(parts[2])
-            if project != parts[2]:
+            project = canonicalize_name(name)
+            if project != name:
                 return _redirect(f"/{accel}/simple/{project}/")
             base = os.path.join(self.root, accel, "simple", project)
         else:

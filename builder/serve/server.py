@@ -2,312 +2,226 @@
 
 Why not `http.server`: its per-request header parsing and thread hand-off cap it near 1,000
 requests/s with second-long tails (see FINDINGS.md), while an index answers many small page
-requests. Here a request is parsed by hand, the page bytes, gzip and ETag come from memory,
-and wheels go out with `sendfile(2)`, so one process keeps up with nginx's order of magnitude.
-Connections are kept alive, pipelined requests are answered in order, and each request is
-logged as one line in the Common Log Format.
+requests. Here llhttp parses (`connection.py`), the page bytes, gzip and ETag come from
+memory, and wheels go out with `sendfile(2)`, so one process keeps up with nginx's order of
+magnitude. Connections are kept alive and pipelined requests answered in order.
+
+Why its own accept loop rather than `loop.create_server`: what a server must do when clients
+misbehave happens at accept. Each worker keeps at most `max_connections`; a new client gets
+in by closing the connection that has made no progress for longest (a slow or forgotten one),
+never one that is being answered. Out of file descriptors, asyncio's accept logs a traceback
+per pending connection and re-arms itself each time (a flood and a spin); here the server
+closes idle connections to free descriptors, or stops accepting for half a second, and says
+so in one line. A sweep once a second enforces the header, keep-alive and send timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
-import select
+import resource
 import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
-from email.utils import formatdate
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
-from ..log import get_logger
-from .routes import REASONS, Response, Routes, error_response
+from .accesslog import AccessLog
+from .connection import Clock, Connection
+from .routes import Routes
 
-log = get_logger("server")
-
-MAX_HEAD = 64 * 1024
-IDLE_TIMEOUT = 75.0
 BACKLOG = 4096
-SERVER = "prewheel"
-_KEEP = b"Connection: keep-alive\r\n\r\n"
-_CLOSE = b"Connection: close\r\n\r\n"
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+ACCEPT_BATCH = 16  # per loop turn, so new connections are read before many more arrive
+ACCEPT_RETRY = 0.5  # seconds without accepting when descriptors are out and none can be freed
+EVICT_BATCH = 16  # idle connections closed when accept finds no descriptor left
+SWEEP_EVERY = 1.0
+STOP_GRACE = 0.5  # seconds worker processes get to exit before they are killed
+LOG_GRACE = 0.05  # seconds the log writer gets to finish at exit (it may be blocked for good)
+DEFAULT_MAX_CONNECTIONS = 4096  # per worker, as nginx's worker_connections in nginx.py
+MIN_CONNECTIONS = 16
+FD_RESERVE = 32  # descriptors kept for pages, the status page and the loop itself
+_OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 
-class _Clock:
-    """Date header and log timestamp, formatted once per second rather than per request."""
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What a client may take of a worker: time to send a request head, time kept idle between
+    requests, time to read an answer (plus a file's size at MIN_SEND_RATE), connections."""
 
-    def __init__(self) -> None:
-        self._sec = -1
-        self._prefixes: dict[int, bytes] = {}
-        self.http_date = ""
-        self.log_date = ""
-
-    def tick(self) -> None:
-        now = int(time.time())
-        if now != self._sec:
-            self._sec = now
-            self._prefixes = {}
-            self.http_date = formatdate(now, usegmt=True)
-            t = time.gmtime(now)
-            self.log_date = (
-                f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
-                f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000"
-            )
-
-    def prefix(self, status: int) -> bytes:
-        """Status line, Server and Date: the same bytes for every response this second."""
-        try:
-            return self._prefixes[status]
-        except KeyError:
-            line = (
-                f"HTTP/1.1 {status} {REASONS.get(status, 'Unknown')}\r\n"
-                f"Server: {SERVER}\r\nDate: {self.http_date}\r\n"
-            )
-            data: bytes = line.encode("latin-1")
-            self._prefixes[status] = data
-            return data
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    send_timeout: float = 60.0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
-class _AccessLog:
-    """Buffers log lines and writes them once per event-loop turn."""
-
-    def __init__(self, stream: TextIO | None, loop: asyncio.AbstractEventLoop) -> None:
-        self.stream = stream
-        self.loop = loop
-        self.lines: list[str] = []
-
-    def add(self, line: str) -> None:
-        if self.stream is None:
-            return
-        if not self.lines:
-            self.loop.call_soon(self.flush)
-        self.lines.append(line)
-
-    def flush(self) -> None:
-        if self.stream is not None and self.lines:
-            with contextlib.suppress(OSError, ValueError):
-                self._write(self.lines)
-        self.lines.clear()
-
-    def _write(self, lines: list[str]) -> None:
-        """Whole lines per write(2), at most PIPE_BUF bytes, so that worker processes sharing
-        one stderr never interleave inside a line."""
-        stream = self.stream
-        assert stream is not None
-        try:
-            fd = stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            fd = -1
-        if fd < 0:
-            stream.write("".join(lines))
-            stream.flush()
-            return
-        stream.flush()
-        chunk: list[bytes] = []
-        size = 0
-        for line in lines:
-            data = line.encode("utf-8", "replace")
-            if chunk and size + len(data) > select.PIPE_BUF:
-                os.write(fd, b"".join(chunk))
-                chunk, size = [], 0
-            chunk.append(data)
-            size += len(data)
-        if chunk:
-            os.write(fd, b"".join(chunk))
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(self, app: IndexServer) -> None:
-        self.app = app
-        self.buf = b""
-        self.transport: asyncio.Transport | None = None
-        self.peer = "-"
-        self.busy = False  # a file is being sent; later requests wait their turn
-        self.closing = False
-        self.last_seen = time.monotonic()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
-        self.peer = peer[0] if isinstance(peer, tuple) else "-"
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.app.connections.add(self)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.app.connections.discard(self)
-        self.closing = True
-
-    def data_received(self, data: bytes) -> None:
-        self.last_seen = time.monotonic()
-        self.buf += data
-        if not self.busy:
-            self._process()
-        elif len(self.buf) > MAX_HEAD and self.transport is not None:
-            self.transport.pause_reading()  # a client pipelining faster than files go out
-
-    def _process(self) -> None:
-        transport = self.transport
-        assert transport is not None
-        while not self.closing and not self.busy:
-            end = self.buf.find(b"\r\n\r\n")
-            if end < 0:
-                if len(self.buf) > MAX_HEAD:
-                    self._reply_error(431)
-                return
-            head, self.buf = self.buf[:end], self.buf[end + 4 :]
-            if not head.strip():
-                continue
-            self._request(head)
-
-    def _reply_error(self, status: int) -> None:
-        self.app.clock.tick()
-        resp = error_response(status)
-        self._write(status, resp.headers, resp.body, False, False)
-        self.app.log.add(
-            f'{self.peer} - - [{self.app.clock.log_date}] "-" {status} {len(resp.body)}\n'
+def connection_cap(requested: int | None, fd_limit: int, fds_open: int) -> tuple[int, str | None]:
+    """Connections per worker, and a warning when the requested number cannot all be open at
+    once. Each connection may hold two descriptors (its socket and a file being sent), so the
+    default stays within what RLIMIT_NOFILE leaves; a number asked for is kept (past the limit,
+    idle connections are closed to make room), with a warning."""
+    room = max(MIN_CONNECTIONS, (fd_limit - fds_open - FD_RESERVE) // 2)
+    if requested is None:
+        return min(DEFAULT_MAX_CONNECTIONS, room), None
+    if requested > room:
+        return requested, (
+            f"--max-connections {requested} is more than the file descriptor limit "
+            f"({fd_limit}) leaves room for (about {room}); past that, idle connections are "
+            f"closed to make room"
         )
-        self._close()
+    return requested, None
 
-    def _request(self, head: bytes) -> None:
-        try:
-            text = head.decode("latin-1")
-            line, _, rest = text.lstrip("\r\n").partition("\r\n")
-            method, target, version = line.split(" ")
-            if not version.startswith("HTTP/1."):
-                raise ValueError(version)
-        except ValueError:
-            self._reply_error(400)
-            return
-        headers: dict[str, str] = {}
-        for field in rest.split("\r\n") if rest else ():
-            name, sep, value = field.partition(":")
-            if not sep:
-                self._reply_error(400)
-                return
-            key = name.strip().lower()
-            value = value.strip()
-            headers[key] = f"{headers[key]}, {value}" if key in headers else value
-        conn = headers.get("connection", "").lower()
-        keep = ("close" not in conn) if version == "HTTP/1.1" else ("keep-alive" in conn)
-        if "content-length" in headers or "transfer-encoding" in headers:
-            keep = False  # a body we do not read: answer, then close rather than misparse
-        try:
-            resp = self.app.routes.handle(method, target, headers)
-        except Exception:
-            log.exception("request failed")
-            resp = Response(status=500, headers=(), body=b"500 Internal Server Error\n")
-            keep = False
-        self._respond(method, target, version, resp, keep)
 
-    def _respond(self, method: str, target: str, version: str, resp: Response, keep: bool) -> None:
-        app = self.app
-        app.clock.tick()
-        size = resp.content_length
-        app.log.add(
-            f'{self.peer} - - [{app.clock.log_date}] "{method} {target} {version}" '
-            f"{resp.status} {size if method != 'HEAD' and resp.status != 304 else 0}\n"
-        )
-        send_body = method != "HEAD" and resp.status != 304
-        if resp.head is not None and resp.file is None and self.transport is not None:
-            body = resp.body if send_body else b""
-            end = _KEEP if keep else _CLOSE
-            self.transport.write(b"".join((app.clock.prefix(resp.status), resp.head, end, body)))
-            if not keep:
-                self._close()
-            return
-        if resp.file is None:
-            self._write(
-                resp.status, resp.headers, resp.body if send_body else b"", keep, True, size
-            )
-            if not keep:
-                self._close()
-            return
-        self._write(resp.status, resp.headers, b"", keep, True, size)
-        if not send_body or size == 0:
-            if not keep:
-                self._close()
-            return
-        self.busy = True
-        app.loop.create_task(self._send_file(resp.file, resp.offset, size, keep))
-
-    async def _send_file(self, path: str, offset: int, count: int, keep: bool) -> None:
-        transport = self.transport
-        assert transport is not None
-        try:
-            with Path(path).open("rb") as fh:
-                await self.app.loop.sendfile(transport, fh, offset, count)
-        except (OSError, RuntimeError, ConnectionError):
-            self._close()
-            return
-        self.busy = False
-        self.last_seen = time.monotonic()
-        if not keep:
-            self._close()
-            return
-        if not transport.is_reading():
-            transport.resume_reading()
-        if self.buf:
-            self._process()
-
-    def _write(
-        self,
-        status: int,
-        headers: tuple[tuple[str, str], ...],
-        body: bytes,
-        keep: bool,
-        with_length: bool,
-        length: int | None = None,
-    ) -> None:
-        transport = self.transport
-        if transport is None or transport.is_closing():
-            return
-        lines = [f"{k}: {v}\r\n" for k, v in headers]
-        if with_length and status != 304:
-            lines.append(f"Content-Length: {len(body) if length is None else length}\r\n")
-        head = "".join(lines).encode("latin-1")
-        end = _KEEP if keep else _CLOSE
-        transport.write(b"".join((self.app.clock.prefix(status), head, end, body)))
-
-    def _close(self) -> None:
-        self.closing = True
-        if self.transport is not None:
-            self.transport.close()
+def raise_fd_limit() -> tuple[int, int]:
+    """Raise the soft RLIMIT_NOFILE to the hard one (any process may), as nginx's
+    worker_rlimit_nofile does; returns (the limit now, descriptors open now)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    try:
+        fds_open = sum(1 for _ in Path("/proc/self/fd").iterdir())
+    except OSError:
+        fds_open = 16
+    return int(soft), fds_open
 
 
 class IndexServer:
     """Serves a wheelhouse on one event loop; `serve_forever` or `running` start it."""
 
-    def __init__(self, root: Path, *, access_log: TextIO | None = None) -> None:
+    def __init__(
+        self, root: Path, *, access_log: TextIO | None = None, limits: Limits | None = None
+    ) -> None:
         self.routes = Routes(root)
-        self.clock = _Clock()
-        self.connections: set[_Connection] = set()
+        self.limits = limits or Limits()
+        self.clock = Clock()
+        self.now = time.monotonic()  # updated by the sweep: timeouts count in whole seconds
+        # Live connections, the one that made progress longest ago first (eviction order):
+        # a connection moves to the back when it connects and each time it is answered.
+        self.connections: dict[Connection, None] = {}
+        self.pending = 0  # accepted, transport not made yet
         self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
-        self.log = _AccessLog(access_log, self.loop)
-        self._server: asyncio.base_events.Server | None = None
+        self.loop.set_exception_handler(self._loop_error)
+        self.log = AccessLog(access_log, self.loop)
+        self.listener: socket.socket | None = None
+        self.parent: int | None = None  # a worker stops when this process is gone
+        self.on_stop: Callable[[], None] | None = None  # the first process: stop the workers
+        self.closed = False
         self.port = 0
+        self.evicted = 0
+        self.refused = 0
+
+    # -- the connection registry ----------------------------------------------------------
+
+    def register(self, conn: Connection) -> None:
+        self.connections[conn] = None
+
+    def forget(self, conn: Connection) -> None:
+        self.connections.pop(conn, None)
+
+    def _evict(self, count: int) -> int:
+        """Close up to `count` idle connections, longest without progress first."""
+        victims = []
+        for conn in self.connections:
+            if conn.idle:
+                victims.append(conn)
+                if len(victims) >= count:
+                    break
+        for conn in victims:
+            conn.close(abort=True)
+        self.evicted += len(victims)
+        return len(victims)
+
+    # -- accepting ------------------------------------------------------------------------
+
+    def _accept(self) -> None:
+        listener = self.listener
+        assert listener is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._accept_failed(exc)
+                return
+            full = len(self.connections) + self.pending >= self.limits.max_connections
+            if full and not self._evict(1):
+                sock.close()  # every connection is being answered: no room for this one
+                self.refused += 1
+                self.log.warn("full", "every connection is busy: refusing new ones")
+                continue
+            sock.setblocking(False)
+            self.pending += 1
+            self.loop.create_task(self._connect(sock))
+
+    async def _connect(self, sock: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: Connection(self), sock)
+        except (OSError, RuntimeError) as exc:
+            sock.close()
+            self.log.warn("connect", f"could not set up a connection: {exc}")
+        finally:
+            self.pending -= 1
+
+    def _accept_failed(self, exc: OSError) -> None:
+        """Out of descriptors (or memory): free some by closing idle connections and accept
+        again on the next turn, or, with nothing to close, pause accepting. One line per
+        episode, not one per attempt."""
+        self._stop_accepting()
+        if exc.errno in _OUT_OF_RESOURCES:
+            freed = self._evict(EVICT_BATCH)
+            limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            self.log.warn(
+                "accept",
+                f"cannot accept: {exc.strerror} (descriptor limit {limit}, "
+                f"{len(self.connections)} connections open); "
+                + (f"closed {freed} idle connections" if freed else "pausing new connections"),
+            )
+            delay = 0.0 if freed else ACCEPT_RETRY
+        else:
+            self.log.warn("accept", f"cannot accept: {exc}")
+            delay = ACCEPT_RETRY
+        self.loop.call_later(delay, self._start_accepting)
+
+    def _start_accepting(self) -> None:
+        if not self.closed and self.listener is not None:
+            self.loop.add_reader(self.listener.fileno(), self._accept)
+
+    def _stop_accepting(self) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(ValueError, OSError):
+                self.loop.remove_reader(self.listener.fileno())
+
+    # -- time -----------------------------------------------------------------------------
 
     def _sweep(self) -> None:
-        """Close connections idle past the keep-alive timeout (slow or forgotten clients)."""
-        cutoff = time.monotonic() - IDLE_TIMEOUT
+        """Once a second: the clock for timeouts, each connection's limits, the parent."""
+        self.now = now = time.monotonic()
         for conn in list(self.connections):
-            if conn.last_seen < cutoff and not conn.busy:
-                conn._close()
-        self.loop.call_later(IDLE_TIMEOUT / 5, self._sweep)
+            conn.check(now)
+        if self.parent is not None and os.getppid() != self.parent:
+            self._shutdown()
+            return
+        if not self.closed:
+            self.loop.call_later(SWEEP_EVERY, self._sweep)
 
-    async def _start(self, sock: socket.socket) -> None:
-        self._server = await self.loop.create_server(
-            lambda: _Connection(self), sock=sock, backlog=BACKLOG
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
-        self.loop.call_later(IDLE_TIMEOUT / 5, self._sweep)
+    def _loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """asyncio's own errors: one line per minute at most, never a traceback flood."""
+        with contextlib.suppress(Exception):
+            exc = context.get("exception")
+            message = context.get("message", "error")
+            self.log.warn("loop", f"{message}: {exc!r}" if exc is not None else str(message))
+
+    # -- life cycle -----------------------------------------------------------------------
 
     def bind(self, host: str, port: int) -> int:
         """Listen now (so the port is known and taken) and return the port."""
@@ -315,41 +229,79 @@ class IndexServer:
 
     def use_socket(self, sock: socket.socket) -> int:
         """Serve on an already listening socket (shared by worker processes)."""
-        self.loop.run_until_complete(self._start(sock))
+        self.listener = sock
+        self.port = sock.getsockname()[1]
+        self._start_accepting()
+        self.loop.call_later(SWEEP_EVERY, self._sweep)
         return self.port
 
     def serve_forever(self) -> None:
         """Run until `stop()`, Ctrl-C or SIGTERM (the last two only in the main thread)."""
         asyncio.set_event_loop(self.loop)
         if threading.current_thread() is threading.main_thread():
-            self.loop.add_signal_handler(signal.SIGTERM, self._shutdown)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self.loop.add_signal_handler(sig, self._shutdown)
         try:
             self.loop.run_forever()
+            # One more turn closes the aborted connections' sockets and cancelled sends.
+            self.loop.run_until_complete(asyncio.sleep(0))
         finally:
-            self.log.flush()
+            self.log.close(LOG_GRACE)
 
     def stop(self) -> None:
         """Stop from any thread."""
-        self.loop.call_soon_threadsafe(self._shutdown)
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._shutdown)
 
     def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
+        if self.closed:
+            return
+        self.closed = True
+        if self.on_stop is not None:
+            with contextlib.suppress(Exception):
+                self.on_stop()  # the workers stop alongside, not after this one
+        self._stop_accepting()
         for conn in list(self.connections):
-            conn._close()
+            conn.close(abort=True)
         self.loop.stop()
 
     def close(self) -> None:
-        self.log.flush()
+        self.log.close(0)
         with contextlib.suppress(RuntimeError):
             self.loop.close()
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
+    """Listen on host:port; OSError when the port is taken, even by a server that set
+    SO_REUSEPORT (the first bind is a plain one). The socket then listens with SO_REUSEPORT
+    where the system has it, so that each worker can listen with a socket of its own."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
+    if hasattr(socket, "SO_REUSEPORT"):
+        bound = sock.getsockname()[1]
+        sock.close()
+        sock = socket.create_server((host, bound), family=family, backlog=BACKLOG, reuse_port=True)
     sock.setblocking(False)
     return sock
+
+
+def worker_socket(sock: socket.socket) -> socket.socket:
+    """This worker's own listening socket on `sock`'s address, or `sock` itself where that
+    cannot be. Why: on one shared socket, the worker that wakes first accepts every pending
+    connection (wrk's 16 went 15 to one worker, 1 to the other, about half the runs), leaving
+    a core idle; with SO_REUSEPORT the kernel spreads new connections over the sockets."""
+    try:
+        if not sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT):
+            return sock
+        host, port = sock.getsockname()[:2]
+        own = socket.create_server(
+            (host, port), family=sock.family, backlog=BACKLOG, reuse_port=True
+        )
+    except (AttributeError, OSError):
+        return sock
+    own.setblocking(False)
+    sock.close()
+    return own
 
 
 def serve(
@@ -358,39 +310,70 @@ def serve(
     *,
     workers: int = 1,
     access_log: TextIO | None = None,
+    limits: Limits | None = None,
 ) -> None:
     """Serve on `sock` with `workers` processes until Ctrl-C or SIGTERM.
 
-    Worker processes share the listening socket, like nginx's: each runs its own event loop,
-    so pages and files are served on every core instead of one.
+    Worker processes listen on the same address, like nginx's with `reuseport`: each runs its
+    own event loop on a socket of its own (`worker_socket`), so pages and files are served on
+    every core instead of one. On SIGTERM the first process
+    stops the others within STOP_GRACE seconds, killing any that do not exit; a worker whose
+    parent has gone stops by itself.
     """
     children: list[int] = []
+    parent = os.getpid()
     for _ in range(max(0, workers - 1)):
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child
             code = 0
             try:
-                _serve_one(root, sock, access_log)
-            except KeyboardInterrupt:
-                pass
+                _serve_one(root, worker_socket(sock), access_log, limits, parent, None)
             except BaseException:
                 code = 1
             finally:
                 os._exit(code)
         children.append(pid)
     try:
-        _serve_one(root, sock, access_log)
+        _serve_one(root, sock, access_log, limits, None, lambda: _signal(children))
     finally:
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        for pid in children:
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+        _signal(children)
+        _reap(children)
 
 
-def _serve_one(root: Path, sock: socket.socket, access_log: TextIO | None) -> None:
-    server = IndexServer(root, access_log=access_log)
+def _signal(children: list[int]) -> None:
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+
+
+def _reap(children: list[int]) -> None:
+    """Wait STOP_GRACE seconds for the signalled workers, then kill the rest."""
+    left = set(children)
+    deadline = time.monotonic() + STOP_GRACE
+    while left:
+        for pid in list(left):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def _serve_one(
+    root: Path, sock: socket.socket, access_log: TextIO | None, limits: Limits | None,
+    parent: int | None, on_stop: Callable[[], None] | None,
+) -> None:  # fmt: skip
+    server = IndexServer(root, access_log=access_log, limits=limits)
+    server.parent = parent
+    server.on_stop = on_stop
     try:
         server.use_socket(sock)
         server.serve_forever()
@@ -400,10 +383,14 @@ def _serve_one(root: Path, sock: socket.socket, access_log: TextIO | None) -> No
 
 @contextlib.contextmanager
 def running(
-    root: Path, host: str = "127.0.0.1", port: int = 0, access_log: TextIO | None = None
+    root: Path,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    access_log: TextIO | None = None,
+    limits: Limits | None = None,
 ) -> Iterator[str]:
     """Serve `root` from a background thread; yields the base URL. For tests and benchmarks."""
-    server = IndexServer(root, access_log=access_log)
+    server = IndexServer(root, access_log=access_log, limits=limits)
     bound = server.bind(host, port)
     thread = threading.Thread(target=server.serve_forever, name="prewheel-serve", daemon=True)
     thread.start()
