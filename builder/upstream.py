@@ -191,7 +191,8 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
         raise write_error(dest, exc) from None
     tmp = Path(name)
     try:
-        with open_url(url) as resp, os.fdopen(fd, "wb") as out:
+        # Unbuffered: a full disk fails the write below, never the close of the block.
+        with open_url(url) as resp, os.fdopen(fd, "wb", buffering=0) as out:
             while True:
                 check_stop()
                 try:
@@ -202,7 +203,9 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
                     break
                 h.update(chunk)
                 try:
-                    out.write(chunk)
+                    view = memoryview(chunk)
+                    while view:  # a raw file: `write` may write less than asked
+                        view = view[out.write(view) or 0 :]
                 except OSError as exc:
                     raise write_error(dest, exc) from None
         digest = h.hexdigest()

@@ -23,7 +23,8 @@ from builder import elf
 from builder.config import ConfigError, PackageConfig, TargetSpec, parse_config
 from builder.index.check import check
 from builder.records import DeviceCode
-from builder.stages import accel, buildenv, classify
+from builder.sandbox import Isolation
+from builder.stages import accel, buildenv, classify, keys
 from builder.stages.classify import SdistScan
 from builder.stages.plan import closures_by_accel, plan_item
 from builder.stages.resolve import Resolved
@@ -41,6 +42,10 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(compilers, "c_compiler", lambda env=None: {"path": "cc", "version": "gcc"})
     # Whether a mount namespace can hide directories is asked of the kernel: say yes.
     monkeypatch.setattr(buildenv, "hiding_prefix", lambda dirs, offline: ("unshare", *dirs))
+    # What the machine allows is found by starting bubblewrap: here, a full sandbox.
+    monkeypatch.setattr(
+        keys, "isolation", lambda setting="auto": Isolation(mode="bwrap", requested=setting)
+    )
     yield
 
 
