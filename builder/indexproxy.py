@@ -108,6 +108,24 @@ def _links(body: bytes, ctype: str, page_url: str) -> list[_Link]:
     return out
 
 
+# The builder's own networks: loopback, link-local (cloud metadata services), RFC 1918, the
+# carrier-grade NAT range, IPv6 unique-local. Not Python's wider `is_private`, which also
+# counts the documentation ranges (203.0.113.0/24...) that some networks route to their proxy.
+_INTERNAL = tuple(
+    ipaddress.ip_network(n)
+    for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+)
+
+
+def internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Whether `ip` is on the builder's own machine or network (never fetched for a page)."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback or ip.is_link_local or ip.is_unspecified or ip.is_multicast:
+        return True
+    return any(ip.version == n.version and ip in n for n in _INTERNAL)
+
+
 class IndexProxy:
     """Serves `upstreams` (the first at `/simple/`, the k-th extra one at `/<k>/simple/`) on
     the unix socket `path` while the block runs."""
@@ -169,11 +187,7 @@ class IndexProxy:
             infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
         except OSError:
             return False
-        for *_, sockaddr in infos:
-            ip = ipaddress.ip_address(sockaddr[0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved:
-                return False
-        return True
+        return all(not internal(ipaddress.ip_address(sockaddr[0])) for *_, sockaddr in infos)
 
     def page(self, project: str, which: int = 0) -> bytes | None:
         """The project page of upstream `which`, its links pointing at this proxy; None when

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import ipaddress
 import subprocess
 import zipfile
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ import pytest
 from builder.config import parse_config, parse_size
 from builder.errors import ConfigError, StepError
 from builder.index.pages import newest_builds
-from builder.indexproxy import IndexProxy
+from builder.indexproxy import IndexProxy, internal
 from builder.records import KeyInputs
 from builder.sandbox import Isolation, Sandbox
 from builder.wheelfile import check_wheel
@@ -193,6 +194,13 @@ def test_the_index_proxy_fetches_no_private_address(tmp_path: Path) -> None:
         "file:///etc/passwd",
     ):
         assert not proxy._public(url), url
+    inside = ("169.254.169.254", "127.0.0.2", "10.0.0.1", "172.20.1.1", "192.168.1.1",
+              "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "0.0.0.0")  # fmt: skip
+    for addr in inside:
+        assert internal(ipaddress.ip_address(addr)), addr
+    # Public addresses, and the documentation range some networks route to their proxy.
+    for addr in ("151.101.0.223", "2a04:4e42::223", "203.0.113.80"):
+        assert not internal(ipaddress.ip_address(addr)), addr
     token = proxy.token("http://169.254.169.254/x-1.0.tar.gz")
     assert proxy.file_url(token, "x-1.0.tar.gz") is None
     ok = proxy.token("http://127.0.0.1:3141/files/x-1.0.tar.gz")
