@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 from typing import NoReturn
 
@@ -51,3 +52,32 @@ def machine(name: str, install: str, *, also: tuple[str, ...] = ()) -> str:
     if found is None:
         missing(f"{name} is not installed ({install})")
     return found
+
+
+def bubblewrap() -> str:
+    """bubblewrap, installed and able to make its namespaces here (not in a chroot, and root
+    or user namespaces allowed), as prewheel's sandbox finds it; else `missing`."""
+    from builder.sandbox import isolation
+
+    exe = machine("bwrap", "Debian: apt-get install bubblewrap")
+    found = isolation("auto")
+    if found.mode != "bwrap":
+        missing(f"bubblewrap cannot sandbox here: {found.missing}")
+    return exe
+
+
+def private_mounts() -> str:
+    """`unshare --mount --propagation private`, working here (root, not in a chroot whose
+    root is not a mount point); else `missing`."""
+    unshare = machine("unshare", "Debian: apt-get install util-linux")
+    if os.geteuid() != 0:
+        missing("mounting a tmpfs in a private mount namespace needs root")
+    probe = subprocess.run(
+        [unshare, "--mount", "--propagation", "private", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if probe.returncode != 0:
+        missing(f"no private mount namespace here: {probe.stderr.strip()}")
+    return unshare

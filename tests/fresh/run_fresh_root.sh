@@ -48,7 +48,7 @@
 #                                1.5 GB during a run, removed at the end, also on failure)
 #   PREWHEEL_MIRROR              the Debian mirror (default: the one the host's apt uses)
 #   PREWHEEL_FRESH_SERVE_TIMEOUT seconds the build command may take to serve (default 900)
-#   PREWHEEL_FRESH_TEST_TIMEOUT  seconds the test command may take (default 1200)
+#   PREWHEEL_FRESH_TEST_TIMEOUT  seconds the test command may take (default 2400)
 #   PREWHEEL_FRESH_LOGS          a dir to copy the phases' full logs into (default: none kept)
 set -euo pipefail
 
@@ -61,7 +61,7 @@ BASE_PKGS="python3 python3-venv ca-certificates"
 CACHE="${PREWHEEL_FRESH_CACHE:-/var/tmp/prewheel-fresh-cache}"
 TMPBASE="${PREWHEEL_FRESH_TMP:-/var/tmp}"
 SERVE_TIMEOUT="${PREWHEEL_FRESH_SERVE_TIMEOUT:-900}"
-TEST_TIMEOUT="${PREWHEEL_FRESH_TEST_TIMEOUT:-1200}"
+TEST_TIMEOUT="${PREWHEEL_FRESH_TEST_TIMEOUT:-2400}"
 PORT=8080
 INDEX_URL="http://127.0.0.1:$PORT/cpu/simple/"
 ROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

@@ -9,13 +9,12 @@ so nothing outside the test sees it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from needs import machine, missing
+from needs import private_mounts
 from reliakit import own_traceback
 from reliakit import write_config as module_config
 from upstream import Upstream
@@ -27,9 +26,7 @@ PREWHEEL = f"{sys.executable} -m builder"
 
 def _namespace(script: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """`script` (sh) in a private mount namespace."""
-    unshare = machine("unshare", "Debian: apt-get install util-linux")
-    if os.geteuid() != 0:
-        missing("mounting a tmpfs for the wheelhouse needs root")
+    unshare = private_mounts()
     return subprocess.run(
         [unshare, "--mount", "--propagation", "private", "sh", "-euc", script],
         capture_output=True,

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from clitools import prewheel, snapshot
-from needs import machine
+from needs import bubblewrap
 from reliakit import Canary, bad_wheel, kill_marked, own_traceback, tar_sdist, wait_gone
 from reliakit import write_config as module_config
 from upstream import Upstream, WriteConfig
@@ -148,7 +148,7 @@ def corpus(
     upstream: Upstream, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
     """One wheelhouse with a published wheel, then one build of the whole hostile corpus."""
-    machine("bwrap", "Debian: apt-get install bubblewrap")
+    bubblewrap()
     root = tmp_path_factory.mktemp("hostile")
     wh, canary_dir = root / "wh", root / "canary"
     canary_dir.mkdir()
@@ -311,7 +311,7 @@ def test_the_resolver_cannot_follow_a_symlinked_directory_out(
 ) -> None:
     """pip 23.2 writes through a symlinked directory of an sdist while it unpacks it to
     prepare metadata; in the sandbox it finds nothing there to write to."""
-    machine("bwrap", "Debian: apt-get install bubblewrap")
+    bubblewrap()
     canary = tmp_path / "canary"
     canary.mkdir()
     tar_sdist(
