@@ -7,6 +7,7 @@ package it works on).
 
 from __future__ import annotations
 
+import json
 import platform
 import socket
 import threading
@@ -29,7 +30,14 @@ from ..stages.isa import isa_warnings
 from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
-from ..wheelfile import is_abi3, is_pure, is_shared_object, member_sizes, set_build_tag
+from ..wheelfile import (
+    dist_info_name,
+    is_abi3,
+    is_pure,
+    is_shared_object,
+    member_sizes,
+    set_build_tag,
+)
 from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
 from .grouping import Group
 from .report import ItemResult, Reporter, Status
@@ -367,6 +375,7 @@ def _make(
     prebuilt: BuildResult | None,
 ) -> tuple[Path, BuildResult, BuildRecord]:
     from .. import elf
+    from ..stages import sbom
     from ..stages.build import build_wheel
     from ..stages.repair import repair_wheel
 
@@ -407,15 +416,33 @@ def _make(
         strip=key.inputs.repair.strip,
         outdir=work / "repaired",
         log_file=log_file,
+        paths=built.paths,
     )
-    tagged = set_build_tag(repaired.wheel, build_tag(key), work)
+    doc = sbom.document(
+        sbom.SbomInputs(
+            name=item.name,
+            version=item.version,
+            cache_key=key.key,
+            inputs=key.inputs,
+            sdist=item.file.filename if item.file else None,
+            sdist_url=item.file.url if item.file else None,
+            build_deps=built.build_deps,
+            tools=record.tools,
+            grafted=repaired.grafted,
+            epoch=built.epoch,
+        )
+    )
+    tagged = set_build_tag(
+        repaired.wheel, build_tag(key), work, epoch=built.epoch, extra={sbom.MEMBER: doc}
+    )
     record = record.built(
         links_cuda=linked,
         external_libraries=repaired.external_libraries,
         duration=time.monotonic() - t0,
         device_code=code,
         sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
-    )
+        grafted=repaired.grafted,
+    ).with_sbom(f"{dist_info_name(tagged)}/{sbom.MEMBER}", json.loads(doc))
     return tagged, built, record
 
 
