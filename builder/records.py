@@ -232,6 +232,16 @@ class Reproduction:
     detail: str | None = None  # diffoscope's summary, when it is installed
     checked: str = ""  # when
 
+    def summary(self) -> str:
+        """One line: `reproduced (bit-identical)`, or what differed."""
+        if self.identical:
+            return "reproduced (bit-identical)"
+        if not self.sha256:
+            return f"not reproducible: {self.detail}"
+        shown = ", ".join(self.differs[:5])
+        more = f" +{len(self.differs) - 5}" if len(self.differs) > 5 else ""
+        return f"not reproducible: a second build differs in {shown + more or 'the archive'}"
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "identical": self.identical,

@@ -205,3 +205,38 @@ def test_pip_and_uv_install_the_wheels_and_the_grafted_library_loads(
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def checked(repro_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A reproducible and a non-reproducible package, built with --check-reproducible."""
+    base = tmp_path_factory.mktemp("check")
+    reqs = ("pw-cext==1.0", "pw-clock==1.0")
+    proc = _build(base / "w", base / "t", repro_upstream, *reqs, extra=("--check-reproducible",))
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # a difference is a warning
+    return base / "w" / "wh", {r["name"]: r for r in json.loads(proc.stdout)["results"]}
+
+
+def test_check_reproducible_names_the_member_that_differs(checked: Any) -> None:
+    wh, results = checked
+    clock = results["pw-clock"]
+    assert clock["status"] == "built"
+    rep = clock["reproduction"]
+    assert rep["identical"] is False
+    assert "pw_clock/_built.py" in rep["differs"]
+    assert any("pw_clock/_built.py" in w for w in clock["warnings"])
+    assert results["pw-cext"]["reproduction"]["identical"] is True
+    assert results["pw-cext"]["reproduction"]["sha256"] == sha256_of(
+        next(p for n, p in _wheels(wh).items() if n.startswith("pw_cext-"))
+    )
+
+
+def test_show_tells_whether_a_wheel_was_reproduced(checked: Any) -> None:
+    wh, _ = checked
+    data = json.loads(prewheel("show", "pw-clock", "--wheelhouse", wh, "--json").stdout)
+    (rec,) = data["records"]
+    assert rec["reproduction"]["differs"][0] == "pw_clock/_built.py"
+    table = prewheel("show", "pw-clock", "--wheelhouse", wh).stdout
+    assert "not reproducible: a second build differs in pw_clock/_built.py" in table
+    table = prewheel("show", "pw-cext", "--wheelhouse", wh).stdout
+    assert "reproduced (bit-identical)" in table

@@ -301,3 +301,11 @@ def test_comparing_two_wheels_names_the_members_that_differ(tmp_path: Path) -> N
 def test_reproduction_round_trips() -> None:
     rep = Reproduction(identical=False, sha256="ab" * 32, differs=("p/y.py",), checked="t")
     assert Reproduction.from_json(rep.to_json()) == rep
+
+
+def test_check_reproducible_is_never_answered_from_the_noop_stamp() -> None:
+    from builder import buildargs, stamp
+
+    assert buildargs.BY_NAME["--check-reproducible"].stamp == "never"
+    assert stamp._parse(["build", "-r", "r.txt"]) is not None
+    assert stamp._parse(["build", "-r", "r.txt", "--check-reproducible"]) is None

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__, tools
+from ..atomic import sha256_file
 from ..config import Config
 from ..errors import PrewheelError, StepError, WheelhouseWriteError
 from ..log import get_logger
-from ..records import BuildRecord, CacheKey, DeviceCode, Sizes, utcnow
+from ..records import BuildRecord, CacheKey, DeviceCode, Reproduction, Sizes, utcnow
 from ..sandbox import Policy
 from ..stages import accel, constraints
 from ..stages.fetch import fetch
@@ -82,6 +83,7 @@ class Run:
     run_id: str  # names this run's logs: two builders never share one
     cache_from: tuple[str, ...] = ()
     retry_failed: bool = True
+    check_reproducible: bool = False  # build each wheel twice and compare
     # Per target name, the plan's closure {name: version}: verify installs at these pins.
     closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -347,6 +349,8 @@ def _build_here(
     record = record.slot_taken()
     try:
         tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt)
+        if run.check_reproducible:
+            record = record.reproduced(_reproduce(run, item, key, tagged, log_file, record))
     except StepError as exc:
         return failed(run, items, record, exc, t0)
     except WheelhouseWriteError:
@@ -361,8 +365,47 @@ def _build_here(
         wheel=tagged,
         record=record.with_build_deps(built.build_deps),
         started=t0,
-        warnings=_warnings(built, tagged),
+        warnings=_warnings(built, tagged) + _unreproduced(record),
     )
+
+
+def _reproduce(
+    run: Run, item: PlanItem, key: CacheKey, first: Path, log_file: Path, record: BuildRecord
+) -> Reproduction:
+    """Build the wheel again, from the sdist, in a work directory and build environment of
+    its own, and compare it with `first` member by member (and with diffoscope, when it is
+    installed, for what differs inside). A second build that fails is a difference too."""
+    from ..stages import compare
+
+    run.reporter.step(item, "reproduce")
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write("\nprewheel: --check-reproducible: the second build, in a fresh environment\n")
+    work = run.work / f"again-{key.short}"
+    try:
+        second, _, _ = _make(run, item, key, work, log_file, record, None)
+    except PrewheelError as exc:
+        return Reproduction(
+            identical=False, sha256="", detail=f"the second build failed: {exc.message}",
+            checked=utcnow(),
+        )  # fmt: skip
+    digest = sha256_file(second)
+    differs = compare.differing_members(first, second)
+    identical = not differs and digest == sha256_file(first)
+    detail = None if identical else compare.diffoscope_detail(first, second)
+    if not identical:
+        with log_file.open("a", encoding="utf-8") as fh:
+            fh.write(f"prewheel: not reproducible: {', '.join(differs) or 'the archive'}\n")
+            fh.write(detail or "")
+    return Reproduction(
+        identical=identical, sha256=digest, differs=differs, detail=detail, checked=utcnow()
+    )
+
+
+def _unreproduced(record: BuildRecord) -> tuple[str, ...]:
+    rep = record.reproduction
+    if rep is None or rep.identical:
+        return ()
+    return (rep.summary(),)
 
 
 def _make(
@@ -650,6 +693,7 @@ def verify_and_publish(
             strip_saved=None
             if shared or cand.remote or not cand.record.sizes
             else cand.record.sizes.strip_saved,
+            reproduction=None if shared else cand.record.reproduction,
         )
         for it in items
     ]

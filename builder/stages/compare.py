@@ -20,9 +20,14 @@ DETAIL_LIMIT = 4000
 
 
 def differing_members(first: Path, second: Path) -> tuple[str, ...]:
-    """The members whose bytes differ between two wheels, or that only one has; sorted."""
+    """The members whose bytes differ between two wheels, or that only one has: the
+    package's own files first (the cause), the `.dist-info` files after, RECORD (which
+    differs whenever anything does) last."""
     a, b = member_digests(first), member_digests(second)
-    return tuple(sorted(n for n in a.keys() | b.keys() if a.get(n) != b.get(n)))
+    differ = [n for n in a.keys() | b.keys() if a.get(n) != b.get(n)]
+    return tuple(
+        sorted(differ, key=lambda n: (n.endswith(".dist-info/RECORD"), ".dist-info/" in n, n))
+    )
 
 
 def diffoscope_detail(first: Path, second: Path, timeout: float = 120) -> str | None:
