@@ -240,3 +240,30 @@ def test_show_tells_whether_a_wheel_was_reproduced(checked: Any) -> None:
     assert "not reproducible: a second build differs in pw_clock/_built.py" in table
     table = prewheel("show", "pw-cext", "--wheelhouse", wh).stdout
     assert "reproduced (bit-identical)" in table
+
+
+def test_status_page_shows_provenance_and_the_record_is_served_with_its_sbom(
+    checked: Any,
+) -> None:
+    import re
+    import urllib.request
+
+    from clitools import serving
+
+    wh, results = checked
+    with serving(wh) as base:
+        page = urllib.request.urlopen(base + "/", timeout=10).read().decode()
+        rows = {
+            name: next(r for r in page.split("<tr>") if f">{name}-1.0-" in r)
+            for name in ("pw_cext", "pw_clock")
+        }
+        assert '<span class="built">yes</span>' in rows["pw_cext"]
+        assert "no: pw_clock/_built.py" in rows["pw_clock"]
+        assert "CycloneDX</a>" in rows["pw_cext"]
+        (link,) = set(re.findall(r'href="(builds/[0-9a-f]{64}\.json)">record', rows["pw_cext"]))
+        record = json.loads(urllib.request.urlopen(f"{base}/{link}", timeout=10).read())
+    wheel = next(p for n, p in _wheels(wh).items() if n.startswith("pw_cext-"))
+    assert record["wheel"] == wheel.name == results["pw-cext"]["wheel"]
+    assert record["sbom"] == _sbom(wheel)[0]
+    assert record["reproduction"]["identical"] is True
+    assert (wh / "status.html").read_text() == page  # the static copy says the same
