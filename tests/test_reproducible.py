@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from clitools import prewheel
+from needs import declared, missing
 from upstream import Upstream, pip_isolated_env, sha256_of
 
 pytestmark = pytest.mark.slow
@@ -108,11 +109,20 @@ def twice(repro_upstream: Upstream, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 def test_two_builds_in_different_directories_give_the_same_bytes(twice: list[Path]) -> None:
+    from builder.sandbox import isolation
+
     first, second = (_wheels(wh) for wh in twice)
     assert len(first) >= len(PACKAGES)
     assert first.keys() == second.keys()  # the same file names: build tags from the key
+    # A library linked from the build tree puts the build path into the linker's build-id:
+    # only the fixed path bubblewrap shows the build makes that one the same.
+    fixed_path = isolation("auto").mode == "bwrap"
     for name in first:
+        if name.startswith("pw_graft-") and not fixed_path:
+            continue
         assert sha256_of(first[name]) == sha256_of(second[name]), name
+    if not fixed_path:
+        missing("bubblewrap cannot run here (apt-get install bubblewrap): pw-graft not compared")
 
 
 def test_wheels_are_normalised_archives(twice: list[Path]) -> None:
@@ -179,8 +189,6 @@ def test_sbom_is_in_the_build_record(twice: list[Path]) -> None:
 def test_pip_and_uv_install_the_wheels_and_the_grafted_library_loads(
     twice: list[Path], tmp_path: Path
 ) -> None:
-    from builder.tools import find
-
     wheels = [str(p) for p in _wheels(twice[0]).values()]
     env = pip_isolated_env()
     venv = tmp_path / "pip"
@@ -195,8 +203,7 @@ def test_pip_and_uv_install_the_wheels_and_the_grafted_library_loads(
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     assert out.stdout.strip() == "42"
-    uv = find("uv")
-    assert uv is not None
+    uv = declared("uv")
     uvenv = tmp_path / "uv"
     subprocess.run([uv, "venv", "--no-config", "-q", uvenv], check=True, timeout=120, env=env)
     proc = subprocess.run(
