@@ -11,6 +11,7 @@ where it exists.
 
 from __future__ import annotations
 
+import calendar
 import posixpath
 import tarfile
 import zipfile
@@ -111,6 +112,23 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
     if len(tops) != 1:
         raise StepError(f"{sdist.name}: expected one top-level directory", step="unpack")
     return tops[0]
+
+
+def newest_mtime(sdist: Path) -> int | None:
+    """The newest modification time among the sdist's members (seconds since the epoch),
+    the build's `SOURCE_DATE_EPOCH`: a time the sdist itself fixes, so two builds of it
+    write the same time into whatever they stamp. None when the archive holds no times."""
+    try:
+        if sdist.name.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as zf:
+                times = [int(calendar.timegm((*i.date_time, 0, 0, 0))) for i in zf.infolist()]
+        else:
+            with tarfile.open(sdist) as tf:
+                times = [int(m.mtime) for m in tf.getmembers()]
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError):
+        return None
+    found = [t for t in times if t > 0]
+    return max(found) if found else None
 
 
 def _zip_kind(info: zipfile.ZipInfo) -> str:

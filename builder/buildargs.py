@@ -130,6 +130,15 @@ BUILD_OPTIONS: tuple[Option, ...] = (
         stamp="key",
     ),
     Option(
+        names=("--check-reproducible",),
+        dest="check_reproducible",
+        kind="flag",
+        help="Build every wheel that is built a second time, in a fresh environment, and "
+        "compare the two (the members that differ are reported and recorded; diffoscope, "
+        "when installed, says how).",
+        stamp="never",
+    ),
+    Option(
         names=("--refresh",),
         dest="refresh",
         kind="flag",

@@ -207,10 +207,12 @@ def probe(
     *,
     env: Mapping[str, str] | None = None,
     timeout: float = 30,
+    ok_codes: tuple[int, ...] = (0,),
 ) -> str | None:
     """The standard output of a short query (`nvcc --version`, a JSON report), or None when
-    the program is missing, fails or runs out of time. Its standard error is dropped: a
-    query's answer is what it prints, not the log lines it writes beside it."""
+    the program is missing, fails (an exit status not in `ok_codes`) or runs out of time.
+    Its standard error is dropped: a query's answer is what it prints, not the log lines it
+    writes beside it."""
     args = [os.fspath(a) for a in argv]
     log.debug("$ %s", shlex.join(args))
     try:
@@ -227,7 +229,7 @@ def probe(
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return proc.stdout if proc.returncode == 0 else None
+    return proc.stdout if proc.returncode in ok_codes else None
 
 
 def venv(

@@ -58,6 +58,8 @@ class ElfInfo:
     # GPU code in its fatbin sections: SASS architectures ("7.5", "9.0a") and PTX ones.
     sass: tuple[str, ...] = ()
     ptx: tuple[str, ...] = ()
+    # DT_RUNPATH and DT_RPATH entries, in order (`$ORIGIN` unexpanded).
+    runpath: tuple[str, ...] = ()
 
 
 def wheel_cuda(wheel: Path) -> list[str]:
@@ -72,7 +74,7 @@ def wheel_cuda(wheel: Path) -> list[str]:
             with zf.open(info) as fh:
                 if fh.read(4) != _ELF_MAGIC:
                     continue
-            base = _ungrafted(Path(info.filename).name)
+            base = ungrafted(Path(info.filename).name)
             if matches_any(base, CUDA_LIBRARY_PATTERNS):
                 found.add(base)
             with zf.open(info) as src, tempfile.TemporaryFile() as tmp:
@@ -83,7 +85,7 @@ def wheel_cuda(wheel: Path) -> list[str]:
                 except ELFError:
                     continue
             found |= {
-                _ungrafted(n) for n in needed if matches_any(_ungrafted(n), CUDA_LIBRARY_PATTERNS)
+                ungrafted(n) for n in needed if matches_any(ungrafted(n), CUDA_LIBRARY_PATTERNS)
             }
     return sorted(found)
 
@@ -93,6 +95,19 @@ def _needed(elf: ELFFile) -> list[str]:
     if not isinstance(dyn, DynamicSection):
         return []
     return [str(getattr(t, "needed", "")) for t in dyn.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+
+
+def _runpath(elf: ELFFile) -> list[str]:
+    dyn = elf.get_section_by_name(".dynamic")
+    if not isinstance(dyn, DynamicSection):
+        return []
+    out: list[str] = []
+    for t in dyn.iter_tags():
+        if t.entry.d_tag == "DT_RUNPATH":
+            out += str(getattr(t, "runpath", "")).split(":")
+        elif t.entry.d_tag == "DT_RPATH":
+            out += str(getattr(t, "rpath", "")).split(":")
+    return [p for p in out if p]
 
 
 def wheel_elves(wheel: Path) -> list[ElfInfo]:
@@ -170,6 +185,7 @@ def read_elf(name: str, data: bytes) -> ElfInfo:
         versioned=tuple(_versioned_symbols(elf)),
         sass=sass,
         ptx=ptx,
+        runpath=tuple(_runpath(elf)),
     )
 
 
@@ -279,15 +295,15 @@ def cuda_libraries(elves: Iterable[ElfInfo]) -> list[str]:
     found: set[str] = set()
     for elf in elves:
         for lib in elf.needed:
-            base = _ungrafted(lib)
+            base = ungrafted(lib)
             if matches_any(base, CUDA_LIBRARY_PATTERNS):
                 found.add(base)
-        if matches_any(_ungrafted(Path(elf.path).name), CUDA_LIBRARY_PATTERNS):
-            found.add(_ungrafted(Path(elf.path).name))
+        if matches_any(ungrafted(Path(elf.path).name), CUDA_LIBRARY_PATTERNS):
+            found.add(ungrafted(Path(elf.path).name))
     return sorted(found)
 
 
-def _ungrafted(name: str) -> str:
+def ungrafted(name: str) -> str:
     """`libcudart-1a2b3c4d.so.13` (auditwheel's grafted name) -> `libcudart.so.13`."""
     return re.sub(r"-[0-9a-f]{8}(\.so)", r"\1", name)
 

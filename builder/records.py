@@ -199,6 +199,72 @@ class ExternalLibrary:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GraftedLibrary:
+    """A library repair copied into the wheel: its own name, where in the wheel it went,
+    and its bytes' sha256 there (auditwheel's 8 hex digits in the member's name are the
+    start of the sha256 of the host file it copied). The host path is left out: it can be
+    the build's own directory, which would make the record differ between two builds."""
+
+    library: str  # `libz.so.1`
+    member: str  # `pkg.libs/libz-1a2b3c4d.so.1`
+    sha256: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"library": self.library, "member": self.member, "sha256": self.sha256}
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> GraftedLibrary:
+        return cls(
+            library=str(d["library"]),
+            member=str(d["member"]),
+            sha256=str(d["sha256"]),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reproduction:
+    """The outcome of building a wheel a second time in a fresh environment
+    (`build --check-reproducible`): identical, or which members differ."""
+
+    identical: bool
+    sha256: str  # the second build's wheel (before it is thrown away)
+    differs: tuple[str, ...] = ()  # members whose bytes differ, or that one side lacks
+    detail: str | None = None  # diffoscope's summary, when it is installed
+    checked: str = ""  # when
+
+    def summary(self) -> str:
+        """One line: `reproduced (bit-identical)`, or what differed."""
+        if self.identical:
+            return "reproduced (bit-identical)"
+        if not self.sha256:
+            return f"not reproducible: {self.detail}"
+        shown = ", ".join(self.differs[:5])
+        more = f" +{len(self.differs) - 5}" if len(self.differs) > 5 else ""
+        return f"not reproducible: a second build differs in {shown + more or 'the archive'}"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "identical": self.identical,
+            "sha256": self.sha256,
+            "differs": list(self.differs),
+            "checked": self.checked,
+        }
+        if self.detail is not None:
+            out["detail"] = self.detail
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Reproduction:
+        return cls(
+            identical=bool(d["identical"]),
+            sha256=str(d.get("sha256", "")),
+            differs=tuple(d.get("differs") or ()),
+            detail=d.get("detail"),
+            checked=str(d.get("checked", "")),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class AccelDecision:
     """Whether a package is built per accelerator, who said so, and on what evidence.
 
@@ -343,6 +409,12 @@ class BuildRecord:
     device_code: tuple[DeviceCode, ...] = ()
     links_cuda: tuple[str, ...] = ()
     external_libraries: tuple[ExternalLibrary, ...] = ()
+    grafted: tuple[GraftedLibrary, ...] = ()
+    # The SBOM in the wheel (PEP 770): its member, and the document itself, so the record
+    # served beside the index answers what is inside without opening the wheel.
+    sbom_member: str | None = None
+    sbom: Mapping[str, Any] | None = None
+    reproduction: Reproduction | None = None
     build_duration: float | None = None
     build_finished: str | None = None
     sizes: Sizes | None = None
@@ -381,16 +453,24 @@ class BuildRecord:
         duration: float,
         device_code: tuple[DeviceCode, ...] = (),
         sizes: Sizes | None = None,
+        grafted: tuple[GraftedLibrary, ...] = (),
     ) -> BuildRecord:
         return replace(
             self,
             links_cuda=links_cuda,
             external_libraries=external_libraries,
+            grafted=grafted,
             device_code=device_code,
             sizes=sizes,
             build_duration=round(duration, 3),
             build_finished=utcnow(),
         )
+
+    def with_sbom(self, member: str, document: Mapping[str, Any]) -> BuildRecord:
+        return replace(self, sbom_member=member, sbom=document)
+
+    def reproduced(self, outcome: Reproduction) -> BuildRecord:
+        return replace(self, reproduction=outcome)
 
     def with_build_deps(self, deps: Mapping[str, str]) -> BuildRecord:
         return replace(self, build_deps=dict(deps))
@@ -475,6 +555,9 @@ class BuildRecord:
             "build_deps": dict(self.build_deps) if self.build_deps else None,
             "accel_decision": self.accel_decision.to_json() if self.accel_decision else None,
             "build_env": self.build_env.to_json() if self.build_env else None,
+            "sbom_member": self.sbom_member,
+            "sbom": dict(self.sbom) if self.sbom else None,
+            "reproduction": self.reproduction.to_json() if self.reproduction else None,
             "build_duration": self.build_duration,
             "build_finished": self.build_finished,
             "wheel": self.wheel,
@@ -493,6 +576,7 @@ class BuildRecord:
             out["links_cuda"] = list(self.links_cuda)
         if self.build_finished is not None:
             out["external_libraries"] = [e.to_json() for e in self.external_libraries]
+            out["grafted"] = [g.to_json() for g in self.grafted]
             out["device_code"] = [d.to_json() for d in self.device_code]
         if self.sizes is not None:
             out["sizes"] = self.sizes.to_json()
@@ -536,6 +620,12 @@ class BuildRecord:
             external_libraries=tuple(
                 ExternalLibrary(library=e["library"], provided_by=e["provided_by"])
                 for e in d.get("external_libraries") or ()
+            ),
+            grafted=tuple(GraftedLibrary.from_json(g) for g in d.get("grafted") or ()),
+            sbom_member=d.get("sbom_member"),
+            sbom=d.get("sbom"),
+            reproduction=(
+                Reproduction.from_json(d["reproduction"]) if d.get("reproduction") else None
             ),
             build_duration=d.get("build_duration"),
             build_finished=d.get("build_finished"),

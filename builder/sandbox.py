@@ -200,6 +200,12 @@ class Sandbox:
     hidden: tuple[Path, ...] = ()  # never shown: the wheelhouse
     memory: int | None = None  # RLIMIT_AS, bytes, per process
     index_socket: Path | None = None  # the index proxy; pip's index URL is `index_url()`
+    # Under bubblewrap, `workdir` also appears at this fixed path (in the sandbox's private
+    # /tmp) and the command sees it only there: its arguments, working directory and
+    # variables name the alias. So a path a build writes into its output (an RPATH the
+    # linker hashed into the build-id, a `__FILE__`) is the same for every build of one
+    # (package, version, target), and two builds at once never share it.
+    alias: str | None = None
 
     @property
     def proxied(self) -> bool:
@@ -216,6 +222,20 @@ class Sandbox:
             return list(upstreams)
         return [self.index_url(u) if k == 0 else f"http://127.0.0.1:@PORT@/{k}/simple/"
                 for k, u in enumerate(upstreams)]  # fmt: skip
+
+    @property
+    def aliased(self) -> bool:
+        return self.alias is not None and self.isolation.mode == "bwrap"
+
+    def seen(self, text: str) -> str:
+        """`text` with the work directory's real path replaced by the alias, under
+        bubblewrap; unchanged otherwise."""
+        if not self.aliased or self.alias is None:
+            return text
+        for real in dict.fromkeys((str(self.workdir.resolve()), str(self.workdir))):
+            if text == real or text.startswith(real + "/") or f"{real}/" in text:
+                text = text.replace(real, self.alias)
+        return text
 
     def environment(self) -> dict[str, str]:
         """The whole environment of the command: fixed variables, then the build's own."""
@@ -234,7 +254,7 @@ class Sandbox:
             "PYTHONNOUSERSITE": "1",
         }
         env.update(self.env)
-        return env
+        return {k: self.seen(v) for k, v in env.items()}
 
     def wrap(self, argv: Sequence[str], cwd: Path | None) -> list[str]:
         """`argv` behind the sandbox's launcher: bubblewrap, or `unshare --net`, or nothing;
@@ -252,7 +272,7 @@ class Sandbox:
             return [self.isolation.unshare, "--net", "--", *inner]
         if self.isolation.mode == "none":
             return inner
-        return [*self._bwrap_args(cwd), "--", *inner]
+        return [*self._bwrap_args(cwd), "--", *map(self.seen, inner)]
 
     def _bwrap_args(self, cwd: Path | None) -> list[str]:
         assert self.isolation.bwrap is not None
@@ -274,6 +294,7 @@ class Sandbox:
             ops.append((len(p.parts), 2, "--bind", p))
         for p in _existing(self.hidden):
             ops.append((len(p.parts), 3, "--tmpfs", p))
+        aliased = self.aliased and self.alias is not None and self.workdir.is_dir()
         for _, _, op, p in sorted(ops, key=lambda o: (o[0], o[1])):
             args += [op, str(p)] if op == "--tmpfs" else [op, str(p), str(p)]
         # What hides a directory is empty and read-only too, once what it shows is mounted.
@@ -281,12 +302,14 @@ class Sandbox:
             if op == "--tmpfs" and p != Path("/tmp"):
                 args += ["--remount-ro", str(p)]
         args += ["--dir", "/tmp/home"]
+        if aliased and self.alias is not None:
+            args += ["--bind", str(self.workdir.resolve()), self.alias]
         if self.proxied:
             assert self.index_socket is not None
             args += ["--bind", str(self.index_socket), INDEX_SOCKET]
         args += [*_NAMESPACES, "--cap-drop", "ALL", "--die-with-parent", "--new-session"]
         if cwd is not None:
-            args += ["--chdir", str(cwd)]
+            args += ["--chdir", self.seen(str(cwd))]
         return args
 
 
@@ -324,6 +347,7 @@ class Policy:
         writable: Iterable[Path] = (),
         limit_memory: bool = True,
         index_socket: Path | None = None,
+        alias: str | None = None,
     ) -> Sandbox:
         return Sandbox(
             isolation=self.isolation,
@@ -334,6 +358,7 @@ class Policy:
             hidden=self.hidden,
             memory=self.memory if limit_memory else None,
             index_socket=index_socket,
+            alias=alias,
         )
 
 

@@ -8,6 +8,7 @@ import hashlib
 import os
 import time
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from packaging.metadata import Metadata
@@ -21,6 +22,12 @@ def dist_info_dir(zf: zipfile.ZipFile) -> str:
     if len(names) != 1:
         raise WheelhouseError(f"{zf.filename}: expected one .dist-info directory, found {names}")
     return names.pop()
+
+
+def dist_info_name(wheel: Path) -> str:
+    """The wheel's `.dist-info` directory name."""
+    with zipfile.ZipFile(wheel) as zf:
+        return dist_info_dir(zf)
 
 
 def read_metadata(wheel: Path) -> bytes:
@@ -85,10 +92,24 @@ def requires_names(wheel: Path) -> set[str] | None:
         return None
 
 
-def set_build_tag(wheel: Path, build_tag: str, outdir: Path) -> Path:
-    """Write a copy of `wheel` whose file name and WHEEL file carry `build_tag`.
+# The oldest time a zip member can carry (1980-01-01); SOURCE_DATE_EPOCH below it is raised.
+ZIP_EPOCH = 315532800
 
-    The copy is re-zipped deterministically with a fresh RECORD.
+
+def set_build_tag(
+    wheel: Path,
+    build_tag: str,
+    outdir: Path,
+    *,
+    epoch: int | None = None,
+    extra: Mapping[str, bytes] | None = None,
+) -> Path:
+    """Write a copy of `wheel` whose file name and WHEEL file carry `build_tag`, with the
+    `extra` members (`.dist-info/...` paths relative to the dist-info directory) added.
+
+    The one place a wheel is rewritten: unpacked, its RECORD written again, re-zipped
+    normalised (`normalised_zip`) with member times from `epoch` (the build's
+    SOURCE_DATE_EPOCH; else the environment's), so the same inputs give the same bytes.
     """
     parse_wheel_filename(wheel.name)  # validates
     parts = wheel.name[:-4].split("-")
@@ -97,33 +118,84 @@ def set_build_tag(wheel: Path, build_tag: str, outdir: Path) -> Path:
     out = outdir / new_name
     with zipfile.ZipFile(wheel) as src:
         di = dist_info_dir(src)
-        entries = [(i, src.read(i)) for i in src.infolist() if i.filename != f"{di}/RECORD"]
-    rewritten: list[tuple[zipfile.ZipInfo, bytes]] = []
-    for info, data in entries:
-        if info.filename == f"{di}/WHEEL":
-            lines = [ln for ln in data.decode().splitlines() if not ln.startswith("Build:")]
-            lines.append(f"Build: {build_tag}")
-            data = ("\n".join(lines) + "\n").encode()
-        rewritten.append((info, data))
-    record_lines = []
-    for info, data in rewritten:
-        if info.is_dir():
-            continue  # RECORD lists files only; auditwheel reads a directory row as a file
-        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-        record_lines.append(f"{info.filename},sha256={digest},{len(data)}")
-    record_lines.append(f"{di}/RECORD,,")
-    rewritten.append((zipfile.ZipInfo(f"{di}/RECORD"), ("\n".join(record_lines) + "\n").encode()))
-    epoch = int(os.environ.get("SOURCE_DATE_EPOCH", "315532800"))
-    date_time = time.gmtime(max(epoch, 315532800))[:6]
-    tmp = out.with_name(out.name + ".part")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as dst:
-        for info, data in rewritten:
-            zi = zipfile.ZipInfo(info.filename, date_time=date_time)
-            zi.external_attr = info.external_attr or (0o644 << 16)
-            zi.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(zi, data)
-    tmp.replace(out)
+        skip = {f"{di}/RECORD", *(f"{di}/{n}" for n in extra or {})}
+        files = {
+            i.filename: (_mode(i), src.read(i))
+            for i in src.infolist()
+            if not i.is_dir() and i.filename not in skip
+        }
+    wheel_file = f"{di}/WHEEL"
+    if wheel_file in files:
+        mode, data = files[wheel_file]
+        lines = [ln for ln in data.decode().splitlines() if not ln.startswith("Build:")]
+        lines.append(f"Build: {build_tag}")
+        files[wheel_file] = (mode, ("\n".join(lines) + "\n").encode())
+    for name, data in (extra or {}).items():
+        files[f"{di}/{name}"] = (0o644, data)
+    if epoch is None:
+        epoch = int(os.environ.get("SOURCE_DATE_EPOCH", str(ZIP_EPOCH)))
+    normalised_zip(files, di, out, epoch=epoch)
     return out
+
+
+def _mode(info: zipfile.ZipInfo) -> int:
+    """0o755 for a member any execute bit is set on, else 0o644: the umask of the build
+    machine never reaches the wheel."""
+    return 0o755 if (info.external_attr >> 16) & 0o111 else 0o644
+
+
+def _member_order(name: str, di: str) -> tuple[int, str]:
+    """Sorted by name, the `.dist-info` files after the rest and RECORD last (the wheel
+    spec's recommendation, so a streaming installer sees the files before their record)."""
+    if name == f"{di}/RECORD":
+        return (2, name)
+    return (1 if name.startswith(f"{di}/") else 0, name)
+
+
+def normalised_zip(
+    files: Mapping[str, tuple[int, bytes]], di: str, out: Path, *, epoch: int
+) -> None:
+    """Write `files` ({member: (mode, bytes)}) as a wheel at `out`, atomically: a fresh
+    RECORD, members in a fixed order, every time `epoch`, modes 0o644/0o755, no directory
+    entries, deflate at one level. Nothing of the machine or the moment reaches the bytes."""
+    body = {n: v for n, v in files.items() if n != f"{di}/RECORD"}
+    record_lines = []
+    for name in sorted(body, key=lambda n: _member_order(n, di)):
+        data = body[name][1]
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record_lines.append(f"{name},sha256={digest},{len(data)}")
+    record_lines.append(f"{di}/RECORD,,")
+    body[f"{di}/RECORD"] = (0o644, ("\n".join(record_lines) + "\n").encode())
+    date_time = time.gmtime(max(epoch, ZIP_EPOCH))[:6]
+    tmp = out.with_name(out.name + ".part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as dst:
+        for name in sorted(body, key=lambda n: _member_order(n, di)):
+            mode, data = body[name]
+            zi = zipfile.ZipInfo(name, date_time=date_time)
+            zi.external_attr = (0o100000 | mode) << 16
+            zi.create_system = 3  # Unix, whatever the host: the mode bits are read as such
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(zi, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=6)
+    tmp.replace(out)
+
+
+def member_digests(wheel: Path) -> dict[str, str]:
+    """Each file of a wheel and the sha256 of its bytes: what two builds are compared by."""
+    with zipfile.ZipFile(wheel) as zf:
+        return {
+            i.filename: hashlib.sha256(zf.read(i)).hexdigest()
+            for i in zf.infolist()
+            if not i.is_dir()
+        }
+
+
+def read_member(wheel: Path, name: str) -> bytes | None:
+    """One member's bytes, or None when the wheel lacks it."""
+    with zipfile.ZipFile(wheel) as zf:
+        try:
+            return zf.read(name)
+        except KeyError:
+            return None
 
 
 _SIGNATURES = ("RECORD", "RECORD.jws", "RECORD.p7s")

@@ -33,6 +33,7 @@ def command(
     allow_unpinned: bool,
     retry_failed: bool,
     cache_from: tuple[str, ...],
+    check_reproducible: bool,
     refresh: bool,
     packages: tuple[str, ...],
     as_json: bool,
@@ -47,6 +48,10 @@ def command(
     A run that finds nothing to do stamps what it consulted; the next run with the same
     arguments is answered from that stamp while nothing in it has changed
     (PREWHEEL_DEBUG=1 says why not; PREWHEEL_FAST=0 always runs the full build).
+
+    With --check-reproducible every wheel built is built twice; a difference is a warning
+    (the wheel is still published) that names the members that differ, and the build record
+    keeps it (`prewheel show`).
 
     Exit status: 0 all done; 1 some packages failed (the rest were published);
     2 bad input or configuration, or a wheelhouse that cannot be written (nothing was
@@ -83,6 +88,7 @@ def command(
                 retry_failed=retry_failed,
                 cache_from=cache_from,
                 requirements=str(requirements),
+                check_reproducible=check_reproducible,
             )
         data = report.to_json()
         if report.nothing_to_do:

@@ -51,7 +51,17 @@ def _row(rec: BuildRecord) -> list[str | Text]:
         rec.started[:19].replace("T", " "),
         f"{rec.duration:.1f}s" if rec.duration is not None else "-",
         rec.cache_key[:12],
+        _reproduced(rec),
     ]
+
+
+def _reproduced(rec: BuildRecord) -> Text:
+    """`yes`, `no`, or `-` (never checked: `build --check-reproducible`)."""
+    if rec.reproduction is None:
+        return Text("-", style="dim")
+    if rec.reproduction.identical:
+        return Text("yes", style="green")
+    return Text("no", style="red")
 
 
 @click.command("show")
@@ -95,6 +105,17 @@ def command(project: str, wheelhouse: Path, as_json: bool, tail_lines: int) -> N
     _print(wh, name, records, files, tail_lines)
 
 
+def _sbom_line(rec: BuildRecord) -> str:
+    from ..stages.sbom import summary
+
+    counts = summary(rec.sbom or {})
+    grafted = ", ".join(g.library for g in rec.grafted)
+    return (
+        f"{rec.sbom_member} ({counts.get('build-dependency', 0)} build dependencies, "
+        f"{counts.get('grafted-library', 0)} grafted libraries{': ' + grafted if grafted else ''})"
+    )
+
+
 def _print(
     wh: Wheelhouse,
     name: str,
@@ -108,7 +129,8 @@ def _print(
     console = Console()
     if records:
         table = Table(title=f"{name}: build records in {wh.root}")
-        for col in ("version", "targets", "result", "started (UTC)", "time", "key"):
+        cols = ("version", "targets", "result", "started (UTC)", "time", "key", "reproduced")
+        for col in cols:
             table.add_column(col, no_wrap=col in ("started (UTC)", "key"), overflow="fold")
         for rec in records:
             table.add_row(*_row(rec))
@@ -128,6 +150,10 @@ def _print(
             console.print(f"  wheel: {rec.wheel}", highlight=False, markup=False)
         if rec.checks:
             console.print(f"  checks passed: {', '.join(rec.checks)}", highlight=False)
+        if rec.reproduction is not None:
+            console.print(f"  {rec.reproduction.summary()}", highlight=False, markup=False)
+        if rec.sbom_member:
+            console.print(f"  sbom: {_sbom_line(rec)}", highlight=False, markup=False)
         if rec.sizes:
             strip = rec.sizes.strip_saved
             console.print(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from ..records import BuildRecord
 from ..wheelhouse import CatalogEntry, Wheelhouse, sorted_versions, write_if_changed
 
 STATUS_FILE = "status.html"
@@ -24,7 +25,7 @@ h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px soli
 table{border-collapse:collapse;width:100%}th,td{padding:.25em .6em;text-align:left;
 vertical-align:top;border-bottom:1px solid #eee}th{background:#f6f6f6}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}code{font-size:.92em}
-.built{color:#0a6a2a}.downloaded{color:#555}.muted{color:#777}
+.built{color:#0a6a2a}.downloaded{color:#555}.muted{color:#777}.failed{color:#a01010}
 details summary{cursor:pointer}details table{margin:.3em 0 .8em}
 """
 
@@ -61,12 +62,36 @@ def _targets(wh: Wheelhouse) -> list[dict[str, Any]]:
     return [t for t in data or [] if isinstance(t, dict)]
 
 
-def _log_link(wh: Wheelhouse, cache_key: str | None) -> str:
-    """A relative link to the build log of `cache_key`, when it lies inside `logs/`."""
-    if not cache_key:
-        return ""
-    record = wh.read_record(cache_key)
-    log = record.log if record is not None else None
+def _provenance(wh: Wheelhouse, cache_key: str | None) -> str:
+    """The cells that say where a built wheel came from: its build record (which holds the
+    inputs, the tools and the whole SBOM), its log, what its SBOM lists, and whether a
+    second build reproduced it. Empty cells for a downloaded wheel."""
+    record = wh.read_record(cache_key) if cache_key else None
+    if record is None or cache_key is None:
+        return "<td></td><td></td><td></td>"
+    links = [f'<a href="builds/{quote(cache_key)}.json">record</a>', _log_link(wh, record)]
+    sbom = '<span class="muted">none</span>'
+    if record.sbom_member:
+        grafted = ", ".join(g.library for g in record.grafted)
+        sbom = (
+            f'<a href="builds/{quote(cache_key)}.json" title="{_e(record.sbom_member)}">'
+            f"CycloneDX</a>: {len(record.build_deps)} build deps"
+            + (f"; grafted {_e(grafted)}" if grafted else "")
+        )
+    rep = record.reproduction
+    if rep is None:
+        reproduced = '<span class="muted" title="build --check-reproducible">not checked</span>'
+    elif rep.identical:
+        reproduced = '<span class="built">yes</span>'
+    else:
+        what = ", ".join(rep.differs[:3]) or rep.detail or ""
+        reproduced = f'<span class="failed" title="{_e(rep.summary())}">no: {_e(what)}</span>'
+    return f"<td>{' '.join(x for x in links if x)}</td><td>{sbom}</td><td>{reproduced}</td>"
+
+
+def _log_link(wh: Wheelhouse, record: BuildRecord) -> str:
+    """A relative link to the build log of `record`, when it lies inside `logs/`."""
+    log = record.log
     if not log:
         return ""
     path = Path(log) if Path(log).is_absolute() else wh.root / log
@@ -137,7 +162,7 @@ def render_status(wh: Wheelhouse) -> bytes:
         out.append(
             f'<tr id="p-{_e(p.name)}"><td><details><summary>{_e(p.name)}</summary><table>'
             '<tr><th>wheel</th><th class="n">size</th><th>origin</th><th>indexes</th>'
-            "<th>log</th></tr>"
+            "<th>provenance</th><th>SBOM</th><th>reproduced</th></tr>"
         )
         for e in p.entries:
             where = ", ".join(e.accels) if e.accels is not None else "all"
@@ -145,7 +170,7 @@ def render_status(wh: Wheelhouse) -> bytes:
                 f'<tr><td><a href="{_e(quote(e.path))}">{_e(e.filename)}</a></td>'
                 f'<td class="n">{human_size(e.size)}</td>'
                 f'<td class="{_e(e.origin)}">{_e(e.origin)}</td><td>{_e(where)}</td>'
-                f"<td>{_log_link(wh, e.cache_key)}</td></tr>"
+                f"{_provenance(wh, e.cache_key)}</tr>"
             )
         out.append(
             f"</table></details></td><td>{_e(', '.join(p.versions))}</td>"

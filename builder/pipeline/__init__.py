@@ -31,10 +31,12 @@ def execute(
     retry_failed: bool = True,
     cache_from: tuple[str, ...] = (),
     requirements: str | None = None,
+    check_reproducible: bool = False,
 ) -> BuildReport:
     """Run `plan` and publish what it makes: the complete report of the run.
 
-    `jobs` (0: the CPU count) bounds builds and verifications at once. At the end the
+    `jobs` (0: the CPU count) bounds builds and verifications at once.
+    `check_reproducible`: every wheel built is built a second time and compared. At the end the
     wheelhouse's status page and `targets.json` describe what it now holds.
     """
     started = time.monotonic()
@@ -56,6 +58,7 @@ def execute(
             run_id=f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
             cache_from=cache_from,
             retry_failed=retry_failed,
+            check_reproducible=check_reproducible,
             closures=plan.closures,
         )
         results = Scheduler(run, plan.items, n).execute()

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, TypeAlias
 
 from ..errors import StepError
+from ..records import Reproduction
 from ..stages.plan import PlanItem
 from ..targets import Target
 
@@ -33,6 +34,8 @@ class ItemResult:
     check: str | None = None  # of a failure: the check that caught it ("abi", "smoke", ...)
     checks: tuple[str, ...] = ()  # of a verified wheel: the checks it passed
     strip_saved: int | None = None  # of a built wheel: bytes strip took off its objects
+    # Of a wheel built twice (--check-reproducible): the second build's outcome.
+    reproduction: Reproduction | None = None
 
     @classmethod
     def failure(
@@ -65,6 +68,7 @@ class ItemResult:
             "check": self.check,
             "checks": list(self.checks),
             "strip_saved": self.strip_saved,
+            "reproduction": self.reproduction.to_json() if self.reproduction else None,
         }
 
 

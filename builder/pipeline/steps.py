@@ -7,6 +7,7 @@ package it works on).
 
 from __future__ import annotations
 
+import json
 import platform
 import socket
 import threading
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__, tools
+from ..atomic import sha256_file
 from ..config import Config
 from ..errors import PrewheelError, StepError, WheelhouseWriteError
 from ..log import get_logger
-from ..records import BuildRecord, CacheKey, DeviceCode, Sizes, utcnow
+from ..records import BuildRecord, CacheKey, DeviceCode, Reproduction, Sizes, utcnow
 from ..sandbox import Policy
 from ..stages import accel, constraints
 from ..stages.fetch import fetch
@@ -29,7 +31,14 @@ from ..stages.isa import isa_warnings
 from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
-from ..wheelfile import is_abi3, is_pure, is_shared_object, member_sizes, set_build_tag
+from ..wheelfile import (
+    dist_info_name,
+    is_abi3,
+    is_pure,
+    is_shared_object,
+    member_sizes,
+    set_build_tag,
+)
 from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
 from .grouping import Group
 from .report import ItemResult, Reporter, Status
@@ -74,6 +83,7 @@ class Run:
     run_id: str  # names this run's logs: two builders never share one
     cache_from: tuple[str, ...] = ()
     retry_failed: bool = True
+    check_reproducible: bool = False  # build each wheel twice and compare
     # Per target name, the plan's closure {name: version}: verify installs at these pins.
     closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
@@ -339,6 +349,8 @@ def _build_here(
     record = record.slot_taken()
     try:
         tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt)
+        if run.check_reproducible:
+            record = record.reproduced(_reproduce(run, item, key, tagged, log_file, record))
     except StepError as exc:
         return failed(run, items, record, exc, t0)
     except WheelhouseWriteError:
@@ -353,8 +365,47 @@ def _build_here(
         wheel=tagged,
         record=record.with_build_deps(built.build_deps),
         started=t0,
-        warnings=_warnings(built, tagged),
+        warnings=_warnings(built, tagged) + _unreproduced(record),
     )
+
+
+def _reproduce(
+    run: Run, item: PlanItem, key: CacheKey, first: Path, log_file: Path, record: BuildRecord
+) -> Reproduction:
+    """Build the wheel again, from the sdist, in a work directory and build environment of
+    its own, and compare it with `first` member by member (and with diffoscope, when it is
+    installed, for what differs inside). A second build that fails is a difference too."""
+    from ..stages import compare
+
+    run.reporter.step(item, "reproduce")
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write("\nprewheel: --check-reproducible: the second build, in a fresh environment\n")
+    work = run.work / f"again-{key.short}"
+    try:
+        second, _, _ = _make(run, item, key, work, log_file, record, None)
+    except PrewheelError as exc:
+        return Reproduction(
+            identical=False, sha256="", detail=f"the second build failed: {exc.message}",
+            checked=utcnow(),
+        )  # fmt: skip
+    digest = sha256_file(second)
+    differs = compare.differing_members(first, second)
+    identical = not differs and digest == sha256_file(first)
+    detail = None if identical else compare.diffoscope_detail(first, second)
+    if not identical:
+        with log_file.open("a", encoding="utf-8") as fh:
+            fh.write(f"prewheel: not reproducible: {', '.join(differs) or 'the archive'}\n")
+            fh.write(detail or "")
+    return Reproduction(
+        identical=identical, sha256=digest, differs=differs, detail=detail, checked=utcnow()
+    )
+
+
+def _unreproduced(record: BuildRecord) -> tuple[str, ...]:
+    rep = record.reproduction
+    if rep is None or rep.identical:
+        return ()
+    return (rep.summary(),)
 
 
 def _make(
@@ -367,6 +418,7 @@ def _make(
     prebuilt: BuildResult | None,
 ) -> tuple[Path, BuildResult, BuildRecord]:
     from .. import elf
+    from ..stages import sbom
     from ..stages.build import build_wheel
     from ..stages.repair import repair_wheel
 
@@ -407,15 +459,33 @@ def _make(
         strip=key.inputs.repair.strip,
         outdir=work / "repaired",
         log_file=log_file,
+        paths=built.paths,
     )
-    tagged = set_build_tag(repaired.wheel, build_tag(key), work)
+    doc = sbom.document(
+        sbom.SbomInputs(
+            name=item.name,
+            version=item.version,
+            cache_key=key.key,
+            inputs=key.inputs,
+            sdist=item.file.filename if item.file else None,
+            sdist_url=item.file.url if item.file else None,
+            build_deps=built.build_deps,
+            tools=record.tools,
+            grafted=repaired.grafted,
+            epoch=built.epoch,
+        )
+    )
+    tagged = set_build_tag(
+        repaired.wheel, build_tag(key), work, epoch=built.epoch, extra={sbom.MEMBER: doc}
+    )
     record = record.built(
         links_cuda=linked,
         external_libraries=repaired.external_libraries,
         duration=time.monotonic() - t0,
         device_code=code,
         sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
-    )
+        grafted=repaired.grafted,
+    ).with_sbom(f"{dist_info_name(tagged)}/{sbom.MEMBER}", json.loads(doc))
     return tagged, built, record
 
 
@@ -623,6 +693,7 @@ def verify_and_publish(
             strip_saved=None
             if shared or cand.remote or not cand.record.sizes
             else cand.record.sizes.strip_saved,
+            reproduction=None if shared else cand.record.reproduction,
         )
         for it in items
     ]

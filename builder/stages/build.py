@@ -22,15 +22,17 @@ from pathlib import Path
 from typing import TextIO
 
 from build import BuildBackendException, BuildException, ProjectBuilder
+from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 from pyproject_hooks import BuildBackendWarning
 
-from ..archive import unpack_sdist
+from ..archive import newest_mtime, unpack_sdist
 from ..cmd import clean_env, probe, run, tail, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
+from ..wheelfile import ZIP_EPOCH
 from . import buildenv
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
@@ -65,6 +67,11 @@ class BuildResult:
     has_native_sources: bool
     env: BuildEnvRecord | None = None
     cuda_sources: bool = False
+    # SOURCE_DATE_EPOCH of the build: the wheel's members are dated with it too.
+    epoch: int = ZIP_EPOCH
+    # The fixed path the build saw its work directory at, and the real one: a RUNPATH into
+    # the build tree names the fixed path, which repair reads at the real one.
+    paths: tuple[str, str] | None = None
 
 
 def has_native_sources(src: Path) -> bool:
@@ -97,6 +104,9 @@ def build_wheel(
     limit = pkg.timeout or config.build_timeout
     deadline = time.monotonic() + limit
     src = unpack_sdist(sdist, workdir / "src")
+    epoch = max(newest_mtime(sdist) or ZIP_EPOCH, ZIP_EPOCH)
+    fixed = _fixed_path(sdist, pkg.name, target.name)
+    maps = buildenv.prefix_maps(workdir, fixed, interpreter_prefix(target.interpreter.path))
     if pkg.patches and shutil.which("patch") is None:
         raise StepError(
             "the config has patches for this package, but `patch` is not installed",
@@ -123,17 +133,15 @@ def build_wheel(
         env_dir=env_dir,
         workdir=workdir,
         known_homes=buildenv.known_toolkit_homes(a.cuda_home for a in config.accels.values()),
+        reproducible=buildenv.reproducible_vars(epoch=epoch, maps=maps, cuda=cuda),
     )
     build_vars = dict(environment.env)
-    build_vars.update(
-        with_flags(
-            build_vars, config.build_flags(pkg.name), interpreter_cflags(target.interpreter.path)
-        )
-    )
+    flags = (*config.build_flags(pkg.name), *buildenv.prefix_map_flags(maps))
+    build_vars.update(with_flags(build_vars, flags, interpreter_cflags(target.interpreter.path)))
     readable = interpreter_paths(target.interpreter.path)
     if environment.toolkit is not None:
         readable.append(environment.toolkit)
-    box = policy.box(workdir, env=build_vars, readable=readable)
+    box = policy.box(workdir, env=build_vars, readable=readable, alias=fixed)
     # bubblewrap hides the other toolkits itself; elsewhere a mount namespace of their own.
     sandboxed = box.isolation.mode == "bwrap"
     if sandboxed:
@@ -223,6 +231,8 @@ def build_wheel(
         has_native_sources=has_native_sources(src),
         env=env_record,
         cuda_sources=any(src.rglob("*.cu")),
+        epoch=epoch,
+        paths=(fixed, str(workdir.resolve())),
     )
 
 
@@ -265,6 +275,21 @@ def interpreter_cflags(python: Path) -> str | None:
     script = "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')"
     out = probe([python, "-c", script])
     return None if out is None else out.strip()
+
+
+def _fixed_path(sdist: Path, fallback: str, target: str) -> str:
+    try:
+        name, version = parse_sdist_filename(sdist.name)
+    except InvalidSdistFilename:
+        return buildenv.fixed_build_path(fallback, "0", target)
+    return buildenv.fixed_build_path(name, str(version), target)
+
+
+@functools.cache
+def interpreter_prefix(python: Path) -> str | None:
+    """The interpreter's installation prefix, whose header paths a build may record."""
+    out = probe([python, "-c", "import sys; print(sys.base_prefix)"])
+    return None if out is None else out.strip() or None
 
 
 def _c_only(flag: str) -> bool:

@@ -370,9 +370,11 @@ def for_build(
     env_dir: Path,
     workdir: Path,
     known_homes: Sequence[str | Path] = (),
+    reproducible: Mapping[str, str] | None = None,
 ) -> BuildEnvironment:
     """The environment for one build: CUDA off, or the target's toolkit only (`cuda`), then
-    the package's own variables (the config has the last word), then the build venv."""
+    what makes it reproducible (`reproducible_vars`), then the package's own variables (the
+    config has the last word), then the build venv."""
     env = BuildEnvironment.from_host(base, workdir)
     if cuda and target.toolkit is not None:
         env = env.with_toolkit(target, known_homes)
@@ -385,7 +387,56 @@ def for_build(
         *([target.interpreter.path.resolve()] if target.interpreter else []),
     ]
     kept = tuple(h for h in env.hidden if not any(n.is_relative_to(h) for n in needed))
-    return replace(env, hidden=kept).with_vars(package_env).with_venv(env_dir)
+    env = replace(env, hidden=kept).with_vars(reproducible or {})
+    return env.with_vars(package_env).with_venv(env_dir)
+
+
+# Where a build's own directory is, for the build: the same for every build of one
+# (package, version, target), wherever its work directory really is. Under bubblewrap the
+# build runs there (in its private /tmp, `Sandbox.alias`); elsewhere the compilers' prefix
+# maps write it in place of the real path.
+FIXED_ROOT = "/tmp/prewheel-build"  # noqa: S108 (the sandbox's private /tmp)
+# Where the target interpreter's prefix appears (its headers' paths in debug info, __FILE__).
+FIXED_PYTHON = "/prewheel/python"
+
+
+def fixed_build_path(name: str, version: str, target: str) -> str:
+    """The build path of (package, version, target) as the built objects record it."""
+    return f"{FIXED_ROOT}/{name}-{version}-{target}"
+
+
+def prefix_maps(workdir: Path, fixed: str, python_prefix: str | None) -> list[tuple[str, str]]:
+    """(real, fixed) path pairs the compilers rewrite: the work directory (as given and
+    resolved, which differ under a symlinked TMPDIR) and the interpreter's prefix. The
+    longest real path comes last: gcc applies the last map that matches."""
+    pairs = {str(workdir): fixed, str(workdir.resolve()): fixed}
+    if python_prefix:
+        pairs.setdefault(python_prefix, FIXED_PYTHON)
+    return sorted(pairs.items(), key=lambda p: len(p[0]))
+
+
+def prefix_map_flags(maps: Sequence[tuple[str, str]]) -> tuple[str, ...]:
+    """`-ffile-prefix-map` (which implies the debug and macro maps) for gcc and clang, and
+    `-fdebug-prefix-map` for compilers (or drivers such as nvcc's host pass) that know only
+    that one."""
+    out: list[str] = []
+    for real, fixed in maps:
+        out += [f"-ffile-prefix-map={real}={fixed}", f"-fdebug-prefix-map={real}={fixed}"]
+    return tuple(out)
+
+
+def reproducible_vars(*, epoch: int, maps: Sequence[tuple[str, str]], cuda: bool) -> dict[str, str]:
+    """The variables every build gets so that two builds of one sdist write the same bytes:
+    SOURCE_DATE_EPOCH (from the sdist; honoured by setuptools, gcc's __DATE__/__TIME__,
+    Cython, zip writers), PYTHONHASHSEED=0 (set iteration order in generated code), the
+    prefix maps for nvcc's host compiler in a CUDA build. The C and C++ flags get the maps
+    through CFLAGS/CXXFLAGS (`build.with_flags`). RUSTFLAGS is left alone: set, it would
+    replace the rustflags of a package's own `.cargo/config.toml`."""
+    out = {"SOURCE_DATE_EPOCH": str(epoch), "PYTHONHASHSEED": "0"}
+    if cuda:
+        host = (f"-Xcompiler=-ffile-prefix-map={r}={f}" for r, f in maps)
+        out["NVCC_APPEND_FLAGS"] = " ".join(host)
+    return out
 
 
 def host_base() -> dict[str, str]:

@@ -20,16 +20,17 @@ from packaging.utils import parse_wheel_filename
 from .. import elf, tools
 from ..cmd import clean_env, probe, run
 from ..errors import CommandError, StepError, ToolMissingError
-from ..records import ExternalLibrary
+from ..records import ExternalLibrary, GraftedLibrary
 from ..targets import ARCH, Target, policy
 from ..targets.images import builder_image, runtime_image
-from ..wheelfile import is_pure
+from ..wheelfile import is_pure, is_shared_object, member_digests
 
 
 @dataclass(frozen=True, kw_only=True)
 class Repaired:
     wheel: Path
     external_libraries: tuple[ExternalLibrary, ...]  # linked, excluded, provided by whom
+    grafted: tuple[GraftedLibrary, ...] = ()  # copied in by auditwheel
 
 
 DOCKER_HINT = (
@@ -99,9 +100,12 @@ def repair_wheel(
     strip: bool,
     outdir: Path,
     log_file: Path,
+    paths: tuple[str, str] | None = None,
 ) -> Repaired:
     """`auditwheel repair` to the target's policy; pure wheels pass through untouched.
-    `elves`: the built wheel's shared objects, read once by the caller."""
+    `elves`: the built wheel's shared objects, read once by the caller. `paths`: (the
+    fixed build path the build saw, the real one): a library the build linked from its own
+    tree (a RUNPATH under the fixed path) is looked for at the real path."""
     if is_pure(wheel):
         return Repaired(wheel=wheel, external_libraries=())
     # Excluded libraries still bound the glibc the wheel needs: count them, as shipped.
@@ -138,7 +142,7 @@ def repair_wheel(
             argv,
             step="repair",
             log_file=log_file,
-            env=tools.with_own_path(clean_env()),
+            env=_library_path(tools.with_own_path(clean_env()), elves, paths),
             timeout=600,
         )
     except CommandError as exc:
@@ -162,6 +166,38 @@ def repair_wheel(
     return Repaired(
         wheel=repaired[0],
         external_libraries=external_libraries(repaired_elves, target=target, excludes=excludes),
+        grafted=grafted_libraries(wheel, repaired[0]),
+    )
+
+
+def _library_path(
+    env: dict[str, str], elves: list[elf.ElfInfo], paths: tuple[str, str] | None
+) -> dict[str, str]:
+    """`env` with LD_LIBRARY_PATH holding, at their real place, the RUNPATH entries that
+    point into the fixed build path (which exists only inside the build's sandbox)."""
+    if paths is None:
+        return env
+    fixed, real = paths
+    dirs = [
+        real + entry[len(fixed) :]
+        for e in elves
+        for entry in e.runpath
+        if entry == fixed or entry.startswith(fixed + "/")
+    ]
+    if not dirs:
+        return env
+    old = env.get("LD_LIBRARY_PATH")
+    return {**env, "LD_LIBRARY_PATH": ":".join([*dict.fromkeys(dirs), *([old] if old else [])])}
+
+
+def grafted_libraries(built: Path, repaired: Path) -> tuple[GraftedLibrary, ...]:
+    """The shared objects the repaired wheel has and the built one had not: what auditwheel
+    copied in from the host, each under its own name (`libz.so.1`)."""
+    before = set(member_digests(built))
+    return tuple(
+        GraftedLibrary(library=elf.ungrafted(Path(m).name), member=m, sha256=digest)
+        for m, digest in sorted(member_digests(repaired).items())
+        if m not in before and is_shared_object(m)
     )
 
 
