@@ -33,6 +33,8 @@ class ItemResult:
     check: str | None = None  # of a failure: the check that caught it ("abi", "smoke", ...)
     checks: tuple[str, ...] = ()  # of a verified wheel: the checks it passed
     strip_saved: int | None = None  # of a built wheel: bytes strip took off its objects
+    hint: str | None = None  # of a failure: what to try
+    toolchain: str | None = None  # of a built wheel: what compiled it ("host gcc ...", "zig ...")
 
     @classmethod
     def failure(
@@ -48,6 +50,7 @@ class ItemResult:
             duration=duration,
             exit_code=exc.exit_code,
             check=exc.check,
+            hint=exc.hint,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -65,6 +68,8 @@ class ItemResult:
             "check": self.check,
             "checks": list(self.checks),
             "strip_saved": self.strip_saved,
+            "hint": self.hint,
+            "toolchain": self.toolchain,
         }
 
 
