@@ -389,6 +389,9 @@ class BuildRecord:
     build_duration: float | None = None
     build_finished: str | None = None
     sizes: Sizes | None = None
+    # The platform tags repair gave, oldest policy first (what the build reached), whatever
+    # the checks after it decide.
+    platforms: tuple[str, ...] = ()
     # The outcome.
     wheel: str | None = None
     sha256: str | None = None
@@ -425,9 +428,11 @@ class BuildRecord:
         duration: float,
         device_code: tuple[DeviceCode, ...] = (),
         sizes: Sizes | None = None,
+        platforms: tuple[str, ...] = (),
     ) -> BuildRecord:
         return replace(
             self,
+            platforms=platforms,
             links_cuda=links_cuda,
             external_libraries=external_libraries,
             device_code=device_code,
@@ -540,6 +545,8 @@ class BuildRecord:
         if self.build_finished is not None:
             out["external_libraries"] = [e.to_json() for e in self.external_libraries]
             out["device_code"] = [d.to_json() for d in self.device_code]
+            if self.platforms:
+                out["platforms"] = list(self.platforms)
         if self.sizes is not None:
             out["sizes"] = self.sizes.to_json()
         if self.result == "ok":
@@ -588,6 +595,7 @@ class BuildRecord:
             build_duration=d.get("build_duration"),
             build_finished=d.get("build_finished"),
             sizes=Sizes.from_json(d["sizes"]) if d.get("sizes") else None,
+            platforms=tuple(d.get("platforms") or ()),
             wheel=d.get("wheel"),
             sha256=d.get("sha256"),
             imported=tuple(d.get("imported") or ()),

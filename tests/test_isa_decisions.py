@@ -140,3 +140,21 @@ def test_a_finding_names_object_level_and_first_instruction() -> None:
 def test_isa_report_round_trips() -> None:
     report = IsaReport(baseline="x86-64-v2", dispatch=True, above=(("a.so", ("AVX2",)),))
     assert IsaReport.from_json(report.to_json()) == report
+
+
+def test_zig_gets_its_own_cpu_name() -> None:
+    assert toolchain.zig_cpu("x86-64-v2") == "-mcpu=x86_64_v2"
+    assert toolchain.zig_cpu("x86-64") == "-mcpu=x86_64"
+
+
+def test_the_summary_names_the_toolchain() -> None:
+    from builder import summary
+
+    assert summary.COLUMNS[-2] == "compiled by"
+    row = {
+        "target": "t", "name": "pw-cxx", "version": "1.0", "status": "built", "duration": 1.0,
+        "wheel": "w.whl", "toolchain": "zig 0.17.1 x86_64-linux-gnu.2.28, x86-64-v2",
+    }  # fmt: skip
+    host = {**row, "name": "pw-c", "toolchain": "host /usr/bin/x86_64-linux-gnu-gcc-12, x86-64-v2"}
+    rows = summary.rows({"results": [row, host, {**row, "name": "dl", "toolchain": None}]})
+    assert [r[-2] for r in rows] == ["", "host, x86-64-v2", "zig glibc 2.28, x86-64-v2"]

@@ -69,8 +69,18 @@ class ItemResult:
             "checks": list(self.checks),
             "strip_saved": self.strip_saved,
             "hint": self.hint,
-            "toolchain": self.toolchain,
+            "toolchain": self._toolchain(),
         }
+
+    def _toolchain(self) -> str | None:
+        """What compiled the wheel: the build's own line, or for a wheel taken from the
+        cache, its key's (`host` or `zig 0.13.0 x86_64-linux-gnu.2.28`) and baseline."""
+        if self.toolchain or self.status not in ("built", "cached") or self.item.key is None:
+            return self.toolchain
+        inputs = self.item.key.inputs
+        if inputs.toolchain is None:
+            return None
+        return f"{inputs.toolchain}, {inputs.isa}" if inputs.isa else inputs.toolchain
 
 
 @dataclass(kw_only=True)

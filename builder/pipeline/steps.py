@@ -17,6 +17,8 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packaging.utils import parse_wheel_filename
+
 from .. import __version__, tools
 from ..config import Config
 from ..errors import PrewheelError, StepError, WheelhouseWriteError
@@ -28,6 +30,7 @@ from ..stages.fetch import fetch
 from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
+from ..targets import policy as policies
 from ..wheelfile import is_abi3, is_pure, is_shared_object, member_sizes, set_build_tag
 from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
 from .grouping import Group
@@ -415,8 +418,15 @@ def _make(
         duration=time.monotonic() - t0,
         device_code=code,
         sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
+        platforms=_platforms(tagged.name),
     )
     return tagged, built, record
+
+
+def _platforms(wheel: str) -> tuple[str, ...]:
+    """A wheel's platform tags, the oldest glibc first (`linux_x86_64` last)."""
+    found = {t.platform for t in parse_wheel_filename(wheel)[3]}
+    return tuple(sorted(found, key=lambda p: (policies.glibc_of(p) or (99, 99), p)))
 
 
 def _check_accelerator(

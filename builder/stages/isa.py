@@ -63,6 +63,10 @@ CLASS_NAMES: Mapping[str, str] = {
     "MOVBE": "MOVBE", "XSAVE": "XSAVE", "AVX512F": "AVX-512F", "AVX512BW": "AVX-512BW",
     "AVX512CD": "AVX-512CD", "AVX512DQ": "AVX-512DQ", "AVX512VL": "AVX-512VL",
 }  # fmt: skip
+# Instructions that run on every x86-64 CPU although a decoder files them under a newer
+# feature: `tzcnt` is `rep bsf`, which older CPUs execute as `bsf` (the same result for a
+# non-zero operand); gcc and clang emit it for generic targets on purpose.
+BACKWARD_COMPATIBLE = frozenset({"TZCNT"})
 # Symbols that tell of run-time dispatch: GCC's CPU model, used by target_clones,
 # __builtin_cpu_supports and function multi-versioning.
 DISPATCH_SYMBOLS = frozenset({"__cpu_indicator_init", "__cpu_model", "__cpu_features2"})
@@ -179,6 +183,7 @@ def scan_object(data: bytes, path: str, baseline: str) -> ObjectScan:
     first: dict[str, str] = {}
     dispatch: list[str] = []
     cpuid = iced_x86.Mnemonic.CPUID
+    compatible = {getattr(iced_x86.Mnemonic, n) for n in BACKWARD_COMPATIBLE}
     formatter = iced_x86.Formatter(iced_x86.FormatterSyntax.GAS)
     seen: dict[int, tuple[str, ...]] = {}
     for section in elf.iter_sections():
@@ -190,6 +195,8 @@ def scan_object(data: bytes, path: str, baseline: str) -> ObjectScan:
             found = seen.get(code)
             if found is None:
                 found = tuple(f for f in _features_of_code(code) if above(f, baseline))
+                if instr.mnemonic in compatible:
+                    found = ()
                 seen[code] = found
             if instr.mnemonic == cpuid and "cpuid instruction" not in dispatch:
                 dispatch.append("cpuid instruction")

@@ -53,9 +53,21 @@ SYSTEM_LIB = ("/usr/local/lib", "/usr/lib/x86_64-linux-gnu", "/lib/x86_64-linux-
 ZIG_DEFAULT_GLIBC = (2, 17)
 
 
+# What a wrapper drops of a package's own flags: -march (the baseline replaces it), the
+# native tuning; zig also rejects gcc's -mtune names (`generic`), and takes -mcpu as its own.
+HOST_DROPS = "-march=*|-mtune=native|-mcpu=native"
+ZIG_DROPS = "-march=*|-mtune=*|-mcpu=*"
+
+
 def baseline_flags(isa: str) -> tuple[str, ...]:
     """The flags a compile for `isa` starts with: generic tuning, the level's features."""
     return ("-march=x86-64", "-mtune=generic", *ISA_FLAGS[isa])
+
+
+def zig_cpu(isa: str) -> str:
+    """zig's name of a level's CPU model: `x86-64-v2` -> `-mcpu=x86_64_v2` (zig reads
+    -march=x86-64-v2 as a CPU named `x86` with features)."""
+    return "-mcpu=" + isa.replace("-", "_")
 
 
 def zig_target(policy: str) -> str:
@@ -79,9 +91,15 @@ def key_line(toolchain: str, policy: str) -> str:
     return f"zig {zig_version(tools.require(tools.ZIG))} {zig_target(policy)}"
 
 
-def wrapper_script(real: Sequence[str], *, first: Sequence[str], link: Sequence[str] = ()) -> str:
+def wrapper_script(
+    real: Sequence[str],
+    *,
+    first: Sequence[str],
+    link: Sequence[str] = (),
+    drops: str = HOST_DROPS,
+) -> str:
     """A POSIX shell script that runs `real` with `first`, then its own arguments without
-    `-march=*`, `-mtune=native`, `-mcpu=native`, then (when it links) `link`."""
+    those matching `drops` (a shell `case` pattern), then (when it links) `link`."""
     quoted = " ".join(shlex.quote(a) for a in [*real, *first])
     tail = " ".join(shlex.quote(a) for a in link)
     return (
@@ -92,7 +110,7 @@ def wrapper_script(real: Sequence[str], *, first: Sequence[str], link: Sequence[
         'while [ "$n" -gt 0 ]; do\n'
         "  a=$1; shift; n=$((n - 1))\n"
         "  case $a in\n"
-        "    -march=*|-mtune=native|-mcpu=native) continue ;;\n"
+        f"    {drops}) continue ;;\n"
         "    -c|-S|-E|-M|-MM) links=0 ;;\n"
         "  esac\n"
         '  set -- "$@" "$a"\n'
@@ -139,10 +157,12 @@ def prepare(
         target = zig_target(policy)
         includes = [a for d in SYSTEM_INCLUDE if Path(d).is_dir() for a in ("-idirafter", d)]
         libs = [f"-L{d}" for d in SYSTEM_LIB if Path(d).is_dir()]
-        common = ["-target", target, *first, "-Wno-unused-command-line-argument", *includes]
+        common = ["-target", target, zig_cpu(isa), "-Wno-unused-command-line-argument"]
+        common += includes
         for names, mode in ((C_NAMES, "cc"), (CXX_NAMES, "c++")):
             for n in names:
-                _write(bin_dir / n, wrapper_script([str(zig), mode], first=common, link=libs))
+                script = wrapper_script([str(zig), mode], first=common, link=libs, drops=ZIG_DROPS)
+                _write(bin_dir / n, script)
         if zig_cache is not None:
             zig_cache.mkdir(parents=True, exist_ok=True)
             env["ZIG_GLOBAL_CACHE_DIR"] = str(zig_cache)
