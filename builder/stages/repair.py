@@ -33,7 +33,7 @@ class Repaired:
 
 
 DOCKER_HINT = (
-    "this host's glibc is {host}: build it with toolchain = \"zig\" (C and C++ for the "
+    'this host\'s glibc is {host}: build it with toolchain = "zig" (C and C++ for the '
     "policy's glibc, no container), or in Dockerfile.builder on a manylinux base image "
     "({image}), or set the target's policy to 'auto' or {lowest} (the oldest it reaches "
     "here) or newer"
