@@ -425,6 +425,23 @@ def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ..
             )
         if spec.policy != "auto" and not spec.policy.startswith(("manylinux", "musllinux")):
             p.add(f"targets[{i}].policy", f"'{spec.policy}' is not 'auto' or a manylinux policy")
+        if spec.toolchain == "zig" and spec.accel != "cpu":
+            p.add(
+                f"targets[{i}].toolchain",
+                f"zig builds cpu targets only, not {spec.accel} (nvcc cannot use zig as its host "
+                "compiler): build CUDA targets with the host toolchain or in a builder container",
+            )
+    # A target's name is (python, accel, policy): two that differ only in isa or toolchain
+    # would publish different wheels under one name.
+    named: dict[tuple[str, str, str], int] = {}
+    for i, spec in enumerate(dict.fromkeys(specs)):
+        first = named.setdefault((spec.python, spec.accel, spec.policy), i)
+        if first != i:
+            p.add(
+                f"targets[{i}]",
+                f"the same python, accel and policy as targets[{first}] with another isa or "
+                "toolchain: give each its own policy or python, or keep one",
+            )
     return tuple(dict.fromkeys(specs))
 
 

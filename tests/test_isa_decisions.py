@@ -158,3 +158,17 @@ def test_the_summary_names_the_toolchain() -> None:
     host = {**row, "name": "pw-c", "toolchain": "host /usr/bin/x86_64-linux-gnu-gcc-12, x86-64-v2"}
     rows = summary.rows({"results": [row, host, {**row, "name": "dl", "toolchain": None}]})
     assert [r[-2] for r in rows] == ["", "host, x86-64-v2", "zig glibc 2.28, x86-64-v2"]
+
+
+def test_zig_is_for_cpu_targets_and_names_stay_unique() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config(
+            {
+                "targets": {"accel": ["cpu", "cu130"], "toolchain": "zig"},
+                "target": [{"python": "current", "accel": "cpu", "isa": "x86-64-v3"}],
+            },
+            source="t.toml",
+        )
+    text = str(err.value)
+    assert "targets[1].toolchain: zig builds cpu targets only, not cu130" in text
+    assert "targets[2]: the same python, accel and policy as targets[0]" in text
