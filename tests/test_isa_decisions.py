@@ -4,6 +4,8 @@ and record fields. No process is started."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from builder.config import ConfigError, parse_config
@@ -172,3 +174,30 @@ def test_zig_is_for_cpu_targets_and_names_stay_unique() -> None:
     text = str(err.value)
     assert "targets[1].toolchain: zig builds cpu targets only, not cu130" in text
     assert "targets[2]: the same python, accel and policy as targets[0]" in text
+
+
+def test_no_compiler_no_wrapper_and_no_failure(tmp_path: Path) -> None:
+    """A machine without a compiler still builds pure sdists: no CC pointing nowhere."""
+    tc = toolchain.prepare(
+        name="host", isa="x86-64-v2", policy="auto", workdir=tmp_path,
+        path=str(tmp_path / "empty"), package_env={},
+    )  # fmt: skip
+    assert "CC" not in tc.env and "CXX" not in tc.env
+    assert tc.describe == "host no C compiler found, x86-64-v2"
+
+
+def test_wrappers_for_the_compilers_found_and_the_packages_own(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in ("gcc", "g++", "clang-15"):
+        (bin_dir / name).write_text("#!/bin/sh\n")
+        (bin_dir / name).chmod(0o755)
+    tc = toolchain.prepare(
+        name="host", isa="x86-64-v3", policy="auto", workdir=tmp_path / "w",
+        path=str(bin_dir), package_env={"CXX": "clang-15 -stdlib=libc++"},
+    )  # fmt: skip
+    assert tc.env["CC"] == str(tc.bin_dir / "gcc"), "no cc here: gcc's wrapper"
+    assert tc.env["CXX"] == f"{tc.bin_dir / 'prewheel-c++'} -stdlib=libc++"
+    script = (tc.bin_dir / "prewheel-c++").read_text()
+    assert str(bin_dir / "clang-15") in script and "-mavx2" in script
+    assert sorted(p.name for p in tc.bin_dir.iterdir()) == ["g++", "gcc", "prewheel-c++"]
