@@ -20,6 +20,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 
 from . import stamp
+from .compat import ISA_LEVELS
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -33,6 +34,10 @@ DEFAULT_CONFIG = Path("config/prewheel.toml")
 DEFAULT_BUILD_TIMEOUT = 1800.0
 DEFAULT_MEMORY = "8G"  # RLIMIT_AS per process of package code
 SANDBOX_SETTINGS = ("auto", "bwrap", "netns", "none")
+# The ISA baseline a target gets unless it names one (builder.compat.ISA_LEVELS), and the
+# toolchains a target may build with: the host's compilers, or zig for an older glibc.
+DEFAULT_ISA = "x86-64-v2"
+TOOLCHAINS = ("host", "zig")
 
 # Libraries a CUDA runtime image or the nvidia-* wheels provide; never grafted.
 CUDA_EXCLUDES = (
@@ -99,6 +104,9 @@ class PackageConfig:
     abi_check: bool = True
     werror_implicit: bool = True
     strip: bool | None = None  # None: [build] strip decides
+    # The package dispatches at run time (cpuid checks, multi-versioning): instructions above
+    # the target's ISA baseline are recorded, not a failure.
+    isa_dispatch: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,6 +116,8 @@ class TargetSpec:
     python: str
     accel: str
     policy: str
+    isa: str = DEFAULT_ISA  # the oldest x86-64 psABI level its wheels must run on
+    toolchain: str = "host"  # one of TOOLCHAINS
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,7 +189,7 @@ class Config:
 _TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
 _INDEX_KEYS = ("upstream",)
 _BUILD_KEYS = ("timeout", "jobs", "strip", "smoke_recipes", "constraints", "memory", "sandbox")
-_MATRIX_KEYS = ("python", "accel", "policy")
+_MATRIX_KEYS = ("python", "accel", "policy", "isa", "toolchain")
 _ACCEL_KEYS = ("cuda_home", "arch_list", "exclude", "upstream", "extra_upstreams")
 _PACKAGE_KEYS = (
     "env",
@@ -199,6 +209,7 @@ _PACKAGE_KEYS = (
     "abi_check",
     "werror_implicit",
     "strip",
+    "isa_dispatch",
 )
 
 
@@ -384,8 +395,10 @@ def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ..
         pythons = p.str_list(matrix.get("python", ["current"]), "targets.python")
         accels = p.str_list(matrix.get("accel", ["cpu"]), "targets.accel")
         policies = p.str_list(matrix.get("policy", ["auto"]), "targets.policy")
+        isa = _choice(matrix.get("isa", DEFAULT_ISA), ISA_LEVELS, "targets.isa", p)
+        chain = _choice(matrix.get("toolchain", "host"), TOOLCHAINS, "targets.toolchain", p)
         specs += [
-            TargetSpec(python=py, accel=acc, policy=pol)
+            TargetSpec(python=py, accel=acc, policy=pol, isa=isa, toolchain=chain)
             for py in pythons
             for acc in accels
             for pol in policies
@@ -401,8 +414,10 @@ def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ..
         py = p.typed(tbl.get("python", "current"), str, f"{where}.python")
         acc = p.typed(tbl.get("accel", "cpu"), str, f"{where}.accel")
         pol = p.typed(tbl.get("policy", "auto"), str, f"{where}.policy")
+        isa = _choice(tbl.get("isa", DEFAULT_ISA), ISA_LEVELS, f"{where}.isa", p)
+        chain = _choice(tbl.get("toolchain", "host"), TOOLCHAINS, f"{where}.toolchain", p)
         if py and acc and pol:
-            specs.append(TargetSpec(python=py, accel=acc, policy=pol))
+            specs.append(TargetSpec(python=py, accel=acc, policy=pol, isa=isa, toolchain=chain))
     for i, spec in enumerate(specs):
         if not _valid_accel(spec.accel):
             p.add(
@@ -410,7 +425,34 @@ def _parse_targets(raw: Mapping[str, Any], p: _Problems) -> tuple[TargetSpec, ..
             )
         if spec.policy != "auto" and not spec.policy.startswith(("manylinux", "musllinux")):
             p.add(f"targets[{i}].policy", f"'{spec.policy}' is not 'auto' or a manylinux policy")
+        if spec.toolchain == "zig" and spec.accel != "cpu":
+            p.add(
+                f"targets[{i}].toolchain",
+                f"zig builds cpu targets only, not {spec.accel} (nvcc cannot use zig as its host "
+                "compiler): build CUDA targets with the host toolchain or in a builder container",
+            )
+    # A target's name is (python, accel, policy): two that differ only in isa or toolchain
+    # would publish different wheels under one name.
+    named: dict[tuple[str, str, str], int] = {}
+    for i, spec in enumerate(dict.fromkeys(specs)):
+        first = named.setdefault((spec.python, spec.accel, spec.policy), i)
+        if first != i:
+            p.add(
+                f"targets[{i}]",
+                f"the same python, accel and policy as targets[{first}] with another isa or "
+                "toolchain: give each its own policy or python, or keep one",
+            )
     return tuple(dict.fromkeys(specs))
+
+
+def _choice(value: Any, allowed: tuple[str, ...], where: str, p: _Problems) -> str:
+    """One of `allowed` (the first, the default, after an error)."""
+    if isinstance(value, str) and value in allowed:
+        return value
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    hint = f", did you mean '{close[0]}'?" if close else ""
+    p.add(where, f"{value!r} is not one of {', '.join(allowed)}{hint}")
+    return allowed[0]  # not used: the error stops the load
 
 
 def _valid_accel(name: str) -> bool:
@@ -526,6 +568,8 @@ def _parse_packages(raw: Mapping[str, Any], p: _Problems, base: Path) -> dict[st
             )
             is not False,
             strip=p.typed(tbl["strip"], bool, f"{where}.strip") if "strip" in tbl else None,
+            isa_dispatch=p.typed(tbl.get("isa_dispatch", False), bool, f"{where}.isa_dispatch")
+            is True,
         )
     return out
 

@@ -79,6 +79,11 @@ class KeyInputs:
     build_flags: tuple[str, ...] = ()
     # The sandbox settings that change output (network, filesystem view, fixed environment).
     sandbox: tuple[tuple[str, str], ...] = ()
+    # The ISA baseline the compiler wrapper applied and the scan held the wheel to, whether
+    # the package may dispatch above it, and the toolchain ("host", "zig 0.13.0 <target>").
+    isa: str | None = None
+    isa_dispatch: bool = False
+    toolchain: str | None = None
 
     @property
     def accel_specific(self) -> bool:
@@ -112,6 +117,12 @@ class KeyInputs:
             out["framework"] = dict(self.framework)
         if self.build_flags:
             out["build_flags"] = list(self.build_flags)
+        if self.isa is not None:
+            out["isa"] = self.isa
+        if self.isa_dispatch:
+            out["isa_dispatch"] = True
+        if self.toolchain is not None:
+            out["toolchain"] = self.toolchain
         return out
 
     def source_json(self) -> dict[str, Any]:
@@ -119,7 +130,7 @@ class KeyInputs:
         accelerator of a package built per accelerator)."""
         target_fields = (
             "interpreter", "policy", "arch", "accel", "toolkit", "arch_list", "compiler", "repair",
-            "build_flags",
+            "build_flags", "isa", "isa_dispatch", "toolchain",
         )  # fmt: skip
         out = {k: v for k, v in self.to_json().items() if k not in target_fields}
         if self.accel_specific:
@@ -157,6 +168,9 @@ class KeyInputs:
             framework=_pairs(d.get("framework")),
             build_flags=tuple(d.get("build_flags") or ()),
             sandbox=_pairs(d.get("sandbox")),
+            isa=d.get("isa"),
+            isa_dispatch=bool(d.get("isa_dispatch", False)),
+            toolchain=d.get("toolchain"),
         )
 
 
@@ -311,9 +325,11 @@ class BuildEnvRecord:
     shadowed: tuple[str, ...]  # shared PATH dirs replaced by a copy without CUDA tools
     hidden: tuple[str, ...]  # toolkit directories made empty for the build
     hiding: str  # how they were hidden, or why they could not be
+    toolchain: str | None = None  # the compilers: "host gcc ..., x86-64-v2", "zig ..."
 
     def to_json(self) -> dict[str, Any]:
         return {
+            **({"toolchain": self.toolchain} if self.toolchain else {}),
             "accel": self.accel,
             "toolkit": self.toolkit,
             "variables": dict(self.variables),
@@ -335,6 +351,7 @@ class BuildEnvRecord:
             shadowed=tuple(d.get("shadowed") or ()),
             hidden=tuple(d.get("hidden") or ()),
             hiding=str(d.get("hiding", "")),
+            toolchain=d.get("toolchain"),
         )
 
 
@@ -381,6 +398,32 @@ class DeviceCode:
 
 
 @dataclass(frozen=True, kw_only=True)
+class IsaReport:
+    """The ISA scan of a published wheel: its baseline, whether the package may dispatch
+    above it, and the objects that do (with their instruction classes)."""
+
+    baseline: str
+    dispatch: bool
+    above: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "baseline": self.baseline,
+            "dispatch": self.dispatch,
+            "above": {path: list(classes) for path, classes in self.above},
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> IsaReport:
+        above = d.get("above") or {}
+        return cls(
+            baseline=str(d["baseline"]),
+            dispatch=bool(d.get("dispatch", False)),
+            above=tuple((str(k), tuple(v)) for k, v in sorted(above.items())),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
 class BuildRecord:
     name: str
     version: str
@@ -418,12 +461,16 @@ class BuildRecord:
     build_duration: float | None = None
     build_finished: str | None = None
     sizes: Sizes | None = None
+    # The platform tags repair gave, oldest policy first (what the build reached), whatever
+    # the checks after it decide.
+    platforms: tuple[str, ...] = ()
     # The outcome.
     wheel: str | None = None
     sha256: str | None = None
     imported: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
-    checks: tuple[str, ...] = ()  # passed: "abi", "import", "smoke"
+    checks: tuple[str, ...] = ()  # passed: "isa", "abi", "import", "smoke"
+    isa: IsaReport | None = None
     step: str | None = None
     check: str | None = None  # the check a failure failed: "werror", "abi", "smoke", ...
     error: str | None = None
@@ -454,9 +501,11 @@ class BuildRecord:
         device_code: tuple[DeviceCode, ...] = (),
         sizes: Sizes | None = None,
         grafted: tuple[GraftedLibrary, ...] = (),
+        platforms: tuple[str, ...] = (),
     ) -> BuildRecord:
         return replace(
             self,
+            platforms=platforms,
             links_cuda=links_cuda,
             external_libraries=external_libraries,
             grafted=grafted,
@@ -510,10 +559,12 @@ class BuildRecord:
         warnings: tuple[str, ...],
         duration: float,
         checks: tuple[str, ...] = (),
+        isa: IsaReport | None = None,
     ) -> BuildRecord:
         return replace(
             self,
             result="ok",
+            isa=isa,
             wheel=wheel,
             sha256=sha256,
             imported=imported,
@@ -578,12 +629,16 @@ class BuildRecord:
             out["external_libraries"] = [e.to_json() for e in self.external_libraries]
             out["grafted"] = [g.to_json() for g in self.grafted]
             out["device_code"] = [d.to_json() for d in self.device_code]
+            if self.platforms:
+                out["platforms"] = list(self.platforms)
         if self.sizes is not None:
             out["sizes"] = self.sizes.to_json()
         if self.result == "ok":
             out["imported"] = list(self.imported)
             out["warnings"] = list(self.warnings)
             out["checks"] = list(self.checks)
+            if self.isa is not None:
+                out["isa"] = self.isa.to_json()
         if self.result == "failed":
             out["tail"] = self.tail
         return out
@@ -630,11 +685,13 @@ class BuildRecord:
             build_duration=d.get("build_duration"),
             build_finished=d.get("build_finished"),
             sizes=Sizes.from_json(d["sizes"]) if d.get("sizes") else None,
+            platforms=tuple(d.get("platforms") or ()),
             wheel=d.get("wheel"),
             sha256=d.get("sha256"),
             imported=tuple(d.get("imported") or ()),
             warnings=tuple(d.get("warnings") or ()),
             checks=tuple(d.get("checks") or ()),
+            isa=IsaReport.from_json(d["isa"]) if d.get("isa") else None,
             step=d.get("step"),
             check=d.get("check"),
             error=d.get("error"),

@@ -12,7 +12,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
     from typing import Any
 
-COLUMNS = ("target", "package", "version", "result", "time", "stripped", "wheel / error")
+COLUMNS = (
+    "target", "package", "version", "result", "time", "stripped", "compiled by", "wheel / error"
+)  # fmt: skip
 ERROR_WIDTH = 70
 
 
@@ -35,10 +37,25 @@ def rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
                 r["status"],
                 f"{r['duration']:.1f}s",
                 f"-{size(saved)}" if saved else "",
+                _compiled_by(r.get("toolchain")),
                 shown,
             )
         )
     return out
+
+
+def _compiled_by(toolchain: str | None) -> str:
+    """`zig 0.13.0 x86_64-linux-gnu.2.28, x86-64-v2` -> `zig glibc 2.28, x86-64-v2`;
+    `host /usr/bin/x86_64-linux-gnu-gcc-12, x86-64-v2` -> `host, x86-64-v2`."""
+    if not toolchain:
+        return ""
+    head, _, isa = toolchain.partition(", ")
+    words = head.split()
+    if words[0] == "zig" and words[-1].startswith("x86_64-linux-gnu."):
+        head = f"zig glibc {words[-1].removeprefix('x86_64-linux-gnu.')}"
+    else:
+        head = words[0]
+    return f"{head}, {isa}" if isa else head
 
 
 def size(n: int) -> str:

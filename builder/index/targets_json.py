@@ -27,6 +27,8 @@ def target_entry(target: Target) -> dict[str, Any]:
         "toolkit_version": target.toolkit.version if target.toolkit else None,
         "policy": target.policy,
         "platform_ceiling": target.platform_ceiling,
+        "isa": target.isa,
+        "toolchain": target.toolchain,
         "arch_list": list(target.arch_list),
         "repair_excludes": list(target.repair_excludes),
         "runtime_image": runtime_image(target),

@@ -36,6 +36,8 @@ class ItemResult:
     strip_saved: int | None = None  # of a built wheel: bytes strip took off its objects
     # Of a wheel built twice (--check-reproducible): the second build's outcome.
     reproduction: Reproduction | None = None
+    hint: str | None = None  # of a failure: what to try
+    toolchain: str | None = None  # of a built wheel: what compiled it ("host gcc ...", "zig ...")
 
     @classmethod
     def failure(
@@ -51,6 +53,7 @@ class ItemResult:
             duration=duration,
             exit_code=exc.exit_code,
             check=exc.check,
+            hint=exc.hint,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,7 +72,19 @@ class ItemResult:
             "checks": list(self.checks),
             "strip_saved": self.strip_saved,
             "reproduction": self.reproduction.to_json() if self.reproduction else None,
+            "hint": self.hint,
+            "toolchain": self._toolchain(),
         }
+
+    def _toolchain(self) -> str | None:
+        """What compiled the wheel: the build's own line, or for a wheel taken from the
+        cache, its key's (`host` or `zig 0.13.0 x86_64-linux-gnu.2.28`) and baseline."""
+        if self.toolchain or self.status not in ("built", "cached") or self.item.key is None:
+            return self.toolchain
+        inputs = self.item.key.inputs
+        if inputs.toolchain is None:
+            return None
+        return f"{inputs.toolchain}, {inputs.isa}" if inputs.isa else inputs.toolchain
 
 
 @dataclass(kw_only=True)

@@ -18,19 +18,21 @@ from importlib.metadata import version as dist_version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from packaging.utils import parse_wheel_filename
+
 from .. import __version__, tools
 from ..atomic import sha256_file
 from ..config import Config
 from ..errors import PrewheelError, StepError, WheelhouseWriteError
 from ..log import get_logger
-from ..records import BuildRecord, CacheKey, DeviceCode, Reproduction, Sizes, utcnow
+from ..records import BuildRecord, CacheKey, DeviceCode, IsaReport, Reproduction, Sizes, utcnow
 from ..sandbox import Policy
-from ..stages import accel, constraints
+from ..stages import accel, constraints, isa
 from ..stages.fetch import fetch
-from ..stages.isa import isa_warnings
 from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
+from ..targets import policy as policies
 from ..wheelfile import (
     dist_info_name,
     is_abi3,
@@ -438,6 +440,7 @@ def _make(
             cuda=key.accel_specific and item.target.toolkit is not None,
             framework=dict(item.runtime_pins),
             policy=run.policy,
+            zig_cache=run.wh.root / "cache" / "zig",
         )
     else:
         built = prebuilt
@@ -485,8 +488,15 @@ def _make(
         device_code=code,
         sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
         grafted=repaired.grafted,
+        platforms=_platforms(tagged.name),
     ).with_sbom(f"{dist_info_name(tagged)}/{sbom.MEMBER}", json.loads(doc))
     return tagged, built, record
+
+
+def _platforms(wheel: str) -> tuple[str, ...]:
+    """A wheel's platform tags, the oldest glibc first (`linux_x86_64` last)."""
+    found = {t.platform for t in parse_wheel_filename(wheel)[3]}
+    return tuple(sorted(found, key=lambda p: (policies.glibc_of(p) or (99, 99), p)))
 
 
 def _check_accelerator(
@@ -580,7 +590,7 @@ def _warnings(built: BuildResult, wheel: Path) -> tuple[str, ...]:
     out: list[str] = []
     if built.has_native_sources and is_pure(wheel):
         out.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
-    return (*out, *isa_warnings(wheel))
+    return tuple(out)
 
 
 # -- verify and publish ---------------------------------------------------------------------
@@ -590,6 +600,8 @@ def _warnings(built: BuildResult, wheel: Path) -> tuple[str, ...]:
 class Verified:
     imported: tuple[str, ...]
     checks: tuple[str, ...]  # the checks it passed, in order
+    isa: IsaReport | None = None  # what the ISA scan found (None: a pure wheel)
+    notes: tuple[str, ...] = ()  # findings allowed by the config (isa_dispatch)
 
 
 def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verified:
@@ -606,9 +618,23 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
     log_file = run.wh.root / cand.record.log
     workdir = run.work / f"verify-{cand.key.short}-{target.name}"
     checks: list[str] = []
+    report: IsaReport | None = None
+    notes: tuple[str, ...] = ()
     # A verification (venv, install, import) is work like a build: --jobs bounds both.
     count = run.slots.acquire(False)
     try:
+        if not is_pure(cand.wheel):
+            run.reporter.step(item, "isa")
+            scan = isa.scan_wheel(cand.wheel, target.isa)
+            notes = isa.check(
+                scan, package=item.name, dispatch_allowed=pkg.isa_dispatch, log=str(log_file)
+            )
+            report = IsaReport(
+                baseline=target.isa,
+                dispatch=pkg.isa_dispatch,
+                above=tuple((o.path, o.classes) for o in scan.objects),
+            )
+            checks.append("isa")
         if pkg.abi_check and not is_pure(cand.wheel):
             run.reporter.step(item, "abi")
             found = abi.check_wheel(
@@ -639,7 +665,7 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
             checks.append("smoke")
     finally:
         run.slots.release(count)
-    return Verified(imported=tuple(imported), checks=tuple(checks))
+    return Verified(imported=tuple(imported), checks=tuple(checks), isa=report, notes=notes)
 
 
 def verify_and_publish(
@@ -671,9 +697,10 @@ def verify_and_publish(
             wheel=entry.filename,
             sha256=entry.sha256,
             imported=verified.imported,
-            warnings=cand.warnings,
+            warnings=(*cand.warnings, *verified.notes),
             duration=duration,
             checks=verified.checks,
+            isa=verified.isa,
         )
         run.publisher.record(cand.key.key, record)
         if cand.shared_by_targets:
@@ -687,13 +714,14 @@ def verify_and_publish(
             status=status,
             wheel=entry.filename,
             duration=duration,
-            warnings=cand.warnings,
+            warnings=(*cand.warnings, *verified.notes),
             log=log_file,
             checks=verified.checks,
             strip_saved=None
             if shared or cand.remote or not cand.record.sizes
             else cand.record.sizes.strip_saved,
             reproduction=None if shared else cand.record.reproduction,
+            toolchain=cand.record.build_env.toolchain if cand.record.build_env else None,
         )
         for it in items
     ]

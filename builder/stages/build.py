@@ -90,6 +90,7 @@ def build_wheel(
     cuda: bool,
     policy: Policy,
     framework: Mapping[str, str] | None = None,
+    zig_cache: Path | None = None,
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
 
@@ -134,6 +135,7 @@ def build_wheel(
         workdir=workdir,
         known_homes=buildenv.known_toolkit_homes(a.cuda_home for a in config.accels.values()),
         reproducible=buildenv.reproducible_vars(epoch=epoch, maps=maps, cuda=cuda),
+        zig_cache=zig_cache,
     )
     build_vars = dict(environment.env)
     flags = (*config.build_flags(pkg.name), *buildenv.prefix_map_flags(maps))
@@ -141,7 +143,10 @@ def build_wheel(
     readable = interpreter_paths(target.interpreter.path)
     if environment.toolkit is not None:
         readable.append(environment.toolkit)
-    box = policy.box(workdir, env=build_vars, readable=readable, alias=fixed)
+    # zig's cache is shared by the builds of a wheelhouse (the first C++ build fills it for
+    # minutes); it lives beside the hidden wheelhouse, so it is shown writable.
+    shared = [zig_cache] if zig_cache is not None and target.toolchain == "zig" else []
+    box = policy.box(workdir, env=build_vars, readable=readable, writable=shared, alias=fixed)
     # bubblewrap hides the other toolkits itself; elsewhere a mount namespace of their own.
     sandboxed = box.isolation.mode == "bwrap"
     if sandboxed:
@@ -197,7 +202,9 @@ def build_wheel(
             log_file=log_file,
             cwd=Path(cwd) if cwd else None,
             timeout=max(1.0, deadline - time.monotonic()),
-            sandbox=replace(box, env={**box.env, **(extra_environ or {})}, writable=dirs),
+            sandbox=replace(
+                box, env={**box.env, **(extra_environ or {})}, writable=(*box.writable, *dirs)
+            ),
         )
 
     settings = dict(pkg.config_settings) or None
@@ -240,6 +247,7 @@ def _log_env(log_file: Path, env: BuildEnvRecord) -> None:
     """The build's environment at the top of its log: what it could reach of CUDA."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     lines = [f"prewheel: accelerator {env.accel}, toolkit {env.toolkit or 'none'}"]
+    lines += [f"prewheel: compilers: {env.toolchain}"] if env.toolchain else []
     lines += [f"prewheel: unset {', '.join(env.unset)}"] if env.unset else []
     lines += [f"prewheel: off the paths: {r}" for r in env.removed]
     lines += [f"prewheel: shadowed: {s}" for s in env.shadowed]

@@ -9,9 +9,10 @@ value, each returning a new one and noting what it did:
 
     BuildEnvironment.from_host(...).without_cuda(...)        # cpu / neutral
     BuildEnvironment.from_host(...).with_toolkit(...)        # cuXXX
-        .with_vars(pkg.env).with_venv(env_dir)
+        .with_vars(pkg.env).with_venv(env_dir).with_toolchain(...)
 
-Later steps (a compiler wrapper, a sandbox, reproducibility variables) compose the same way.
+The last step puts the compiler wrappers (`stages.toolchain`: the target's ISA baseline in
+place of -march=native; zig for an older glibc) first on PATH and in CC/CXX.
 
 What "no CUDA" means here:
 - every CUDA variable unset (`CUDA_HOME`, `CUDA_PATH`, `CUDACXX`, `CUDNN_*`, `FORCE_CUDA`...);
@@ -35,6 +36,7 @@ from pathlib import Path
 from ..cmd import hiding_prefix
 from ..records import BuildEnvRecord
 from ..targets import Target
+from . import toolchain as toolchains
 
 # Variables that point a build at a toolkit, or ask it for CUDA. Prefixes, then names.
 CUDA_VAR_PREFIXES = ("CUDA", "CUDNN", "NVCC", "NCCL_", "TORCH_CUDA", "CMAKE_CUDA", "TORCH_NVCC")
@@ -156,6 +158,7 @@ class BuildEnvironment:
     shadowed: tuple[str, ...] = ()
     # Variables set by a step: recorded with their values.
     set_vars: tuple[str, ...] = ()
+    toolchain: str | None = None  # what compiles: "host gcc ..., x86-64-v2"
 
     @classmethod
     def from_host(cls, base: Mapping[str, str], workdir: Path) -> BuildEnvironment:
@@ -209,6 +212,11 @@ class BuildEnvironment:
         out = self.prepend("PATH", str(env_dir / "bin"))
         return out.with_vars({"VIRTUAL_ENV": str(env_dir)})
 
+    def with_toolchain(self, tc: toolchains.Toolchain) -> BuildEnvironment:
+        """The compiler wrappers first on PATH and in CC/CXX (and zig's cache variables)."""
+        out = self.with_vars(tc.env).prepend("PATH", str(tc.bin_dir))
+        return replace(out, toolchain=tc.describe)
+
     # -- using it -----------------------------------------------------------------------------
 
     def prefix(self) -> tuple[str, ...]:
@@ -244,6 +252,7 @@ class BuildEnvironment:
             shadowed=self.shadowed,
             hidden=tuple(str(h) for h in self.hidden if h.is_dir()),
             hiding=self.hiding(sandboxed=sandboxed),
+            toolchain=self.toolchain,
         )
 
     # -- the parts ----------------------------------------------------------------------------
@@ -371,10 +380,13 @@ def for_build(
     workdir: Path,
     known_homes: Sequence[str | Path] = (),
     reproducible: Mapping[str, str] | None = None,
+    zig_cache: Path | None = None,
 ) -> BuildEnvironment:
     """The environment for one build: CUDA off, or the target's toolkit only (`cuda`), then
     what makes it reproducible (`reproducible_vars`), then the package's own variables (the
-    config has the last word), then the build venv."""
+    config has the last word), then the build venv, then the target's compilers (its ISA
+    baseline, its toolchain; zig keeps its cache in `zig_cache`). Raises ToolMissingError
+    when the toolchain is not there."""
     env = BuildEnvironment.from_host(base, workdir)
     if cuda and target.toolkit is not None:
         env = env.with_toolkit(target, known_homes)
@@ -388,7 +400,17 @@ def for_build(
     ]
     kept = tuple(h for h in env.hidden if not any(n.is_relative_to(h) for n in needed))
     env = replace(env, hidden=kept).with_vars(reproducible or {})
-    return env.with_vars(package_env).with_venv(env_dir)
+    env = env.with_vars(package_env).with_venv(env_dir)
+    tc = toolchains.prepare(
+        name=target.toolchain,
+        isa=target.isa,
+        policy=target.policy,
+        workdir=workdir,
+        path=env.env.get("PATH", os.defpath),
+        package_env=package_env,
+        zig_cache=zig_cache,
+    )
+    return env.with_toolchain(tc)
 
 
 # Where a build's own directory is, for the build: the same for every build of one

@@ -14,6 +14,7 @@ from ..sandbox import isolation
 from ..targets import ARCH, Target
 from ..targets.compilers import compiler_version
 from ..targets.cuda import toolkit_version
+from . import toolchain
 
 
 def repair_options(target: Target, config: Config, name: str) -> RepairOptions:
@@ -85,10 +86,14 @@ def compute(
         accel=target.accel if per_accel else ANY_ACCEL,
         toolkit=toolkit_version(toolkit.nvcc, toolkit.version) if toolkit else None,
         arch_list=tuple(target.arch_list) if toolkit else None,
-        compiler=compiler_version(dict(pkg.env)),
+        # Under zig the host's compiler builds nothing: zig's version is in `toolchain`.
+        compiler=compiler_version(dict(pkg.env)) if target.toolchain == "host" else None,
         framework=framework,
         build_flags=config.build_flags(name),
         sandbox=isolation(config.sandbox).key_settings(),
+        isa=target.isa,
+        isa_dispatch=pkg.isa_dispatch,
+        toolchain=toolchain.key_line(target.toolchain, target.policy),
     )
     return CacheKey(inputs=inputs)
 

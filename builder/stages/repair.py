@@ -34,7 +34,8 @@ class Repaired:
 
 
 DOCKER_HINT = (
-    "this host's glibc is {host}: build it in Dockerfile.builder on a manylinux base image "
+    'this host\'s glibc is {host}: build it with toolchain = "zig" (C and C++ for the '
+    "policy's glibc, no container), or in Dockerfile.builder on a manylinux base image "
     "({image}), or set the target's policy to 'auto' or {lowest} (the oldest it reaches "
     "here) or newer"
 )
@@ -152,8 +153,8 @@ def repair_wheel(
             step="repair",
             log=exc.log,
             tail=exc.tail,
-            hint="build in Dockerfile.builder on a manylinux base image (older glibc), or "
-            "choose a newer policy for this target",
+            hint='build with toolchain = "zig" for the target, or in Dockerfile.builder on a '
+            "manylinux base image (older glibc), or choose a newer policy for this target",
         ) from exc
     repaired = sorted(outdir.glob("*.whl"))
     if len(repaired) != 1:

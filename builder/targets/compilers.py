@@ -12,7 +12,8 @@ from ..cmd import probe
 
 
 @functools.cache
-def _version_line(exe: str) -> str | None:
+def version_line(exe: str) -> str | None:
+    """The first line of `exe --version` (`gcc (Debian 12.2.0-14) 12.2.0`)."""
     out = probe([exe, "--version"])
     return (out.splitlines() or [""])[0].strip() if out else None
 
@@ -25,7 +26,7 @@ def c_compiler(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
     path = shutil.which(cc)
     if path is None:
         return None
-    return {"path": path, "version": _version_line(path) or ""}
+    return {"path": path, "version": version_line(path) or ""}
 
 
 def compiler_version(env: Mapping[str, str]) -> str | None:

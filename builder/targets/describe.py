@@ -26,6 +26,8 @@ def describe(target: Target) -> dict[str, object]:
         if target.toolkit
         else None,
         "compiler": c_compiler(),
+        "isa": target.isa,
+        "toolchain": target.toolchain,
         "arch_list": list(target.arch_list),
         "policy": target.policy,
         "platform_ceiling": target.platform_ceiling,

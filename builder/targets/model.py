@@ -73,6 +73,16 @@ class Target:
         return self.spec.policy
 
     @property
+    def isa(self) -> str:
+        """The oldest x86-64 psABI level its wheels must run on (`x86-64-v2`)."""
+        return self.spec.isa
+
+    @property
+    def toolchain(self) -> str:
+        """`host` or `zig`."""
+        return self.spec.toolchain
+
+    @property
     def cuda_version(self) -> str | None:
         return cuda_version_of(self.accel)
 
