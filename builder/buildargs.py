@@ -115,8 +115,9 @@ BUILD_OPTIONS: tuple[Option, ...] = (
         names=("--retry-failed", "--no-retry-failed"),
         dest="retry_failed",
         kind="flag",
-        default=True,
-        help="Build again what failed under the same cache key last time.",
+        default=False,
+        help="Build again what failed under the same cache key last time (default: a "
+        "failure is kept, shown as 'failed (cached)', until its cache key changes).",
         stamp="key",
     ),
     Option(

@@ -33,10 +33,18 @@ class ItemResult:
     check: str | None = None  # of a failure: the check that caught it ("abi", "smoke", ...)
     checks: tuple[str, ...] = ()  # of a verified wheel: the checks it passed
     strip_saved: int | None = None  # of a built wheel: bytes strip took off its objects
+    # Of a failure: it failed before under the same cache key and was not tried again.
+    cached_failure: bool = False
 
     @classmethod
     def failure(
-        cls, item: PlanItem, exc: StepError, *, duration: float = 0.0, log: str | None = None
+        cls,
+        item: PlanItem,
+        exc: StepError,
+        *,
+        duration: float = 0.0,
+        log: str | None = None,
+        cached: bool = False,
     ) -> ItemResult:
         return cls(
             item=item,
@@ -48,6 +56,7 @@ class ItemResult:
             duration=duration,
             exit_code=exc.exit_code,
             check=exc.check,
+            cached_failure=cached,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -65,6 +74,7 @@ class ItemResult:
             "check": self.check,
             "checks": list(self.checks),
             "strip_saved": self.strip_saved,
+            "cached_failure": self.cached_failure,
         }
 
 
@@ -87,7 +97,9 @@ class BuildReport:
 
     @property
     def nothing_to_do(self) -> bool:
-        return all(r.status in ("cached", "skipped") for r in self.results)
+        """Nothing was built, downloaded or tried: a failure kept from before counts as
+        nothing to do, so the stamp can answer the next identical run (exit 1 again)."""
+        return all(r.status in ("cached", "skipped") or r.cached_failure for r in self.results)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = dict.fromkeys(STATUSES, 0)
