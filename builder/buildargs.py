@@ -87,6 +87,14 @@ ALLOW_UNPINNED = Option(
     help="Let the resolver pin loose requirements.",
     stamp="key",
 )
+REFRESH = Option(
+    names=("--refresh",),
+    dest="refresh",
+    kind="flag",
+    help="Resolve again, even when the cached resolution still holds (a locked closure, or "
+    "an index whose closure pages did not change).",
+    stamp="never",
+)
 JSON = Option(
     names=("--json",), dest="as_json", kind="flag", help="Print JSON for machines.", stamp="output"
 )
@@ -130,13 +138,7 @@ BUILD_OPTIONS: tuple[Option, ...] = (
         "of building (repeatable).",
         stamp="key",
     ),
-    Option(
-        names=("--refresh",),
-        dest="refresh",
-        kind="flag",
-        help="Resolve again even when a locked closure is cached.",
-        stamp="never",
-    ),
+    REFRESH,
     Option(
         names=("--package",),
         dest="packages",

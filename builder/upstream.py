@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import hashlib
 import http.client
@@ -78,15 +79,6 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
 
 
-def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
-    """The body, content type and final URL of a page; FileNotFoundError on 404."""
-    with open_url(url, accept) as resp:
-        try:
-            return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
-        except OSError as exc:
-            raise UpstreamError(f"cannot read {url}: {exc}") from exc
-
-
 @contextlib.contextmanager
 def open_url(url: str, accept: str | None = None) -> Iterator[http.client.HTTPResponse]:
     """A GET response to read (streamed); FileNotFoundError on 404, UpstreamError otherwise."""
@@ -129,15 +121,111 @@ def _parse_file(
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | None:
-    """All files of `project` on the index; None if the index does not know the project."""
+@dataclass(frozen=True, kw_only=True)
+class Validator:
+    """What a project page was when it was read: its HTTP validators and the sha256 of its
+    body (`digest` None: the index did not know the project). A cached resolution keeps one
+    per page it depends on and asks the index, with a conditional request, whether the page
+    is still the same."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    digest: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "url": self.url,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Validator:
+        return cls(
+            url=d["url"], etag=d["etag"], last_modified=d["last_modified"], digest=d["digest"]
+        )
+
+
+def _project_url(index_url: str, project: str) -> str:
     base = index_url if index_url.endswith("/") else index_url + "/"
-    url = urllib.parse.urljoin(base, canonicalize_name(project) + "/")
+    return urllib.parse.urljoin(base, canonicalize_name(project) + "/")
+
+
+@functools.lru_cache(maxsize=4096)
+def project_page(index_url: str, project: str) -> tuple[tuple[UpstreamFile, ...] | None, Validator]:
+    """All files of `project` on the index (None if the index does not know the project),
+    and the page's validator."""
+    url = _project_url(index_url, project)
     try:
-        body, ctype, final = _open(url, ACCEPT)
+        with open_url(url, ACCEPT) as resp:
+            try:
+                body = resp.read()
+            except OSError as exc:
+                raise UpstreamError(f"cannot read {url}: {exc}") from exc
+            ctype, final = resp.headers.get("Content-Type", ""), resp.geturl()
+            etag = resp.headers.get("ETag")
+            modified = _settled(resp.headers.get("Last-Modified"), resp.headers.get("Date"))
     except FileNotFoundError:
+        return None, Validator(url=url, etag=None, last_modified=None, digest=None)
+    validator = Validator(
+        url=url, etag=etag, last_modified=modified, digest=hashlib.sha256(body).hexdigest()
+    )
+    return _page_files(body, ctype, final), validator
+
+
+# A Last-Modified this close to the response's Date may hide a change made in the same second
+# (HTTP dates tick in seconds): not trusted, the body's sha256 decides (git's "racy" rule).
+_RACY_SECONDS = 2
+
+
+def _settled(modified: str | None, date: str | None) -> str | None:
+    """`modified`, when it is far enough before the response's `date` to be trusted."""
+    if not modified or not date:
         return None
+    try:
+        age = email.utils.parsedate_to_datetime(date) - email.utils.parsedate_to_datetime(modified)
+    except (TypeError, ValueError):
+        return None
+    return modified if age.total_seconds() >= _RACY_SECONDS else None
+
+
+def project_files(
+    index_url: str, project: str, *, fresh: bool = False
+) -> tuple[UpstreamFile, ...] | None:
+    """All files of `project` on the index; None if the index does not know the project.
+    Read once per process, unless `fresh` (an index that moves while this runs)."""
+    read = project_page.__wrapped__ if fresh else project_page
+    return read(index_url, project)[0]
+
+
+def unchanged(validator: Validator) -> bool:
+    """Whether the page is still what `validator` saw: a conditional GET (If-None-Match,
+    If-Modified-Since; PEP 691 JSON asked for, as when it was read) answered 304, or a 200
+    whose body has the same sha256 (an index that sends no validators)."""
+    headers = {"Accept": ACCEPT}
+    if validator.etag:
+        headers["If-None-Match"] = validator.etag
+    if validator.last_modified:
+        headers["If-Modified-Since"] = validator.last_modified
+    stamp.volatile(validator.url)
+    req = urllib.request.Request(validator.url, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        if exc.code == 304:
+            return validator.digest is not None
+        if exc.code == 404:
+            return validator.digest is None
+        raise UpstreamError(f"{validator.url}: HTTP {exc.code} {exc.reason}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise UpstreamError(f"cannot reach {validator.url}: {getattr(exc, 'reason', exc)}") from exc
+    return hashlib.sha256(body).hexdigest() == validator.digest
+
+
+def _page_files(body: bytes, ctype: str, final: str) -> tuple[UpstreamFile, ...]:
     files: list[UpstreamFile] = []
     if ctype.split(";")[0].strip() == JSON_TYPE:
         data = json.loads(body)
