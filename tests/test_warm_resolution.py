@@ -19,16 +19,19 @@ from upstream import Upstream
 pytestmark = pytest.mark.slow
 
 HOUR_AGO = time.time() - 3600
+AGENTS: list[tuple[str, int, str]] = []  # every request's User-Agent, for the cache test
 
 
 class _Counting(SimpleHTTPRequestHandler):
     """A static index server that remembers every request: path, status, conditional."""
 
     seen: list[tuple[str, int, bool]]
+    agents: list[tuple[str, int, str]]  # path, status, User-Agent
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         conditional = "If-None-Match" in self.headers or "If-Modified-Since" in self.headers
         self.seen.append((self.path, int(code), conditional))
+        self.agents.append((self.path, int(code), self.headers.get("User-Agent", "")))
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -41,7 +44,7 @@ def counted(fresh_upstream: Upstream) -> Iterator[tuple[str, list[tuple[str, int
     fresh_upstream.add_sdist("pw-loose", "1.0", {"pw_loose/__init__.py": ""}, deps=["pw-pure>=1.0"])
     _age(fresh_upstream)
     seen: list[tuple[str, int, bool]] = []
-    handler = type("Handler", (_Counting,), {"seen": seen})
+    handler = type("Handler", (_Counting,), {"seen": seen, "agents": AGENTS})
     server = ThreadingHTTPServer(
         ("127.0.0.1", 0), partial(handler, directory=str(fresh_upstream.root))
     )
@@ -118,3 +121,40 @@ def test_a_fully_pinned_closure_asks_nothing(
     seen.clear()
     assert _plan(tmp_path, url, reqs) == first
     assert seen == [], "a locked closure is reused without asking the index"
+
+
+def _build(root: Path, url: str, reqs: str) -> dict[str, dict[str, object]]:
+    (root / "prewheel.toml").write_text(f'[index]\nupstream = "{url}"\n')
+    (root / "requirements.txt").write_text(reqs)
+    proc = prewheel(
+        "build", "-r", root / "requirements.txt", "-c", root / "prewheel.toml",
+        "--wheelhouse", root / "wh", "--json", "--allow-unpinned",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return {r["name"]: r for r in json.loads(proc.stdout)["results"]}
+
+
+def test_build_environments_come_from_one_shared_wheel_cache(
+    counted: tuple[str, list[tuple[str, int, bool]]], tmp_path: Path
+) -> None:
+    """Two runs, four builds that each need setuptools: its wheel is downloaded by the first
+    build environment, into `cache/uv` of the wheelhouse; the next run's three build
+    environments are filled from there without asking the index for it."""
+    url, _ = counted
+    AGENTS.clear()
+
+    def setuptools_requests() -> list[tuple[str, int, str]]:
+        return [a for a in AGENTS if "setuptools" in a[0] and a[2].startswith("uv/")]
+
+    first = _build(tmp_path, url, "pw-pure==1.0\n")
+    assert first["pw-pure"]["status"] == "built"
+    assert setuptools_requests(), "the first build environment downloads setuptools"
+    AGENTS.clear()
+    second = _build(tmp_path, url, "pw-loose==1.0\npw-app==1.0\n")
+    built = {n for n, r in second.items() if r["status"] == "built"}
+    assert built == {"pw-loose", "pw-app", "pw-cext"}
+    assert setuptools_requests() == [], "later build environments come from the cache"
+    cached = list((tmp_path / "wh" / "cache" / "uv").rglob("setuptools*"))
+    assert cached, "the shared wheel cache holds setuptools"
+    records = [json.loads(p.read_text()) for p in (tmp_path / "wh" / "builds").glob("*.json")]
+    assert records and all("setuptools" in (r["build_deps"] or {}) for r in records)

@@ -389,6 +389,7 @@ def _make(
             cuda=key.accel_specific and item.target.toolkit is not None,
             framework=dict(item.runtime_pins),
             policy=run.policy,
+            wheel_cache=run.wh.root / "cache" / "uv",
         )
     else:
         built = prebuilt

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib.metadata
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from typing import TextIO
 from build import BuildBackendException, BuildException, ProjectBuilder
 from pyproject_hooks import BuildBackendWarning
 
+from .. import tools
 from ..archive import unpack_sdist
 from ..cmd import clean_env, probe, run, tail, venv
 from ..config import Config, PackageConfig
@@ -83,6 +85,7 @@ def build_wheel(
     cuda: bool,
     policy: Policy,
     framework: Mapping[str, str] | None = None,
+    wheel_cache: Path | None = None,
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
 
@@ -92,6 +95,11 @@ def build_wheel(
     The build dependencies are installed first (wheels only: no package code runs), with the
     network; the backend's hooks then run in the sandbox of `policy`, with the network off,
     only `workdir` writable and the build's own environment.
+
+    With uv (found in prewheel's environment), `uv venv` makes the environment and `uv pip
+    install` fills it from `wheel_cache`, a wheel cache shared by every build of this run and
+    of later runs (in the wheelhouse, which the sandbox hides): a build dependency is
+    downloaded once. Without uv, `python -m venv` and pip do it.
     """
     assert target.interpreter is not None
     limit = pkg.timeout or config.build_timeout
@@ -112,7 +120,11 @@ def build_wheel(
             timeout=60,
         )
     env_dir = workdir / "env"
-    env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
+    uv = tools.find("uv")
+    if uv is not None:
+        env_python = uv_venv(uv, target.interpreter.path, env_dir, log_file=log_file)
+    else:
+        env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
     # The sandbox fixes the environment; of the caller's, only the search paths and the
     # CUDA variables go in, for buildenv to take CUDA off them (or point them at one toolkit).
     environment = buildenv.for_build(
@@ -150,8 +162,21 @@ def build_wheel(
     def install(reqs: Sequence[str], tag: str) -> None:
         if not reqs:
             return
+        given = config.build_constraints
+        constraints = ["-c", str(Path(given).resolve())] if given else []
+        timeout = max(1.0, deadline - time.monotonic())
+        if uv is not None:
+            argv: list[str | os.PathLike[str]] = [
+                uv, "pip", "install", "--no-config", "--python", env_python,
+                *_uv_index_args(upstreams, wheel_cache),
+                "--only-binary", ":all:", "-c", pins,
+                *constraints, *reqs,
+            ]  # fmt: skip
+            run(argv, step="build-deps", log_file=log_file, env=uv_env(), timeout=timeout)
+            deps.update(installed(env_dir))
+            return
         report = workdir / f"build-deps-{tag}.json"
-        argv: list[str | os.PathLike[str]] = [
+        argv = [
             *interp.pip(env_python),
             "install",
             "--quiet",
@@ -166,15 +191,8 @@ def build_wheel(
             pins,
             *reqs,
         ]
-        if config.build_constraints:
-            argv += ["-c", str(Path(config.build_constraints).resolve())]
-        run(
-            argv,
-            step="build-deps",
-            log_file=log_file,
-            env=clean_env(),
-            timeout=max(1.0, deadline - time.monotonic()),
-        )
+        argv += constraints
+        run(argv, step="build-deps", log_file=log_file, env=clean_env(), timeout=timeout)
         for item in json.loads(report.read_text())["install"]:
             deps[item["metadata"]["name"]] = item["metadata"]["version"]
 
@@ -224,6 +242,46 @@ def build_wheel(
         env=env_record,
         cuda_sources=any(src.rglob("*.cu")),
     )
+
+
+def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path) -> Path:
+    """`uv venv` of `python` at `dest` (no pip in it: uv installs); returns its python."""
+    run(
+        [uv, "venv", "--no-config", "--quiet", "--no-python-downloads", "--python", python, dest],
+        step="build-env",
+        log_file=log_file,
+        env=uv_env(),
+        timeout=120,
+    )
+    return dest / "bin" / "python"
+
+
+def uv_env() -> dict[str, str]:
+    """prewheel's own environment for uv: no user configuration; the certificate bundle pip
+    is told to trust (an intercepting proxy's) trusted by uv too."""
+    cert = os.environ.get("PIP_CERT")
+    return clean_env({"SSL_CERT_FILE": cert} if cert else None)
+
+
+def _uv_index_args(upstreams: Sequence[str], cache: Path | None) -> list[str]:
+    """The indexes as one pool (pip's rule), and the shared wheel cache. Files are copied out
+    of the cache, never hard-linked: the backend may write into its environment, and must
+    not reach the cache through a link."""
+    out = ["--quiet", "--index-url", upstreams[0]]
+    out += [a for u in upstreams[1:] for a in ("--extra-index-url", u)]
+    out += ["--index-strategy", "unsafe-best-match", "--link-mode", "copy"]
+    if cache is not None:
+        out += ["--cache-dir", str(cache)]
+    return out
+
+
+def installed(env_dir: Path) -> dict[str, str]:
+    """The distributions installed in a venv, by name: what its build dependencies were."""
+    found: dict[str, str] = {}
+    for site in env_dir.glob("lib/python*/site-packages"):
+        for dist in importlib.metadata.distributions(path=[str(site)]):
+            found[dist.metadata["Name"]] = dist.version
+    return found
 
 
 def _log_env(log_file: Path, env: BuildEnvRecord) -> None:
