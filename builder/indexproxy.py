@@ -108,6 +108,15 @@ def _links(body: bytes, ctype: str, page_url: str) -> list[_Link]:
     return out
 
 
+def _addresses(host: str, port: int | None) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address `host` resolves to; empty when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+    except OSError:
+        return set()
+    return {ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos}
+
+
 class IndexProxy:
     """Serves `upstreams` (the first at `/simple/`, the k-th extra one at `/<k>/simple/`) on
     the unix socket `path` while the block runs."""
@@ -165,15 +174,24 @@ class IndexProxy:
             return False
         if any(parts.hostname == urllib.parse.urlsplit(u).hostname for u in self.upstreams):
             return True
-        try:
-            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-        except OSError:
+        found = _addresses(parts.hostname, parts.port)
+        if not found:
             return False
-        for *_, sockaddr in infos:
-            ip = ipaddress.ip_address(sockaddr[0])
-            if ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved:
-                return False
-        return True
+        # The upstream's own server under another name (a CDN host behind the same
+        # mirror or intercepting proxy): no address the user did not already trust.
+        if found <= self._upstream_addresses():
+            return True
+        return not any(
+            ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved for ip in found
+        )
+
+    def _upstream_addresses(self) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+        out: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+        for u in self.upstreams:
+            parts = urllib.parse.urlsplit(u)
+            if parts.hostname:
+                out |= _addresses(parts.hostname, parts.port)
+        return out
 
     def page(self, project: str, which: int = 0) -> bytes | None:
         """The project page of upstream `which`, its links pointing at this proxy; None when
