@@ -117,6 +117,10 @@ def _addresses(host: str, port: int | None) -> set[ipaddress.IPv4Address | ipadd
     return {ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos}
 
 
+def _port(parts: urllib.parse.SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 class IndexProxy:
     """Serves `upstreams` (the first at `/simple/`, the k-th extra one at `/<k>/simple/`) on
     the unix socket `path` while the block runs."""
@@ -177,20 +181,22 @@ class IndexProxy:
         found = _addresses(parts.hostname, parts.port)
         if not found:
             return False
-        # The upstream's own server under another name (a CDN host behind the same
-        # mirror or intercepting proxy): no address the user did not already trust.
-        if found <= self._upstream_addresses():
+        # The upstream's own server under another name (a CDN host behind the same mirror
+        # or intercepting proxy): the same addresses and port, nothing the user did not
+        # already trust.
+        port = _port(parts)
+        if {(ip, port) for ip in found} <= self._upstream_servers():
             return True
         return not any(
             ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved for ip in found
         )
 
-    def _upstream_addresses(self) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-        out: set[ipaddress.IPv4Address | ipaddress.IPv6Address] = set()
+    def _upstream_servers(self) -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        out: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = set()
         for u in self.upstreams:
             parts = urllib.parse.urlsplit(u)
             if parts.hostname:
-                out |= _addresses(parts.hostname, parts.port)
+                out |= {(ip, _port(parts)) for ip in _addresses(parts.hostname, parts.port)}
         return out
 
     def page(self, project: str, which: int = 0) -> bytes | None:

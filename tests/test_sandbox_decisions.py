@@ -193,6 +193,7 @@ def test_the_index_proxy_fetches_no_private_address(tmp_path: Path) -> None:
         "file:///etc/passwd",
     ):
         assert not proxy._public(url), url
+    # localhost is the upstream's address, but not its port: another server, refused.
     token = proxy.token("http://169.254.169.254/x-1.0.tar.gz")
     assert proxy.file_url(token, "x-1.0.tar.gz") is None
     ok = proxy.token("http://127.0.0.1:3141/files/x-1.0.tar.gz")
