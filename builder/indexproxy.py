@@ -32,6 +32,7 @@ import shutil
 import socket
 import socketserver
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -108,13 +109,29 @@ def _links(body: bytes, ctype: str, page_url: str) -> list[_Link]:
     return out
 
 
+_ADDRESSES: dict[tuple[str, int | None], set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+_ADDRESSES_LOCK = threading.Lock()
+
+
 def _addresses(host: str, port: int | None) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    """Every address `host` resolves to; empty when it does not resolve."""
-    try:
-        infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
-    except OSError:
-        return set()
-    return {ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos}
+    """Every address `host` resolves to; empty when it does not resolve. A resolver asked
+    by many threads at once fails some of them: an answer is kept for the process, a
+    failure is asked again (three times in all)."""
+    with _ADDRESSES_LOCK:
+        known = _ADDRESSES.get((host, port))
+    if known is not None:
+        return known
+    for attempt in range(3):
+        try:
+            infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+        except OSError:
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        found = {ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos}
+        with _ADDRESSES_LOCK:
+            _ADDRESSES[(host, port)] = found
+        return found
+    return set()
 
 
 def _port(parts: urllib.parse.SplitResult) -> int:
