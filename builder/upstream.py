@@ -11,6 +11,7 @@ import json
 import os
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +37,7 @@ from .simple import JSON_TYPE, LinkParser
 
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 TIMEOUT = 60
+ATTEMPTS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -84,16 +86,30 @@ def open_url(url: str, accept: str | None = None) -> Iterator[http.client.HTTPRe
     """A GET response to read (streamed); FileNotFoundError on 404, UpstreamError otherwise."""
     stamp.volatile(url)
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    try:
-        resp = urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise FileNotFoundError(url) from exc
-        raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
-    with resp:
+    with _urlopen(req) as resp:
         yield resp
+
+
+def _urlopen(req: urllib.request.Request) -> http.client.HTTPResponse:
+    """`urlopen`, a connection that failed (a name lookup among many at once, a reset)
+    tried again, up to `ATTEMPTS` times; FileNotFoundError on 404, UpstreamError otherwise."""
+    url = req.full_url
+    for attempt in range(ATTEMPTS):
+        try:
+            resp: http.client.HTTPResponse = urllib.request.urlopen(
+                req, timeout=TIMEOUT, context=_ssl_context()
+            )
+            return resp
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise FileNotFoundError(url) from exc
+            raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt + 1 == ATTEMPTS:
+                raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
+            check_stop()
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _parse_file(
@@ -212,16 +228,17 @@ def unchanged(validator: Validator) -> bool:
     stamp.volatile(validator.url)
     req = urllib.request.Request(validator.url, headers=headers)
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context()) as resp:
+        with _urlopen(req) as resp:
             body = resp.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code == 304:
+    except FileNotFoundError:
+        return validator.digest is None
+    except UpstreamError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, urllib.error.HTTPError) and cause.code == 304:
             return validator.digest is not None
-        if exc.code == 404:
-            return validator.digest is None
-        raise UpstreamError(f"{validator.url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise UpstreamError(f"cannot reach {validator.url}: {getattr(exc, 'reason', exc)}") from exc
+        raise
+    except OSError as exc:
+        raise UpstreamError(f"cannot read {validator.url}: {exc}") from exc
     return hashlib.sha256(body).hexdigest() == validator.digest
 
 
