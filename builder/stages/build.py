@@ -27,7 +27,7 @@ from pyproject_hooks import BuildBackendWarning
 
 from .. import tools
 from ..archive import unpack_sdist
-from ..cmd import clean_env, probe, run, tail, venv
+from ..cmd import clean_env, probe, run, tail, uv_env, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
@@ -254,13 +254,6 @@ def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path) -> Path:
         timeout=120,
     )
     return dest / "bin" / "python"
-
-
-def uv_env() -> dict[str, str]:
-    """prewheel's own environment for uv: no user configuration; the certificate bundle pip
-    is told to trust (an intercepting proxy's) trusted by uv too."""
-    cert = os.environ.get("PIP_CERT")
-    return clean_env({"SSL_CERT_FILE": cert} if cert else None)
 
 
 def _uv_index_args(upstreams: Sequence[str], cache: Path | None) -> list[str]:

@@ -15,10 +15,11 @@ from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from .. import scratch, stamp, tools
-from ..cmd import run
+from ..cmd import run, uv_env
 from ..config import RESOLVERS
 from ..errors import CommandError, CommandTimeout, HashMismatchError, ResolutionError
 from ..indexproxy import IndexProxy
+from ..log import get_logger
 from ..requirements import Pin
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
@@ -45,14 +46,42 @@ def resolve_closure(
     reference), against the target accelerator's indexes (the first, then the extra ones,
     searched as one pool, as pip does).
 
+    Where uv fails (not for a timeout or a hash mismatch), pip's resolver tries: uv refuses
+    some sdists that pip prepares, and an sdist that is bad is then refused at its own
+    build, package by package, instead of failing the whole resolution.
+
     Markers are evaluated for that interpreter, so each target gets its own closure. Both
     resolvers run an sdist's build hooks to read its metadata when the index has none
     (PEP 658), so they run in the sandbox: no network but the upstream index through
     `IndexProxy`, no secrets, nothing writable but their own directory, and `timeout`
     seconds at most.
     """
-    assert target.interpreter is not None
     assert resolver in RESOLVERS, resolver  # the config checked it
+    if resolver == "uv":
+        try:
+            return _resolve_once(target, pins, upstreams, policy, timeout, "uv")
+        except _UvFailed as exc:
+            log.warning(
+                "uv could not resolve for %s (%s); pip's resolver tries instead",
+                target.name,
+                exc,
+            )
+    return _resolve_once(target, pins, upstreams, policy, timeout, "pip")
+
+
+class _UvFailed(Exception):
+    """uv failed where pip may not (an sdist uv refuses to unpack): pip gets its turn."""
+
+
+def _resolve_once(
+    target: Target,
+    pins: list[Pin],
+    upstreams: tuple[str, ...],
+    policy: Policy,
+    timeout: float,
+    resolver: str,
+) -> list[Resolved]:
+    assert target.interpreter is not None
     stamp.volatile(f"{resolver} to resolve the closure for {target.name}")
     scratch.clean_stale()  # what killed runs left
     uv = tools.require(tools.UV) if resolver == "uv" else None
@@ -74,6 +103,9 @@ def resolve_closure(
             IndexProxy(upstreams, box.index_socket) if box.index_socket and box.proxied else None
         )
         try:
+            if uv is not None and _without_builds(uv, target, upstreams, reqs, out, timeout):
+                text = out.read_text(encoding="utf-8")
+                return _from_uv(text, {canonicalize_name(p.name) for p in pins})
             with proxy or contextlib.nullcontext():
                 run(argv, step="resolve", cwd=Path(tmp), timeout=timeout, sandbox=box)
         except CommandTimeout as exc:
@@ -92,6 +124,8 @@ def resolve_closure(
                     hint="the upstream file changed after the index listed it; nothing was "
                     "published",
                 ) from exc
+            if resolver == "uv":
+                raise _UvFailed(_reason(exc.tail)) from exc
             raise ResolutionError(
                 f"{resolver} could not resolve the requirements for {target.name}: "
                 f"{_reason(exc.tail)}{_subprocess_output(exc.tail)}",
@@ -101,6 +135,26 @@ def resolve_closure(
     if uv is not None:
         return _from_uv(text, {canonicalize_name(p.name) for p in pins})
     return _from_pip(json.loads(text))
+
+
+def _without_builds(
+    uv: Path, target: Target, upstreams: tuple[str, ...], reqs: Path, out: Path, timeout: float
+) -> bool:
+    """First, `uv pip compile --no-build` straight against the index: it runs no package
+    code (an sdist whose metadata needs a build fails it), so it needs no sandbox and reads
+    the index with uv's own connections. True when that resolved everything; any failure
+    leaves the answer to the sandboxed resolution, which may run metadata hooks."""
+    assert target.interpreter is not None
+    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, out.parent)
+    try:
+        run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
+    except CommandTimeout:
+        raise
+    except CommandError as exc:
+        log.debug("resolving without builds did not do: %s", _reason(exc.tail))
+        out.unlink(missing_ok=True)
+        return False
+    return True
 
 
 def _pip_argv(pip: list[str], urls: list[str], reqs: Path, report: Path) -> list[str]:
@@ -190,6 +244,8 @@ def _subprocess_output(output: str) -> str:
     shown = [ln.rstrip() for ln in lines[start : min(end, start + 20) + 1] if ln.strip()]
     return "\n" + "\n".join(f"    {ln.strip()}" for ln in shown)
 
+
+log = get_logger("resolve")
 
 # How pip's and uv's error lines start (uv: "x No solution found", its tree of reasons).
 _ERROR_STARTS = ("ERROR:", "error:", "\u00d7", "\u2570\u2500\u25b6", "\u2502")
