@@ -42,6 +42,7 @@ class _Checker:
         self.pages = 0
         self.files = 0
         self._cuda: dict[Path, tuple[str, ...]] = {}
+        self.leftovers: list[str] = []  # temp files of killed writers: harmless, not served
 
     def cuda_libraries(self, path: Path) -> tuple[str, ...]:
         """The CUDA libraries a stored wheel needs or carries, read from its ELF objects."""
@@ -66,7 +67,6 @@ class _Checker:
                     f"{accel}/simple/{project}/: {e.filename} needs or carries CUDA libraries "
                     f"({', '.join(libs)}): the cpu index must hold no CUDA"
                 )
-        self.leftovers: list[str] = []  # temp files of killed writers: harmless, not served
 
     def sha256(self, path: Path) -> str | None:
         if path not in self._hashes:
