@@ -238,12 +238,20 @@ def failed(
     return [ItemResult.failure(it, exc, duration=duration, log=log_path) for it in items]
 
 
+# Steps whose outcome depends on more than the cache key: verify installs the closure at the
+# plan's pins and runs the configured smoke test; a fetch fails with the network. A failure
+# there is tried again.
+_NOT_KEYED_STEPS = frozenset({"fetch", "verify", "verify-install", "verify-import", "smoke"})
+
+
 def _failed_before(run: Run, items: Group, key: CacheKey) -> list[ItemResult] | None:
     """The results of a build that failed before under this key: its inputs are the same, so
     building it again would fail the same way (unless --retry-failed)."""
     prev = run.wh.read_record(key.key)
     if run.retry_failed or prev is None or prev.result != "failed":
         return None
+    if prev.step in _NOT_KEYED_STEPS:
+        return None  # its inputs (the closure's pins, the smoke test) are not in the key
     # Still a failure (exit 1): the wheel is missing, it was only not tried again.
     err = StepError(
         f"failed before under the same cache key, not retried (--retry-failed builds it "
