@@ -87,6 +87,14 @@ ALLOW_UNPINNED = Option(
     help="Let the resolver pin loose requirements.",
     stamp="key",
 )
+REFRESH = Option(
+    names=("--refresh",),
+    dest="refresh",
+    kind="flag",
+    help="Resolve again, even when the cached resolution still holds (a locked closure, or "
+    "an index whose closure pages did not change).",
+    stamp="never",
+)
 JSON = Option(
     names=("--json",), dest="as_json", kind="flag", help="Print JSON for machines.", stamp="output"
 )
@@ -115,8 +123,9 @@ BUILD_OPTIONS: tuple[Option, ...] = (
         names=("--retry-failed", "--no-retry-failed"),
         dest="retry_failed",
         kind="flag",
-        default=True,
-        help="Build again what failed under the same cache key last time.",
+        default=False,
+        help="Build again what failed under the same cache key last time (default: a "
+        "failure is kept, shown as 'failed (cached)', until its cache key changes).",
         stamp="key",
     ),
     Option(
@@ -138,13 +147,7 @@ BUILD_OPTIONS: tuple[Option, ...] = (
         "when installed, says how).",
         stamp="never",
     ),
-    Option(
-        names=("--refresh",),
-        dest="refresh",
-        kind="flag",
-        help="Resolve again even when a locked closure is cached.",
-        stamp="never",
-    ),
+    REFRESH,
     Option(
         names=("--package",),
         dest="packages",

@@ -310,3 +310,10 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     if extra:
         env.update(extra)
     return env
+
+
+def uv_env() -> dict[str, str]:
+    """`clean_env` for uv: the certificate bundle pip is told to trust (an intercepting
+    proxy's) trusted by uv too."""
+    cert = os.environ.get("PIP_CERT")
+    return clean_env({"SSL_CERT_FILE": cert} if cert else None)

@@ -124,6 +124,7 @@ class TargetSpec:
 class Config:
     source: str
     upstream: str = PYPI_SIMPLE
+    resolver: str = "uv"  # one of RESOLVERS: uv's resolver, or pip's (the reference)
     build_timeout: float = DEFAULT_BUILD_TIMEOUT
     jobs: int = 0
     strip: bool = True
@@ -187,7 +188,9 @@ class Config:
 
 
 _TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
-_INDEX_KEYS = ("upstream",)
+_INDEX_KEYS = ("upstream", "resolver")
+# The resolvers of `[index] resolver`: uv's (seconds) and pip's (the reference answer).
+RESOLVERS = ("uv", "pip")
 _BUILD_KEYS = ("timeout", "jobs", "strip", "smoke_recipes", "constraints", "memory", "sandbox")
 _MATRIX_KEYS = ("python", "accel", "policy", "isa", "toolchain")
 _ACCEL_KEYS = ("cuda_home", "arch_list", "exclude", "upstream", "extra_upstreams")
@@ -311,6 +314,11 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
     upstream = p.typed(index.get("upstream", PYPI_SIMPLE), str, "index.upstream") or PYPI_SIMPLE
     if not upstream.endswith("/"):
         upstream += "/"
+    resolver = p.typed(index.get("resolver", "uv"), str, "index.resolver") or "uv"
+    if resolver not in RESOLVERS:
+        close = difflib.get_close_matches(resolver, RESOLVERS, n=1)
+        hint = f", did you mean '{close[0]}'?" if close else ""
+        p.add("index.resolver", f"'{resolver}' is not one of {', '.join(RESOLVERS)}{hint}")
 
     build = p.table(raw.get("build", {}), "build")
     p.unknown_keys(build, _BUILD_KEYS, "build")
@@ -342,6 +350,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
     return Config(
         source=source,
         upstream=upstream,
+        resolver=resolver,
         build_timeout=float(timeout or DEFAULT_BUILD_TIMEOUT),
         jobs=jobs or 0,
         strip=strip is not False,

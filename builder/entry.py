@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import time
 
-from . import stamp
+from . import stamp, summary
 
 
 def main() -> None:
@@ -30,8 +30,10 @@ def main() -> None:
 
         out = {**report, "duration": round(seconds, 3), "fast_path": True}
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
-        return
-    from . import summary
-
-    text = summary.plain(report, seconds)
-    sys.stdout.write(f"{text}\nnothing changed since the last run: answered from {path}\n")
+    else:
+        text = summary.plain(report, seconds)
+        sys.stdout.write(f"{text}\nnothing changed since the last run: answered from {path}\n")
+    # A stamped run with failures kept from before fails again, with the same code.
+    code = summary.exit_code(report)
+    if code:
+        sys.exit(code)

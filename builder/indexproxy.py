@@ -32,6 +32,7 @@ import shutil
 import socket
 import socketserver
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -126,6 +127,35 @@ def internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return any(ip.version == n.version and ip in n for n in _INTERNAL)
 
 
+_ADDRESSES: dict[tuple[str, int | None], set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
+_ADDRESSES_LOCK = threading.Lock()
+
+
+def _addresses(host: str, port: int | None) -> set[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address `host` resolves to; empty when it does not resolve. A resolver asked
+    by many threads at once fails some of them: an answer is kept for the process, a
+    failure is asked again (three times in all)."""
+    with _ADDRESSES_LOCK:
+        known = _ADDRESSES.get((host, port))
+    if known is not None:
+        return known
+    for attempt in range(3):
+        try:
+            infos = socket.getaddrinfo(host, port or 443, type=socket.SOCK_STREAM)
+        except OSError:
+            time.sleep(0.05 * (attempt + 1))
+            continue
+        found = {ipaddress.ip_address(sockaddr[0]) for *_, sockaddr in infos}
+        with _ADDRESSES_LOCK:
+            _ADDRESSES[(host, port)] = found
+        return found
+    return set()
+
+
+def _port(parts: urllib.parse.SplitResult) -> int:
+    return parts.port or (443 if parts.scheme == "https" else 80)
+
+
 class IndexProxy:
     """Serves `upstreams` (the first at `/simple/`, the k-th extra one at `/<k>/simple/`) on
     the unix socket `path` while the block runs."""
@@ -183,11 +213,24 @@ class IndexProxy:
             return False
         if any(parts.hostname == urllib.parse.urlsplit(u).hostname for u in self.upstreams):
             return True
-        try:
-            infos = socket.getaddrinfo(parts.hostname, parts.port or 443, type=socket.SOCK_STREAM)
-        except OSError:
+        found = _addresses(parts.hostname, parts.port)
+        if not found:
             return False
-        return all(not internal(ipaddress.ip_address(sockaddr[0])) for *_, sockaddr in infos)
+        # The upstream's own server under another name (a CDN host behind the same mirror
+        # or intercepting proxy): the same addresses and port, nothing the user did not
+        # already trust.
+        port = _port(parts)
+        if {(ip, port) for ip in found} <= self._upstream_servers():
+            return True
+        return not any(internal(ip) for ip in found)
+
+    def _upstream_servers(self) -> set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]]:
+        out: set[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int]] = set()
+        for u in self.upstreams:
+            parts = urllib.parse.urlsplit(u)
+            if parts.hostname:
+                out |= {(ip, _port(parts)) for ip in _addresses(parts.hostname, parts.port)}
+        return out
 
     def page(self, project: str, which: int = 0) -> bytes | None:
         """The project page of upstream `which`, its links pointing at this proxy; None when

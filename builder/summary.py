@@ -34,7 +34,7 @@ def rows(report: Mapping[str, Any]) -> list[tuple[str, ...]]:
                 r["target"],
                 r["name"],
                 r["version"],
-                r["status"],
+                status(r),
                 f"{r['duration']:.1f}s",
                 f"-{size(saved)}" if saved else "",
                 _compiled_by(r.get("toolchain")),
@@ -58,6 +58,19 @@ def _compiled_by(toolchain: str | None) -> str:
     return f"{head}, {isa}" if isa else head
 
 
+def status(r: Mapping[str, Any]) -> str:
+    """The result column: a failure kept from an earlier run says so."""
+    return "failed (cached)" if r.get("cached_failure") else str(r["status"])
+
+
+def exit_code(report: Mapping[str, Any]) -> int:
+    """The exit status a report means: 0, or its most serious failure's code."""
+    return max(
+        (r.get("exit_code") or 1 for r in report["results"] if r["status"] == "failed"),
+        default=0,
+    )
+
+
 def size(n: int) -> str:
     """Bytes for people: 812 B, 40.1 KiB, 3.2 MiB."""
     if n < 1024:
@@ -76,10 +89,15 @@ def footer(report: Mapping[str, Any]) -> list[str]:
     """What follows the table: every failure with its step and log, skipped targets, and
     the note about unpinned closure members."""
     lines = [
-        f"failed {r['name']} {r['version']} ({r['target']}) at {r['step']}: log {r['log']}"
+        f"{status(r)} {r['name']} {r['version']} ({r['target']}) at {r['step']}: log {r['log']}"
         for r in sorted(report["results"], key=lambda r: (r["target"], r["name"]))
         if r["status"] == "failed"
     ]
+    if any(r.get("cached_failure") for r in report["results"]):
+        lines.append(
+            "failed (cached): not tried again while the cache key is the same; "
+            "--retry-failed builds them again"
+        )
     lines += [f"skipped target {t['target']}: {t['reason']}" for t in report["skipped_targets"]]
     if report.get("caught"):
         caught = ", ".join(f"{n} by {check}" for check, n in report["caught"].items())

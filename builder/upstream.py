@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import hashlib
 import http.client
@@ -10,6 +11,7 @@ import json
 import os
 import ssl
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +37,7 @@ from .simple import JSON_TYPE, LinkParser
 
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 TIMEOUT = 60
+ATTEMPTS = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -78,30 +81,35 @@ def _ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
 
 
-def _open(url: str, accept: str | None = None) -> tuple[bytes, str, str]:
-    """The body, content type and final URL of a page; FileNotFoundError on 404."""
-    with open_url(url, accept) as resp:
-        try:
-            return resp.read(), resp.headers.get("Content-Type", ""), resp.geturl()
-        except OSError as exc:
-            raise UpstreamError(f"cannot read {url}: {exc}") from exc
-
-
 @contextlib.contextmanager
 def open_url(url: str, accept: str | None = None) -> Iterator[http.client.HTTPResponse]:
     """A GET response to read (streamed); FileNotFoundError on 404, UpstreamError otherwise."""
     stamp.volatile(url)
     req = urllib.request.Request(url, headers={"Accept": accept} if accept else {})
-    try:
-        resp = urllib.request.urlopen(req, timeout=TIMEOUT, context=_ssl_context())
-    except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise FileNotFoundError(url) from exc
-        raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
-    except (urllib.error.URLError, OSError) as exc:
-        raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
-    with resp:
+    with _urlopen(req) as resp:
         yield resp
+
+
+def _urlopen(req: urllib.request.Request) -> http.client.HTTPResponse:
+    """`urlopen`, a connection that failed (a name lookup among many at once, a reset)
+    tried again, up to `ATTEMPTS` times; FileNotFoundError on 404, UpstreamError otherwise."""
+    url = req.full_url
+    for attempt in range(ATTEMPTS):
+        try:
+            resp: http.client.HTTPResponse = urllib.request.urlopen(
+                req, timeout=TIMEOUT, context=_ssl_context()
+            )
+            return resp
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise FileNotFoundError(url) from exc
+            raise UpstreamError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
+        except (urllib.error.URLError, OSError) as exc:
+            if attempt + 1 == ATTEMPTS:
+                raise UpstreamError(f"cannot reach {url}: {getattr(exc, 'reason', exc)}") from exc
+            check_stop()
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def _parse_file(
@@ -129,15 +137,112 @@ def _parse_file(
     )
 
 
-@functools.lru_cache(maxsize=4096)
-def project_files(index_url: str, project: str) -> tuple[UpstreamFile, ...] | None:
-    """All files of `project` on the index; None if the index does not know the project."""
+@dataclass(frozen=True, kw_only=True)
+class Validator:
+    """What a project page was when it was read: its HTTP validators and the sha256 of its
+    body (`digest` None: the index did not know the project). A cached resolution keeps one
+    per page it depends on and asks the index, with a conditional request, whether the page
+    is still the same."""
+
+    url: str
+    etag: str | None
+    last_modified: str | None
+    digest: str | None
+
+    def to_json(self) -> dict[str, str | None]:
+        return {
+            "url": self.url,
+            "etag": self.etag,
+            "last_modified": self.last_modified,
+            "digest": self.digest,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Validator:
+        return cls(
+            url=d["url"], etag=d["etag"], last_modified=d["last_modified"], digest=d["digest"]
+        )
+
+
+def _project_url(index_url: str, project: str) -> str:
     base = index_url if index_url.endswith("/") else index_url + "/"
-    url = urllib.parse.urljoin(base, canonicalize_name(project) + "/")
+    return urllib.parse.urljoin(base, canonicalize_name(project) + "/")
+
+
+@functools.lru_cache(maxsize=4096)
+def project_page(index_url: str, project: str) -> tuple[tuple[UpstreamFile, ...] | None, Validator]:
+    """All files of `project` on the index (None if the index does not know the project),
+    and the page's validator."""
+    url = _project_url(index_url, project)
     try:
-        body, ctype, final = _open(url, ACCEPT)
+        with open_url(url, ACCEPT) as resp:
+            try:
+                body = resp.read()
+            except OSError as exc:
+                raise UpstreamError(f"cannot read {url}: {exc}") from exc
+            ctype, final = resp.headers.get("Content-Type", ""), resp.geturl()
+            etag = resp.headers.get("ETag")
+            modified = _settled(resp.headers.get("Last-Modified"), resp.headers.get("Date"))
     except FileNotFoundError:
+        return None, Validator(url=url, etag=None, last_modified=None, digest=None)
+    validator = Validator(
+        url=url, etag=etag, last_modified=modified, digest=hashlib.sha256(body).hexdigest()
+    )
+    return _page_files(body, ctype, final), validator
+
+
+# A Last-Modified this close to the response's Date may hide a change made in the same second
+# (HTTP dates tick in seconds): not trusted, the body's sha256 decides (git's "racy" rule).
+_RACY_SECONDS = 2
+
+
+def _settled(modified: str | None, date: str | None) -> str | None:
+    """`modified`, when it is far enough before the response's `date` to be trusted."""
+    if not modified or not date:
         return None
+    try:
+        age = email.utils.parsedate_to_datetime(date) - email.utils.parsedate_to_datetime(modified)
+    except (TypeError, ValueError):
+        return None
+    return modified if age.total_seconds() >= _RACY_SECONDS else None
+
+
+def project_files(
+    index_url: str, project: str, *, fresh: bool = False
+) -> tuple[UpstreamFile, ...] | None:
+    """All files of `project` on the index; None if the index does not know the project.
+    Read once per process, unless `fresh` (an index that moves while this runs)."""
+    read = project_page.__wrapped__ if fresh else project_page
+    return read(index_url, project)[0]
+
+
+def unchanged(validator: Validator) -> bool:
+    """Whether the page is still what `validator` saw: a conditional GET (If-None-Match,
+    If-Modified-Since; PEP 691 JSON asked for, as when it was read) answered 304, or a 200
+    whose body has the same sha256 (an index that sends no validators)."""
+    headers = {"Accept": ACCEPT}
+    if validator.etag:
+        headers["If-None-Match"] = validator.etag
+    if validator.last_modified:
+        headers["If-Modified-Since"] = validator.last_modified
+    stamp.volatile(validator.url)
+    req = urllib.request.Request(validator.url, headers=headers)
+    try:
+        with _urlopen(req) as resp:
+            body = resp.read()
+    except FileNotFoundError:
+        return validator.digest is None
+    except UpstreamError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, urllib.error.HTTPError) and cause.code == 304:
+            return validator.digest is not None
+        raise
+    except OSError as exc:
+        raise UpstreamError(f"cannot read {validator.url}: {exc}") from exc
+    return hashlib.sha256(body).hexdigest() == validator.digest
+
+
+def _page_files(body: bytes, ctype: str, final: str) -> tuple[UpstreamFile, ...]:
     files: list[UpstreamFile] = []
     if ctype.split(";")[0].strip() == JSON_TYPE:
         data = json.loads(body)
@@ -222,6 +327,8 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
             raise write_error(dest, exc) from None
     except FileNotFoundError as exc:
         raise UpstreamError(f"download of {url} failed: not found (404)") from exc
+    except OSError as exc:  # closing the file flushes: a full disk shows there too
+        raise write_error(dest, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
     return digest

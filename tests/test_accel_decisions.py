@@ -19,7 +19,7 @@ from indexkit import add_wheel
 from packaging.utils import canonicalize_name
 from upstream import make_sdist
 
-from builder import elf
+from builder import elf, sandbox
 from builder.config import ConfigError, PackageConfig, TargetSpec, parse_config
 from builder.index.check import check
 from builder.records import DeviceCode
@@ -38,6 +38,9 @@ def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(*args: object, **kwargs: object) -> None:
         raise AssertionError(f"a unit test started a process: {args[:1]}")
 
+    # The sandbox a cache key holds is the machine's, asked once per process (cached): asked
+    # here, before processes are refused, whichever test of the process comes first.
+    sandbox.isolation("auto")
     monkeypatch.setattr(subprocess, "Popen", refuse)
     monkeypatch.setattr(compilers, "c_compiler", lambda env=None: {"path": "cc", "version": "gcc"})
     # Whether a mount namespace can hide directories is asked of the kernel: say yes.

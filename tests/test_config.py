@@ -69,10 +69,19 @@ def test_package_settings_are_typed_and_names_normalized() -> None:
         ),
         ({"biuld": {}}, "biuld: unknown key, did you mean 'build'?"),
         ({"build": {"timout": 5}}, "build.timout: unknown key, did you mean 'timeout'?"),
+        (
+            {"index": {"resolver": "ppi"}},
+            "index.resolver: 'ppi' is not one of uv, pip, did you mean 'pip'?",
+        ),
     ],
 )
 def test_unknown_key_names_it_and_the_closest_valid_one(raw: dict[str, Any], expected: str) -> None:
     assert _problems(raw) == [expected]
+
+
+def test_the_resolver_is_uv_unless_pip_is_asked_for() -> None:
+    assert parse_config({}, source="x").resolver == "uv"
+    assert parse_config({"index": {"resolver": "pip"}}, source="x").resolver == "pip"
 
 
 def test_unknown_key_without_a_close_match_lists_the_valid_ones() -> None:

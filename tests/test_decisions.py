@@ -17,7 +17,7 @@ from indexkit import add_wheel, sample_record
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from builder import stamp
+from builder import stamp, summary
 from builder.config import Config, PackageConfig, TargetSpec, parse_config
 from builder.pipeline import grouping
 from builder.pipeline.report import ItemResult
@@ -337,6 +337,8 @@ def test_superseded_means_another_build_of_the_same_wheel_was_listed_later(
          (["-r", "r.txt", "--wheelhouse", "w", "-j", "2"], "w", False)),
         (["build", "-r", "r.txt", "--no-retry-failed"],
          (["-r", "r.txt", "--no-retry-failed"], "wheelhouse", False)),
+        (["build", "-r", "r.txt", "--retry-failed"],
+         (["-r", "r.txt", "--retry-failed"], "wheelhouse", False)),
         (["build", "-r", "r.txt", "--refresh"], None),  # asks for fresh work
         (["build", "-r", "r.txt", "--help"], None),
         (["build", "-r", "r.txt", "--new-option"], None),
@@ -369,3 +371,38 @@ def test_targets_decide_which_wheels_they_accept() -> None:
 def test_config_packages_are_found_by_normalized_name() -> None:
     cfg = parse_config({"packages": {"Foo_Bar": {"heavy": True}}}, source="<t>")
     assert cfg.package("foo-bar").heavy and not cfg.package("other").heavy
+
+
+# -- failures kept from an earlier run -----------------------------------------------------------
+
+
+def test_a_cached_failure_is_shown_counted_and_fails_again() -> None:
+    def result(name: str, status: str, cached: bool = False, code: int = 1) -> dict[str, object]:
+        return {
+            "target": "t",
+            "name": name,
+            "version": "1",
+            "status": status,
+            "duration": 0.0,
+            "wheel": None,
+            "error": "boom",
+            "step": "build",
+            "log": f"/wh/logs/{name}.log",
+            "cached_failure": cached,
+            "exit_code": code if status == "failed" else 0,
+        }
+
+    report = {
+        "results": [result("a", "cached"), result("b", "failed", cached=True)],
+        "counts": {},
+        "skipped_targets": [],
+        "duration": 0.0,
+    }
+    assert [row[3] for row in summary.rows(report)] == ["cached", "failed (cached)"]
+    foot = summary.footer(report)
+    assert "failed (cached) b 1 (t) at build: log /wh/logs/b.log" in foot
+    assert any("--retry-failed" in line for line in foot)
+    assert summary.exit_code(report) == 1
+    report["results"].append(result("c", "failed", code=3))  # type: ignore[attr-defined]
+    assert summary.exit_code(report) == 3
+    assert summary.exit_code({"results": [result("a", "cached")]}) == 0

@@ -156,25 +156,39 @@ def _marked(mark: str) -> list[int]:
     return found
 
 
-def test_failures_are_retried_unless_told_not_to(failing: dict[str, Any]) -> None:
+def test_failures_are_cached_unless_retried(failing: dict[str, Any]) -> None:
     root, config, reqs = failing["root"], failing["config"], failing["reqs"]
     before = _records(root / "wh")
     # Without --json: the summary table and the failure lines, on stdout.
-    skip = _build(root, reqs, config, "--no-retry-failed")
+    skip = _build(root, reqs, config)
     assert skip.returncode == 1
-    assert "failed pw-broken 1.0" in skip.stdout and "failed pw-hang 1.0" in skip.stdout
-    assert "not retried" in skip.stdout
-    assert _records(root / "wh") == before, "--no-retry-failed must not build anything"
+    assert "failed (cached) pw-broken 1.0" in skip.stdout
+    assert "failed (cached) pw-hang 1.0" in skip.stdout
+    assert str(root / "wh" / before["pw-broken"]["log"]) in skip.stdout, "the log is named"
+    assert "--retry-failed" in skip.stdout
+    assert _records(root / "wh") == before, "a cached failure must not build anything"
+    # Nothing was tried: the stamp answers the next identical run, failing the same way.
+    stamped = _build(root, reqs, config)
+    assert stamped.returncode == 1
+    assert "answered from" in stamped.stdout and "failed (cached) pw-broken" in stamped.stdout
+    # The old spelling of the default still works, and answers the same.
+    again = _build(root, reqs, config, "--no-retry-failed", "--json")
+    assert again.returncode == 1
+    kept = _results(again)
+    assert kept["pw-broken"]["status"] == "failed" and kept["pw-broken"]["cached_failure"]
+    assert kept["pw-broken"]["log"] == str(root / "wh" / before["pw-broken"]["log"])
+    assert _records(root / "wh") == before
 
-    # The same pins (no new resolution), pw-hang switched off: pw-broken is tried again.
+    # The same pins (no new resolution), pw-hang switched off: --retry-failed builds pw-broken.
     text = config.read_text().replace("timeout = 15", 'skip = "hangs"')
     config2 = root / "retry.toml"
     config2.write_text(text)
-    retry = _build(root, reqs, config2, "--json")
+    retry = _build(root, reqs, config2, "--json", "--retry-failed")
     assert retry.returncode == 1
     results = _results(retry)
     assert results["pw-pure"]["status"] == "cached"
     assert results["pw-hang"]["status"] == "skipped"
     assert results["pw-broken"]["status"] == "failed"
+    assert not results["pw-broken"]["cached_failure"]
     assert "not retried" not in results["pw-broken"]["error"]
     assert _records(root / "wh")["pw-broken"]["started"] != before["pw-broken"]["started"]

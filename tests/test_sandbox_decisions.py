@@ -194,6 +194,7 @@ def test_the_index_proxy_fetches_no_private_address(tmp_path: Path) -> None:
         "file:///etc/passwd",
     ):
         assert not proxy._public(url), url
+    # localhost is the upstream's address, but not its port: another server, refused.
     inside = ("169.254.169.254", "127.0.0.2", "10.0.0.1", "172.20.1.1", "192.168.1.1",
               "100.64.0.1", "::1", "fe80::1", "fd00::1", "::ffff:10.0.0.1", "0.0.0.0")  # fmt: skip
     for addr in inside:

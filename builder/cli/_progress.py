@@ -92,8 +92,9 @@ class Progress:
             self.running.pop((item.name, item.target.name), None)
             self.done += 1
         colour = _COLOUR.get(result.status, "")
+        shown = "failed (cached)" if result.cached_failure else result.status
         line = (
-            f"{escape(f'[{item.name}]')} {item.target.name}: [{colour}]{result.status}[/] "
+            f"{escape(f'[{item.name}]')} {item.target.name}: [{colour}]{shown}[/] "
             f"{item.version} ({result.duration:.1f}s)"
         )
         if result.error:
@@ -103,7 +104,9 @@ class Progress:
             self.console.print(
                 f"[yellow]{escape(f'[{item.name}] warning: {w}')}[/]", highlight=False
             )
-        if result.status == "failed" and result.tail:
+        if result.cached_failure:
+            self.console.print(f"[dim]log: {escape(result.log or '-')}[/]", highlight=False)
+        elif result.status == "failed" and result.tail:
             self.console.print(f"[dim]--- last lines of {result.log} ---[/]", highlight=False)
             self.console.print(result.tail, markup=False, highlight=False)
 
@@ -116,7 +119,7 @@ def print_summary(report: Mapping[str, Any], console: Console) -> None:
         for col in summary.COLUMNS:
             table.add_column(col)
         for row in rows:
-            colour = _COLOUR.get(row[3], "")
+            colour = _COLOUR.get(row[3].split(" ")[0], "")
             table.add_row(*(Text(c, style=colour if i == 3 else "") for i, c in enumerate(row)))
         console.print(table)
     else:

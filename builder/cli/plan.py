@@ -11,7 +11,15 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import summary
-from ..buildargs import ALLOW_UNPINNED, CONFIG, JSON, REQUIREMENTS, TARGET, WHEELHOUSE
+from ..buildargs import (
+    ALLOW_UNPINNED,
+    CONFIG,
+    JSON,
+    REFRESH,
+    REQUIREMENTS,
+    TARGET,
+    WHEELHOUSE,
+)
 from ..stages.plan import ACTIONS, make_plan
 from ..wheelhouse import Wheelhouse
 from ._common import guarded_run, load_inputs, planning
@@ -29,7 +37,7 @@ _STYLE = {"build": "yellow", "download": "cyan", "cached": "green", "skip": "dim
     default=None,
     help="With --matrix: split each target's builds into batches of this size.",
 )
-@options(ALLOW_UNPINNED)
+@options(ALLOW_UNPINNED, REFRESH)
 @click.option(
     "-o",
     "--output",
@@ -45,6 +53,7 @@ def command(
     matrix: bool,
     batch_size: int | None,
     allow_unpinned: bool,
+    refresh: bool,
     output: Path | None,
 ) -> None:
     """Resolve the closure per target and say, per package: cached, download or build."""
@@ -59,6 +68,7 @@ def command(
             config,
             Wheelhouse(wheelhouse),
             allow_unpinned=allow_unpinned,
+            refresh=refresh,
             progress=say,
         )
     data = plan.to_json()

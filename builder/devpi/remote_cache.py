@@ -141,7 +141,7 @@ def find_cached(
         Version(version)
     except InvalidVersion:
         return None
-    files = project_files.__wrapped__(index_url, project)  # uncached: the index moves
+    files = project_files(index_url, project, fresh=True)  # uncached: the index moves
     if not files:
         return None
     cands = _candidates(files, project, version, tags)

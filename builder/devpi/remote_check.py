@@ -99,7 +99,7 @@ def check_remote(
             problems.append(f"{name}: not listed on the root page {url}")
         page = urllib.parse.urljoin(url, f"{name}/")
         try:
-            files = project_files.__wrapped__(url, name)
+            files = project_files(url, name, fresh=True)
         except UpstreamError as exc:
             problems.append(f"{name}: {exc.message}")
             continue

@@ -28,7 +28,7 @@ def execute(
     *,
     jobs: int = 0,
     reporter: Reporter | None = None,
-    retry_failed: bool = True,
+    retry_failed: bool = False,
     cache_from: tuple[str, ...] = (),
     requirements: str | None = None,
     check_reproducible: bool = False,

@@ -38,10 +38,18 @@ class ItemResult:
     reproduction: Reproduction | None = None
     hint: str | None = None  # of a failure: what to try
     toolchain: str | None = None  # of a built wheel: what compiled it ("host gcc ...", "zig ...")
+    # Of a failure: it failed before under the same cache key and was not tried again.
+    cached_failure: bool = False
 
     @classmethod
     def failure(
-        cls, item: PlanItem, exc: StepError, *, duration: float = 0.0, log: str | None = None
+        cls,
+        item: PlanItem,
+        exc: StepError,
+        *,
+        duration: float = 0.0,
+        log: str | None = None,
+        cached: bool = False,
     ) -> ItemResult:
         return cls(
             item=item,
@@ -54,6 +62,7 @@ class ItemResult:
             exit_code=exc.exit_code,
             check=exc.check,
             hint=exc.hint,
+            cached_failure=cached,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -74,6 +83,7 @@ class ItemResult:
             "reproduction": self.reproduction.to_json() if self.reproduction else None,
             "hint": self.hint,
             "toolchain": self._toolchain(),
+            "cached_failure": self.cached_failure,
         }
 
     def _toolchain(self) -> str | None:
@@ -106,7 +116,9 @@ class BuildReport:
 
     @property
     def nothing_to_do(self) -> bool:
-        return all(r.status in ("cached", "skipped") for r in self.results)
+        """Nothing was built, downloaded or tried: a failure kept from before counts as
+        nothing to do, so the stamp can answer the next identical run (exit 1 again)."""
+        return all(r.status in ("cached", "skipped") or r.cached_failure for r in self.results)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = dict.fromkeys(STATUSES, 0)

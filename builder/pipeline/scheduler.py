@@ -1,8 +1,10 @@
 """Running the steps of a plan: what runs at once, what waits, and what becomes of failures.
 
-Downloads run in a pool; builds from different sources run side by side within `--jobs`
-(a heavy one alone); a wheel whose requirements are all there is verified and published as
-soon as it is built, the rest once every build is done. One failing package never stops the
+Downloads run in a pool beside the builds; builds from different sources run side by side
+within `--jobs` (a heavy one alone), each build's fetch, build, repair and tag one after the
+other while other packages are at other steps; a wheel whose requirements are all there is
+verified and published as soon as it is built and the downloads are in, the rest once every
+build is done. One failing package never stops the
 others, and nothing reaches the wheelhouse before it is verified.
 """
 
@@ -49,6 +51,7 @@ class Scheduler:
         self.jobs = jobs
         self.results: list[ItemResult] = []
         self._lock = threading.Lock()
+        self._downloads: list[Future[None]] = []
 
     def _finish(self, results: list[ItemResult]) -> None:
         with self._lock:
@@ -83,14 +86,24 @@ class Scheduler:
         for entry, items in work.relists:
             with working_on(items[0].name):
                 self._finish(steps.relist(self.run, entry, items))
-        with self._pool() as pool, _stop_on_error():
-            downloads = [
-                self._submit(pool, g[0].name, steps.download, self.run, g) for g in work.downloads
+        with self._pool() as downloads, _stop_on_error():
+            # Downloads run beside the builds; a verification waits for them (it installs
+            # the whole closure at its pins), a build does not.
+            self._downloads = [
+                self._submit(downloads, g[0].name, self._download, g) for g in work.downloads
             ]
-            for f in downloads:
-                self._finish(f.result())
-        self._build_all(work)
+            self._build_all(work)
+            self._await_downloads()
         return self.results
+
+    def _download(self, items: Group) -> None:
+        self._finish(steps.download(self.run, items))
+
+    def _await_downloads(self) -> None:
+        """Wait for every download (raising what ended one: a wheelhouse that cannot be
+        written, a signal)."""
+        for f in self._downloads:
+            f.result()
 
     def _build_all(self, work: grouping.Work) -> None:
         built: list[Built] = []
@@ -119,6 +132,7 @@ class Scheduler:
                 self._finish(f.result())
 
     def _verify(self, entry: Built, built: list[Built]) -> list[ItemResult]:
+        self._await_downloads()
         items, cand, shared = entry
         files = self.run.wh.files_dir
         links = set(files.iterdir()) if files.is_dir() else set()

@@ -84,7 +84,7 @@ class Run:
     policy: Policy  # the sandbox of package code
     run_id: str  # names this run's logs: two builders never share one
     cache_from: tuple[str, ...] = ()
-    retry_failed: bool = True
+    retry_failed: bool = False
     check_reproducible: bool = False  # build each wheel twice and compare
     # Per target name, the plan's closure {name: version}: verify installs at these pins.
     closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
@@ -250,19 +250,30 @@ def failed(
     return [ItemResult.failure(it, exc, duration=duration, log=log_path) for it in items]
 
 
+# Steps whose outcome depends on more than the cache key: verify installs the closure at the
+# plan's pins and runs the configured smoke test; a fetch fails with the network. A failure
+# there is tried again.
+_NOT_KEYED_STEPS = frozenset({"fetch", "verify", "verify-install", "verify-import", "smoke"})
+
+
 def _failed_before(run: Run, items: Group, key: CacheKey) -> list[ItemResult] | None:
-    """With --no-retry-failed: the results of a build that failed before under this key."""
+    """The results of a build that failed before under this key: its inputs are the same, so
+    building it again would fail the same way (unless --retry-failed)."""
     prev = run.wh.read_record(key.key)
     if run.retry_failed or prev is None or prev.result != "failed":
         return None
+    if prev.step in _NOT_KEYED_STEPS:
+        return None  # its inputs (the closure's pins, the smoke test) are not in the key
     # Still a failure (exit 1): the wheel is missing, it was only not tried again.
     err = StepError(
-        f"failed before, not retried (--no-retry-failed): {prev.error}",
+        f"failed before under the same cache key, not retried (--retry-failed builds it "
+        f"again): {prev.error}",
         step=prev.step or "build",
         tail=prev.tail,
+        check=prev.check,
     )
     log_path = str(run.wh.root / prev.log) if prev.log else None
-    return [ItemResult.failure(it, err, log=log_path) for it in items]
+    return [ItemResult.failure(it, err, log=log_path, cached=True) for it in items]
 
 
 def build(
@@ -441,6 +452,7 @@ def _make(
             framework=dict(item.runtime_pins),
             policy=run.policy,
             zig_cache=run.wh.root / "cache" / "zig",
+            wheel_cache=run.wh.root / "cache" / "uv",
         )
     else:
         built = prebuilt

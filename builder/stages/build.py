@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import importlib.metadata
 import json
 import os
 import re
@@ -25,8 +26,9 @@ from build import BuildBackendException, BuildException, ProjectBuilder
 from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 from pyproject_hooks import BuildBackendWarning
 
+from .. import tools
 from ..archive import newest_mtime, unpack_sdist
-from ..cmd import clean_env, probe, run, tail, venv
+from ..cmd import clean_env, probe, run, tail, uv_env, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
@@ -91,6 +93,7 @@ def build_wheel(
     policy: Policy,
     framework: Mapping[str, str] | None = None,
     zig_cache: Path | None = None,
+    wheel_cache: Path | None = None,
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
 
@@ -100,6 +103,11 @@ def build_wheel(
     The build dependencies are installed first (wheels only: no package code runs), with the
     network; the backend's hooks then run in the sandbox of `policy`, with the network off,
     only `workdir` writable and the build's own environment.
+
+    With uv (found in prewheel's environment), `uv venv` makes the environment and `uv pip
+    install` fills it from `wheel_cache`, a wheel cache shared by every build of this run and
+    of later runs (in the wheelhouse, which the sandbox hides): a build dependency is
+    downloaded once. Without uv, `python -m venv` and pip do it.
     """
     assert target.interpreter is not None
     limit = pkg.timeout or config.build_timeout
@@ -123,7 +131,11 @@ def build_wheel(
             timeout=60,
         )
     env_dir = workdir / "env"
-    env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
+    uv = tools.find("uv")
+    if uv is not None:
+        env_python = uv_venv(uv, target.interpreter.path, env_dir, log_file=log_file)
+    else:
+        env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
     # The sandbox fixes the environment; of the caller's, only the search paths and the
     # CUDA variables go in, for buildenv to take CUDA off them (or point them at one toolkit).
     environment = buildenv.for_build(
@@ -163,8 +175,21 @@ def build_wheel(
     def install(reqs: Sequence[str], tag: str) -> None:
         if not reqs:
             return
+        given = config.build_constraints
+        constraints = ["-c", str(Path(given).resolve())] if given else []
+        timeout = max(1.0, deadline - time.monotonic())
+        if uv is not None:
+            argv: list[str | os.PathLike[str]] = [
+                uv, "pip", "install", "--no-config", "--python", env_python,
+                *_uv_index_args(upstreams, wheel_cache),
+                "--only-binary", ":all:", "-c", pins,
+                *constraints, *reqs,
+            ]  # fmt: skip
+            run(argv, step="build-deps", log_file=log_file, env=uv_env(), timeout=timeout)
+            deps.update(installed(env_dir))
+            return
         report = workdir / f"build-deps-{tag}.json"
-        argv: list[str | os.PathLike[str]] = [
+        argv = [
             *interp.pip(env_python),
             "install",
             "--quiet",
@@ -179,15 +204,8 @@ def build_wheel(
             pins,
             *reqs,
         ]
-        if config.build_constraints:
-            argv += ["-c", str(Path(config.build_constraints).resolve())]
-        run(
-            argv,
-            step="build-deps",
-            log_file=log_file,
-            env=clean_env(),
-            timeout=max(1.0, deadline - time.monotonic()),
-        )
+        argv += constraints
+        run(argv, step="build-deps", log_file=log_file, env=clean_env(), timeout=timeout)
         for item in json.loads(report.read_text())["install"]:
             deps[item["metadata"]["name"]] = item["metadata"]["version"]
 
@@ -241,6 +259,39 @@ def build_wheel(
         epoch=epoch,
         paths=(fixed, str(workdir.resolve())),
     )
+
+
+def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path) -> Path:
+    """`uv venv` of `python` at `dest` (no pip in it: uv installs); returns its python."""
+    run(
+        [uv, "venv", "--no-config", "--quiet", "--no-python-downloads", "--python", python, dest],
+        step="build-env",
+        log_file=log_file,
+        env=uv_env(),
+        timeout=120,
+    )
+    return dest / "bin" / "python"
+
+
+def _uv_index_args(upstreams: Sequence[str], cache: Path | None) -> list[str]:
+    """The indexes as one pool (pip's rule), and the shared wheel cache. Files are copied out
+    of the cache, never hard-linked: the backend may write into its environment, and must
+    not reach the cache through a link."""
+    out = ["--quiet", "--index-url", upstreams[0]]
+    out += [a for u in upstreams[1:] for a in ("--extra-index-url", u)]
+    out += ["--index-strategy", "unsafe-best-match", "--link-mode", "copy"]
+    if cache is not None:
+        out += ["--cache-dir", str(cache)]
+    return out
+
+
+def installed(env_dir: Path) -> dict[str, str]:
+    """The distributions installed in a venv, by name: what its build dependencies were."""
+    found: dict[str, str] = {}
+    for site in env_dir.glob("lib/python*/site-packages"):
+        for dist in importlib.metadata.distributions(path=[str(site)]):
+            found[dist.metadata["Name"]] = dist.version
+    return found
 
 
 def _log_env(log_file: Path, env: BuildEnvRecord) -> None:

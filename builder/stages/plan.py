@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
@@ -17,17 +15,18 @@ from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filen
 from packaging.version import Version
 
 from ..config import Config
-from ..errors import RequirementsError, ResolutionError, WheelhouseWriteError
+from ..errors import RequirementsError, ResolutionError
 from ..records import AccelDecision, CacheKey
 from ..requirements import Pin, unpinned
-from ..sandbox import Policy, policy
 from ..targets import Target
-from ..upstream import UpstreamFile, project_files
-from ..wheelhouse import Wheelhouse, atomic_write_json
+from ..upstream import UpstreamFile
+from ..wheelhouse import Wheelhouse
 from . import accel, classify, constraints
 from .classify import SdistScan, SourceScanner
+from .closures import Closure, resolve_all, resolve_cached, sandbox_policy, upstream_files
 from .keys import compute
-from .resolve import Resolved, resolve_closure
+
+__all__ = ["Closure", "resolve_cached", "sandbox_policy", "upstream_files"]
 
 Action: TypeAlias = Literal["cached", "download", "build", "skip"]
 ACTIONS: tuple[Action, ...] = ("cached", "download", "build", "skip")
@@ -119,14 +118,6 @@ def check_pins(pins: list[Pin], *, allow_unpinned: bool) -> None:
         )
 
 
-def upstream_files(upstreams: tuple[str, ...], name: str) -> list[UpstreamFile] | None:
-    """A project's files on every index of `upstreams`; None when none knows it."""
-    found = [project_files(u, name) for u in upstreams]
-    if all(f is None for f in found):
-        return None
-    return [f for files in found for f in files or ()]
-
-
 def check_upstream(pins: list[Pin], upstreams: tuple[str, ...]) -> None:
     """Every direct pin must exist upstream: a clear error now beats pip's later."""
     problems = []
@@ -170,84 +161,6 @@ def best_wheel(files: list[UpstreamFile], target_tags: list[Tag]) -> UpstreamFil
         if score is not None and (best is None or score < best[0]):
             best = (score, f)
     return best[1] if best else None
-
-
-def sandbox_policy(config: Config, wh: Wheelhouse) -> Policy:
-    """The sandbox of every run of package code for this config and wheelhouse."""
-    return policy(config.sandbox, memory=config.memory, wheelhouse=wh.root)
-
-
-# Closures resolved in this process: targets that differ only in accelerator or policy share
-# an interpreter, hence a closure (markers cannot see the accelerator); resolve it once.
-_RESOLVED: dict[str, tuple[list[Resolved], dict[str, list[UpstreamFile]]]] = {}
-
-
-def resolve_cached(
-    target: Target,
-    pins: list[Pin],
-    config: Config,
-    wh: Wheelhouse,
-    *,
-    refresh: bool,
-    progress: Progress = _quiet,
-) -> tuple[list[Resolved], dict[str, list[UpstreamFile]]]:
-    """The closure and each member's upstream files, from the wheelhouse cache if locked.
-
-    A closure is cached only when every member is pinned by the input (a lock file): then
-    it cannot change, and a warm run asks neither pip nor the index anything.
-    """
-    assert target.interpreter is not None
-    upstreams = config.upstreams(target.accel)
-    key = hashlib.sha256(
-        json.dumps(
-            {
-                # --hash pins too: a lock that changes a file's hash must not reuse the
-                # cached listing that still names the old bytes.
-                "pins": sorted(f"{p.requirement} {sorted(p.hashes)}" for p in pins),
-                "interpreter": [str(target.interpreter.path), list(target.interpreter.version)],
-                "upstream": list(upstreams),
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-    path = wh.root / "cache" / f"resolve-{key}.json"
-    if not refresh and path.is_file():
-        data = json.loads(path.read_text(encoding="utf-8"))
-        closure = [Resolved(**r) for r in data["closure"]]
-        return closure, {
-            n: [UpstreamFile.from_json(f) for f in fs] for n, fs in data["files"].items()
-        }
-    if not refresh and key in _RESOLVED:
-        return _RESOLVED[key]
-    shown = " + ".join(upstreams)
-    progress(f"{target.name}: pip resolves {len(pins)} pin(s) against {shown}")
-    closure = resolve_closure(
-        target, pins, upstreams, policy=sandbox_policy(config, wh), timeout=config.resolve_timeout
-    )
-    # A closure the config's `requires` refuse is bad input: refused before it is cached.
-    constraints.check(target, {r.name: r.version for r in closure}, config, pins)
-    progress(f"{target.name}: reading the index pages of {len(closure)} project(s)")
-    files = {
-        r.name: [
-            f for f in upstream_files(upstreams, r.name) or () if f.version == Version(r.version)
-        ]
-        for r in closure
-    }
-    fully_pinned = {r.name for r in closure} <= {p.name for p in pins if p.version}
-    if fully_pinned:
-        with contextlib.suppress(WheelhouseWriteError):  # read-only: resolved again next time
-            atomic_write_json(
-                path,
-                {
-                    "closure": [
-                        {"name": r.name, "version": r.version, "requested": r.requested}
-                        for r in closure
-                    ],
-                    "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
-                },
-            )
-    _RESOLVED[key] = (closure, files)
-    return closure, files
 
 
 def keys_for(
@@ -415,9 +328,6 @@ def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
     return found.filename if found is not None else None
 
 
-Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
-
-
 def plan_target(
     target: Target,
     pins: list[Pin],
@@ -485,24 +395,21 @@ def make_plan(
 ) -> Plan:
     """The plan for `targets`; `progress` hears what is being resolved (it takes seconds).
     Each sdist to build is read to decide whether it is accelerator-specific: kept in the
-    wheelhouse (`keep_sources`; by default when one exists) for the build to reuse."""
+    wheelhouse (`keep_sources`; by default when one exists) for the build to reuse, as are
+    the resolutions (`closures`)."""
     check_pins(pins, allow_unpinned=allow_unpinned)
     usable = [t for t in targets if t.missing is None]
-    closures: dict[Target, Closure] = {}
-    checked: set[tuple[str, ...]] = set()
-    for target in usable:
-        upstreams = config.upstreams(target.accel)
-        try:
-            closures[target] = resolve_cached(
-                target, pins, config, wh, refresh=refresh, progress=progress
-            )
-        except ResolutionError:
-            if upstreams not in checked:
-                check_upstream(pins, upstreams)  # names a missing pin, if one is
-            raise
-        checked.add(upstreams)
-    by_interp = closures_by_accel(closures)
     keep = wh.root.is_dir() if keep_sources is None else keep_sources
+    try:
+        resolved = resolve_all(
+            usable, pins, config, wh, refresh=refresh, progress=progress, write=keep
+        )
+    except ResolutionError:
+        for upstreams in dict.fromkeys(config.upstreams(t.accel) for t in usable):
+            check_upstream(pins, upstreams)  # names a missing pin, if one is
+        raise
+    closures: dict[Target, Closure] = dict(zip(usable, resolved, strict=True))
+    by_interp = closures_by_accel(closures)
     scanner = SourceScanner(wh, keep=keep)
     items: list[PlanItem] = []
     for target in usable:

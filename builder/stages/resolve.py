@@ -1,4 +1,5 @@
-"""Resolving the pinned closure with the target's own interpreter and pip's resolver."""
+"""Resolving the pinned closure with the target's own interpreter: uv's resolver (seconds),
+or pip's (the reference; `[index] resolver = "pip"`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,17 @@ import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from packaging.utils import canonicalize_name
+from packaging.requirements import Requirement
+from packaging.utils import NormalizedName, canonicalize_name
 
-from .. import scratch, stamp
-from ..cmd import run
+from .. import scratch, stamp, tools
+from ..cmd import run, uv_env
+from ..config import RESOLVERS
 from ..errors import CommandError, CommandTimeout, HashMismatchError, ResolutionError
 from ..indexproxy import IndexProxy
+from ..log import get_logger
 from ..requirements import Pin
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
@@ -34,18 +39,52 @@ def resolve_closure(
     *,
     policy: Policy,
     timeout: float,
+    resolver: str = "uv",
 ) -> list[Resolved]:
-    """`pip install --dry-run --ignore-installed --report` with the target interpreter,
-    against the target accelerator's indexes (the first, then the extra ones).
+    """The closure of `pins` for `target`, with its own interpreter: `uv pip compile
+    --python` (seconds) or `pip install --dry-run --ignore-installed --report` (the
+    reference), against the target accelerator's indexes (the first, then the extra ones,
+    searched as one pool, as pip does).
 
-    Markers are evaluated for that interpreter, so each target gets its own closure. pip runs
-    sdists' `setup.py` to read their metadata, so it runs in the sandbox: no network but the
-    upstream index through `IndexProxy`, no secrets, nothing writable but its own directory,
-    and `timeout` seconds at most.
+    Where uv fails (not for a timeout or a hash mismatch), pip's resolver tries: uv refuses
+    some sdists that pip prepares, and an sdist that is bad is then refused at its own
+    build, package by package, instead of failing the whole resolution.
+
+    Markers are evaluated for that interpreter, so each target gets its own closure. Both
+    resolvers run an sdist's build hooks to read its metadata when the index has none
+    (PEP 658), so they run in the sandbox: no network but the upstream index through
+    `IndexProxy`, no secrets, nothing writable but their own directory, and `timeout`
+    seconds at most.
     """
+    assert resolver in RESOLVERS, resolver  # the config checked it
+    if resolver == "uv":
+        try:
+            return _resolve_once(target, pins, upstreams, policy, timeout, "uv")
+        except _UvFailed as exc:
+            log.warning(
+                "uv could not resolve for %s (%s); pip's resolver tries instead",
+                target.name,
+                exc,
+            )
+    return _resolve_once(target, pins, upstreams, policy, timeout, "pip")
+
+
+class _UvFailed(Exception):
+    """uv failed where pip may not (an sdist uv refuses to unpack): pip gets its turn."""
+
+
+def _resolve_once(
+    target: Target,
+    pins: list[Pin],
+    upstreams: tuple[str, ...],
+    policy: Policy,
+    timeout: float,
+    resolver: str,
+) -> list[Resolved]:
     assert target.interpreter is not None
-    stamp.volatile(f"pip to resolve the closure for {target.name}")
+    stamp.volatile(f"{resolver} to resolve the closure for {target.name}")
     scratch.clean_stale()  # what killed runs left
+    uv = tools.require(tools.UV) if resolver == "uv" else None
     with tempfile.TemporaryDirectory(prefix="resolve-") as tmp:
         box = policy.box(
             Path(tmp),
@@ -54,58 +93,144 @@ def resolve_closure(
         )
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
-        report = Path(tmp) / "report.json"
+        out = Path(tmp) / ("out.txt" if uv else "report.json")
         urls = box.index_urls(upstreams)
-        argv = [
-            *target.interpreter.pip(),
-            "install",
-            "--dry-run",
-            "--ignore-installed",
-            "--quiet",
-            "--report",
-            str(report),
-            "--index-url",
-            urls[0],
-            *(a for u in urls[1:] for a in ("--extra-index-url", u)),
-            "-r",
-            str(reqs),
-        ]
+        if uv is not None:
+            argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp))
+        else:
+            argv = _pip_argv(target.interpreter.pip(), urls, reqs, out)
         proxy = (
             IndexProxy(upstreams, box.index_socket) if box.index_socket and box.proxied else None
         )
         try:
+            if uv is not None and _without_builds(uv, target, upstreams, reqs, out, timeout):
+                text = out.read_text(encoding="utf-8")
+                return _from_uv(text, {canonicalize_name(p.name) for p in pins})
             with proxy or contextlib.nullcontext():
                 run(argv, step="resolve", cwd=Path(tmp), timeout=timeout, sandbox=box)
         except CommandTimeout as exc:
             raise ResolutionError(
                 f"resolving for {target.name} ran past its time limit of {timeout:.0f}s and was "
-                f"stopped (pip runs the setup.py of sdists to read their metadata): "
-                f"{_pip_reason(exc.tail)}",
+                f"stopped ({resolver} runs the build hooks of sdists to read their metadata): "
+                f"{_reason(exc.tail)}",
                 hint="raise [build] timeout if resolving is just slow",
             ) from exc
         except CommandError as exc:
-            if "DO NOT MATCH THE HASHES" in exc.tail:
+            if "DO NOT MATCH THE HASHES" in exc.tail or "Hash mismatch" in exc.tail:
                 raise HashMismatchError(
-                    f"pip refused a file while resolving for {target.name}: its bytes do not "
-                    f"match the sha256 the index gave: {_hash_lines(exc.tail)}",
+                    f"{resolver} refused a file while resolving for {target.name}: its bytes do "
+                    f"not match the sha256 the index gave: {_hash_lines(exc.tail)}",
                     step="resolve",
                     hint="the upstream file changed after the index listed it; nothing was "
                     "published",
                 ) from exc
+            if resolver == "uv":
+                raise _UvFailed(_reason(exc.tail)) from exc
             raise ResolutionError(
-                f"pip could not resolve the requirements for {target.name}: "
-                f"{_pip_reason(exc.tail)}{_subprocess_output(exc.tail)}",
+                f"{resolver} could not resolve the requirements for {target.name}: "
+                f"{_reason(exc.tail)}{_subprocess_output(exc.tail)}",
                 hint="check that every pin exists on the upstream index for this Python",
             ) from exc
-        data = json.loads(report.read_text(encoding="utf-8"))
+        text = out.read_text(encoding="utf-8")
+    if uv is not None:
+        return _from_uv(text, {canonicalize_name(p.name) for p in pins})
+    return _from_pip(json.loads(text))
+
+
+def _without_builds(
+    uv: Path, target: Target, upstreams: tuple[str, ...], reqs: Path, out: Path, timeout: float
+) -> bool:
+    """First, `uv pip compile --no-build` straight against the index: it runs no package
+    code (an sdist whose metadata needs a build fails it), so it needs no sandbox and reads
+    the index with uv's own connections. True when that resolved everything; any failure
+    leaves the answer to the sandboxed resolution, which may run metadata hooks."""
+    assert target.interpreter is not None
+    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, out.parent)
+    try:
+        run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
+    except CommandTimeout:
+        raise
+    except CommandError as exc:
+        log.debug("resolving without builds did not do: %s", _reason(exc.tail))
+        out.unlink(missing_ok=True)
+        return False
+    return True
+
+
+def _pip_argv(pip: list[str], urls: list[str], reqs: Path, report: Path) -> list[str]:
+    return [
+        *pip,
+        "install",
+        "--dry-run",
+        "--ignore-installed",
+        "--quiet",
+        "--report",
+        str(report),
+        "--index-url",
+        urls[0],
+        *(a for u in urls[1:] for a in ("--extra-index-url", u)),
+        "-r",
+        str(reqs),
+    ]
+
+
+def _uv_argv(
+    uv: Path, python: Path, urls: list[str], reqs: Path, out: Path, tmp: Path
+) -> list[str]:
+    """`uv pip compile` as close to pip's resolution as uv goes: no config files, the
+    target's interpreter (its markers), every index one pool (`unsafe-best-match`, pip's
+    rule), no interpreter downloads, a cache of its own for this resolution."""
+    return [
+        str(uv),
+        "pip",
+        "compile",
+        "--no-config",
+        "--quiet",
+        "--no-progress",
+        "--no-python-downloads",
+        "--python",
+        str(python),
+        "--index-url",
+        urls[0],
+        *(a for u in urls[1:] for a in ("--extra-index-url", u)),
+        "--index-strategy",
+        "unsafe-best-match",
+        "--cache-dir",
+        str(tmp / "uv-cache"),
+        "--no-header",
+        "--no-annotate",
+        "--output-file",
+        str(out),
+        str(reqs),
+    ]
+
+
+def _from_pip(report: dict[str, Any]) -> list[Resolved]:
     return [
         Resolved(
             name=canonicalize_name(item["metadata"]["name"]),
             version=item["metadata"]["version"],
             requested=bool(item.get("requested")),
         )
-        for item in data.get("install", [])
+        for item in report.get("install", [])
     ]
+
+
+def _from_uv(text: str, requested: set[NormalizedName]) -> list[Resolved]:
+    """The `name==version` lines uv wrote (extras stripped: the closure lists what they
+    pulled in); a pin of the input is `requested`, as in pip's report."""
+    out: list[Resolved] = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line or line.startswith("-"):
+            continue
+        req = Requirement(line.split(";", 1)[0].strip())
+        spec = next(iter(req.specifier), None)
+        if spec is None or spec.operator != "==":
+            raise ResolutionError(f"uv wrote a line that is not a pin: {line!r}")
+        name = canonicalize_name(req.name)
+        out.append(Resolved(name=name, version=spec.version, requested=name in requested))
+    return out
 
 
 def _subprocess_output(output: str) -> str:
@@ -120,15 +245,22 @@ def _subprocess_output(output: str) -> str:
     return "\n" + "\n".join(f"    {ln.strip()}" for ln in shown)
 
 
-def _pip_reason(output: str) -> str:
+log = get_logger("resolve")
+
+# How pip's and uv's error lines start (uv: "x No solution found", its tree of reasons).
+_ERROR_STARTS = ("ERROR:", "error:", "\u00d7", "\u2570\u2500\u25b6", "\u2502")
+
+
+def _reason(output: str) -> str:
+    """pip's ERROR lines, or uv's error and its explanation, or the last lines."""
     lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    errors = [ln for ln in lines if ln.startswith(_ERROR_STARTS)]
     picked = errors or lines[-3:]
     return re.sub(r"\s+", " ", " / ".join(picked))[:600]
 
 
 def _hash_lines(output: str) -> str:
     """pip's lines that name the file, the expected and the actual sha256."""
-    keep = ("Expected", "Got", " from ")
+    keep = ("Expected", "Got", " from ", "Hash mismatch", "Computed", "sha256:")
     lines = [ln.strip() for ln in output.splitlines() if any(k in ln for k in keep)]
-    return re.sub(r"\s+", " ", " / ".join(lines))[:600] or _pip_reason(output)
+    return re.sub(r"\s+", " ", " / ".join(lines))[:600] or _reason(output)

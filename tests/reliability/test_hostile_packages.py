@@ -292,7 +292,9 @@ def test_a_hang_at_metadata_time_is_bounded_by_the_configured_limit(
     )  # fmt: skip
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("pw-h-hangmeta==1.0\n")
-    config = write_config(tmp_path, build={"timeout": 10})
+    # pip runs setup.py to prepare this sdist's metadata; uv reads its PKG-INFO instead (no
+    # package code at resolution: the hang then comes at the build, bounded the same way).
+    config = write_config(tmp_path, build={"timeout": 10}, index={"resolver": "pip"})
     try:
         proc = prewheel(
             "build", "-r", reqs, "-c", config, "--wheelhouse", tmp_path / "wh", timeout=120

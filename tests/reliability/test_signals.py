@@ -65,7 +65,12 @@ def test_a_signal_stops_the_run_cleanly(
     wh = tmp_path / "wh"
     reqs = tmp_path / "requirements.txt"
     reqs.write_text(f"pw-pure==1.0\n{package}==1.0\n")
-    config = module_config(tmp_path, index.url, build={"jobs": 2})
+    # Resolving runs package code with pip (setup.py prepares the metadata); uv reads this
+    # sdist's PKG-INFO and runs none, so the resolve phase is pip's.
+    resolver = "pip" if phase == "resolve" else "uv"
+    config = module_config(
+        tmp_path, index.url, build={"jobs": 2}, index={"upstream": index.url, "resolver": resolver}
+    )
     proc = start("build", "-r", reqs, "-c", config, "--wheelhouse", wh)
     try:
         with lines_of(proc) as got:

@@ -1,0 +1,247 @@
+"""Each target's closure: resolved (uv or pip; every target at once), kept in the wheelhouse's
+cache keyed on the requirements, the config and the target, and reused while the index pages
+of its members are unchanged.
+
+Resolving takes seconds to minutes; a warm run should take neither. A closure whose every
+member the input pins cannot change: it is reused without asking anything. Any other closure
+can change when upstream does, so a warm run asks the index, with one conditional request per
+member's page (ETag / If-Modified-Since), whether any changed, and resolves again only when
+one did. Pages of projects outside the closure cannot change its answer unless a member's
+page changes first (a new version, a new dependency), so they are not asked about.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import hashlib
+import json
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeAlias, TypeVar
+
+from packaging.version import Version
+
+from ..config import Config
+from ..errors import WheelhouseWriteError
+from ..requirements import Pin
+from ..sandbox import Policy, policy
+from ..targets import Target
+from ..upstream import UpstreamFile, Validator, project_page, unchanged
+from ..wheelhouse import Wheelhouse, atomic_write_json
+from . import constraints
+from .resolve import Resolved, resolve_closure
+
+Progress: TypeAlias = Callable[[str], None]
+Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
+# A closure as resolved: with the validators of the pages it was read from.
+Resolution: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]], list[Validator]]
+T = TypeVar("T")
+R = TypeVar("R")
+
+CACHE_FORMAT = 2
+# Index pages read at once: each is one small request, mostly waiting on the network.
+PAGE_THREADS = 16
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+def sandbox_policy(config: Config, wh: Wheelhouse) -> Policy:
+    """The sandbox of every run of package code for this config and wheelhouse."""
+    return policy(config.sandbox, memory=config.memory, wheelhouse=wh.root)
+
+
+def in_threads(fn: Callable[[T], R], args: Sequence[T], threads: int) -> list[R]:
+    """`fn` over `args` in up to `threads` threads, each in a copy of this context (the
+    stamp's recorder, the log's package tag), results in order; the first error raised."""
+    if len(args) <= 1:
+        return [fn(a) for a in args]
+    with ThreadPoolExecutor(max_workers=min(threads, len(args))) as pool:
+        futures: list[Future[R]] = [
+            pool.submit(contextvars.copy_context().run, fn, a) for a in args
+        ]
+        try:
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def upstream_files(upstreams: tuple[str, ...], name: str) -> list[UpstreamFile] | None:
+    """A project's files on every index of `upstreams`; None when none knows it."""
+    found = [project_page(u, name)[0] for u in upstreams]
+    if all(f is None for f in found):
+        return None
+    return [f for files in found for f in files or ()]
+
+
+def _pages(
+    upstreams: tuple[str, ...], closure: Iterable[Resolved]
+) -> tuple[dict[str, list[UpstreamFile]], list[Validator]]:
+    """Each member's files at its version, and the validators of every page read."""
+    members = list(closure)
+    pairs = [(u, r.name) for r in members for u in upstreams]
+    read = in_threads(lambda p: project_page(*p), pairs, PAGE_THREADS)
+    pages = dict(zip(pairs, read, strict=True))
+    files = {
+        r.name: [
+            f
+            for u in upstreams
+            for f in pages[(u, r.name)][0] or ()
+            if f.version == Version(r.version)
+        ]
+        for r in members
+    }
+    return files, [pages[p][1] for p in pairs]
+
+
+def still_valid(validators: Sequence[Validator]) -> bool:
+    """Whether every page is as it was (conditional requests, side by side)."""
+    return all(in_threads(unchanged, validators, PAGE_THREADS))
+
+
+def resolution_key(target: Target, pins: list[Pin], config: Config) -> str:
+    """What a resolution depends on: the requirements (with their --hash pins: a lock that
+    changes a file's hash must not reuse the cached listing that still names the old bytes),
+    the interpreter, the indexes and the resolver."""
+    assert target.interpreter is not None
+    return hashlib.sha256(
+        json.dumps(
+            {
+                "pins": sorted(f"{p.requirement} {sorted(p.hashes)}" for p in pins),
+                "interpreter": [str(target.interpreter.path), list(target.interpreter.version)],
+                "upstream": list(config.upstreams(target.accel)),
+                "resolver": config.resolver,
+            },
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()
+
+
+# Closures resolved in this process: targets that differ only in accelerator or policy share
+# an interpreter, hence a closure (markers cannot see the accelerator); resolve it once.
+_RESOLVED: dict[str, Closure] = {}
+_LOCKS: dict[str, threading.Lock] = {}
+_LOCKS_LOCK = threading.Lock()
+
+
+def _lock(key: str) -> threading.Lock:
+    with _LOCKS_LOCK:
+        return _LOCKS.setdefault(key, threading.Lock())
+
+
+def _read(data: dict[str, Any]) -> Closure:
+    return [Resolved(**r) for r in data["closure"]], {
+        n: [UpstreamFile.from_json(f) for f in fs] for n, fs in data["files"].items()
+    }
+
+
+def _cached(path: Path, *, target: Target, progress: Progress) -> Closure | None:
+    """The cached closure when it still holds: pinned, or every page unchanged."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        return None
+    if data["pinned"]:
+        return _read(data)
+    validators = [Validator.from_json(v) for v in data["validators"]]
+    progress(f"{target.name}: asking the index whether {len(validators)} page(s) changed")
+    if still_valid(validators):
+        return _read(data)
+    progress(f"{target.name}: the index changed since the closure was resolved")
+    return None
+
+
+def resolve_cached(
+    target: Target,
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    refresh: bool,
+    progress: Progress = _quiet,
+    write: bool | None = None,
+) -> Closure:
+    """The closure and each member's upstream files: from the wheelhouse's cache while it
+    holds (`refresh` resolves again anyway), else resolved and cached (`write`; by default
+    when the wheelhouse exists: `plan` alone creates none)."""
+    key = resolution_key(target, pins, config)
+    path = wh.root / "cache" / f"resolve-{key}.json"
+    with _lock(key):
+        if not refresh and key in _RESOLVED:
+            return _RESOLVED[key]
+        found = None if refresh else _cached(path, target=target, progress=progress)
+        if found is None:
+            fresh = _resolve(target, pins, config, wh, progress)
+            if write if write is not None else wh.root.is_dir():
+                _write(path, fresh, pins)
+            found = fresh[:2]
+        _RESOLVED[key] = found
+        return found
+
+
+def _resolve(
+    target: Target, pins: list[Pin], config: Config, wh: Wheelhouse, say: Progress
+) -> Resolution:
+    upstreams = config.upstreams(target.accel)
+    say(f"{target.name}: {config.resolver} resolves {len(pins)} pin(s) against "
+        f"{' + '.join(upstreams)}")  # fmt: skip
+    closure = resolve_closure(
+        target,
+        pins,
+        upstreams,
+        policy=sandbox_policy(config, wh),
+        timeout=config.resolve_timeout,
+        resolver=config.resolver,
+    )
+    # A closure the config's `requires` refuse is bad input: refused before it is cached.
+    constraints.check(target, {r.name: r.version for r in closure}, config, pins)
+    say(f"{target.name}: reading the index pages of {len(closure)} project(s)")
+    files, validators = _pages(upstreams, closure)
+    return closure, files, validators
+
+
+def _write(path: Path, found: Resolution, pins: list[Pin]) -> None:
+    closure, files, validators = found
+    pinned = {r.name for r in closure} <= {p.name for p in pins if p.version}
+    with contextlib.suppress(WheelhouseWriteError):  # read-only: resolved again next time
+        atomic_write_json(
+            path,
+            {
+                "format": CACHE_FORMAT,
+                "pinned": pinned,
+                "closure": [
+                    {"name": r.name, "version": r.version, "requested": r.requested}
+                    for r in closure
+                ],
+                "files": {n: [f.to_json() for f in fs] for n, fs in files.items()},
+                "validators": [] if pinned else [v.to_json() for v in validators],
+            },
+        )
+
+
+def resolve_all(
+    targets: Sequence[Target],
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    refresh: bool,
+    progress: Progress = _quiet,
+    write: bool | None = None,
+) -> list[Closure]:
+    """`resolve_cached` for every target at once (each resolver waits on the index and its
+    own subprocess most of the time), in the order of `targets`; the first target's error
+    is raised."""
+
+    def one(t: Target) -> Closure:
+        return resolve_cached(t, pins, config, wh, refresh=refresh, progress=progress, write=write)
+
+    return in_threads(one, targets, max(1, len(targets)))
