@@ -327,8 +327,6 @@ def download(url: str, dest: Path, *, expect: set[str]) -> str:
             raise write_error(dest, exc) from None
     except FileNotFoundError as exc:
         raise UpstreamError(f"download of {url} failed: not found (404)") from exc
-    except OSError as exc:  # closing the file flushes: a full disk shows there too
-        raise write_error(dest, exc) from None
     finally:
         tmp.unlink(missing_ok=True)
     return digest
