@@ -23,14 +23,27 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, Protocol
 
 from . import scratch
 from .errors import CommandError, CommandTimeout, Interrupted
 from .log import get_logger
 
-if TYPE_CHECKING:
-    from .sandbox import Sandbox
+
+class Confinement(Protocol):
+    """How a command of package code runs (`sandbox.Sandbox` is one): the environment it
+    gets, the launcher it runs behind, its memory limit, and a word for the log."""
+
+    @property
+    def memory(self) -> int | None: ...
+
+    @property
+    def mode(self) -> str: ...
+
+    def environment(self) -> dict[str, str]: ...
+
+    def wrap(self, argv: Sequence[str], cwd: Path | None) -> list[str]: ...
+
 
 log = get_logger("cmd")
 
@@ -99,7 +112,7 @@ def run(
     cwd: Path | None = None,
     timeout: float | None = None,
     check: bool = True,
-    sandbox: Sandbox | None = None,
+    sandbox: Confinement | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv`, appending its output to `log_file`; raise CommandError on failure.
 
@@ -113,7 +126,7 @@ def run(
         env = sandbox.environment()
         memory = sandbox.memory
         full = sandbox.wrap(args, cwd)
-        pretty = f"(sandbox: {sandbox.isolation.mode}) {shlex.join(args)}"
+        pretty = f"(sandbox: {sandbox.mode}) {shlex.join(args)}"
     else:
         full = args
         pretty = shlex.join(args)

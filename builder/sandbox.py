@@ -237,6 +237,10 @@ class Sandbox:
                 text = text.replace(real, self.alias)
         return text
 
+    @property
+    def mode(self) -> str:
+        return self.isolation.mode
+
     def environment(self) -> dict[str, str]:
         """The whole environment of the command: fixed variables, then the build's own."""
         private = (

@@ -20,8 +20,8 @@ from indexkit import sample_wheelhouse
 from builder import index
 from builder.serve import accesslog, routes
 from builder.serve.accesslog import AccessLog, log_safe
-from builder.serve.connection import MAX_HEAD, MAX_LINE, Connection
-from builder.serve.server import DEFAULT_MAX_CONNECTIONS, IndexServer, connection_cap
+from builder.serve.connection import DEFAULT_MAX_CONNECTIONS, MAX_HEAD, MAX_LINE, Connection
+from builder.serve.server import IndexServer, connection_cap
 
 
 class FakeTransport(asyncio.Transport):

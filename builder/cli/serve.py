@@ -11,8 +11,9 @@ import click
 
 from .. import index
 from ..errors import PrewheelError
+from ..serve.connection import Limits
 from ..serve.nginx import nginx_config
-from ..serve.server import Limits, connection_cap, listen_socket, raise_fd_limit, serve
+from ..serve.server import connection_cap, listen_socket, raise_fd_limit, serve
 from ..wheelhouse import Wheelhouse
 from ._options import wheelhouse_option
 

@@ -17,16 +17,44 @@ import errno
 import socket
 import time
 from collections import deque
+from dataclasses import dataclass
 from email.utils import formatdate
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 import httptools
 
-from .accesslog import log_date, log_safe
-from .routes import REASONS, error_response, serialize_headers
+from .accesslog import AccessLog, log_date, log_safe
+from .routes import REASONS, Routes, error_response, serialize_headers
 
-if TYPE_CHECKING:
-    from .server import IndexServer
+DEFAULT_MAX_CONNECTIONS = 4096  # per worker, as nginx's worker_connections in nginx.py
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """What a client may take of a worker: time to send a request head, time kept idle between
+    requests, time to read an answer (plus a file's size at MIN_SEND_RATE), connections."""
+
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 75.0
+    send_timeout: float = 60.0
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+
+class Host(Protocol):
+    """What a connection uses of the server that accepted it (`server.IndexServer`)."""
+
+    now: float  # the sweep's clock: timeouts count in whole seconds
+    routes: Routes
+    limits: Limits
+    clock: Clock
+    log: AccessLog
+    loop: asyncio.AbstractEventLoop
+    connections: dict[Connection, None]  # in eviction order: the longest unanswered first
+
+    def register(self, conn: Connection) -> None: ...
+
+    def forget(self, conn: Connection) -> None: ...
+
 
 MAX_LINE = 8 * 1024  # the request line or one header line (nginx: large_client_header_buffers)
 MAX_HEAD = 32 * 1024  # everything before the body
@@ -83,7 +111,7 @@ class Connection(asyncio.Protocol):
     sweep whether it has outstayed a limit. States: waiting for a head (`head_open`, or a
     fresh connection), answering (`queue`, `busy` while a file goes out), idle (keep-alive)."""
 
-    def __init__(self, app: IndexServer) -> None:
+    def __init__(self, app: Host) -> None:
         self.app = app
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..index.status_page import STATUS_FILE
-from .connection import MAX_HEAD, MAX_LINE
+from .connection import MAX_HEAD, MAX_LINE, Limits
 from .routes import FILE_CACHE_CONTROL, LOG_CACHE_CONTROL, NAME, PAGE_CACHE_CONTROL
-from .server import FD_RESERVE, Limits
+from .server import FD_RESERVE
 
 PERL_MODULE_CANDIDATES = (
     "/usr/lib/nginx/modules/ngx_http_perl_module.so",

@@ -27,12 +27,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from .accesslog import AccessLog
-from .connection import Clock, Connection
+from .connection import DEFAULT_MAX_CONNECTIONS, Clock, Connection, Limits
 from .routes import Routes
 
 BACKLOG = 4096
@@ -42,21 +41,9 @@ EVICT_BATCH = 16  # idle connections closed when accept finds no descriptor left
 SWEEP_EVERY = 1.0
 STOP_GRACE = 0.5  # seconds worker processes get to exit before they are killed
 LOG_GRACE = 0.05  # seconds the log writer gets to finish at exit (it may be blocked for good)
-DEFAULT_MAX_CONNECTIONS = 4096  # per worker, as nginx's worker_connections in nginx.py
 MIN_CONNECTIONS = 16
 FD_RESERVE = 32  # descriptors kept for pages, the status page and the loop itself
 _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
-
-
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """What a client may take of a worker: time to send a request head, time kept idle between
-    requests, time to read an answer (plus a file's size at MIN_SEND_RATE), connections."""
-
-    header_timeout: float = 10.0
-    keepalive_timeout: float = 75.0
-    send_timeout: float = 60.0
-    max_connections: int = DEFAULT_MAX_CONNECTIONS
 
 
 def connection_cap(requested: int | None, fd_limit: int, fds_open: int) -> tuple[int, str | None]:
