@@ -213,3 +213,20 @@ def test_wheel_scan_skips_grafted_libraries(tmp_path: Path) -> None:
         zf.write(src, "x/_x.so")
     scan = isa.scan_wheel(wheel, "x86-64")
     assert [o.path for o in scan.objects] == ["x/_x.so"] and scan.objects[0].classes == ("POPCNT",)
+
+
+def test_the_zig_wrapper_drops_what_zig_rejects(tmp_path: Path) -> None:
+    """Debian's and Ubuntu's Pythons link with -Wl,-Bsymbolic-functions (their LDSHARED), and
+    packages pass gcc's -mtune names: zig rejects both, so its wrapper drops them."""
+    fake = tmp_path / "fake-zig"
+    fake.write_text('#!/bin/sh\nfor a in "$@"; do printf "%s\\n" "$a"; done\n')
+    fake.chmod(0o755)
+    script = tmp_path / "cc"
+    script.write_text(toolchain.wrapper_script([str(fake), "cc"], first=["-mcpu=x86_64_v2"],
+                                                drops=toolchain.ZIG_DROPS))  # fmt: skip
+    script.chmod(0o755)
+    args = ["-shared", "-Wl,-O1", "-Wl,-Bsymbolic-functions", "-mtune=generic", "a.o", "-o", "a.so"]
+    out = subprocess.run([script, *args], capture_output=True, text=True, check=True, timeout=30)
+    assert out.stdout.splitlines() == [
+        "cc", "-mcpu=x86_64_v2", "-shared", "-Wl,-O1", "a.o", "-o", "a.so"
+    ]  # fmt: skip

@@ -54,8 +54,11 @@ ZIG_DEFAULT_GLIBC = (2, 17)
 
 # What a wrapper drops of a package's own flags: -march (the baseline replaces it), the
 # native tuning; zig also rejects gcc's -mtune names (`generic`), and takes -mcpu as its own.
+# Debian's and Ubuntu's Pythons link extensions with -Wl,-Bsymbolic-functions (their
+# LDSHARED), which zig's linker rejects ("unsupported linker arg"); without it calls between
+# the extension's own functions may go through the PLT, nothing more.
 HOST_DROPS = "-march=*|-mtune=native|-mcpu=native"
-ZIG_DROPS = "-march=*|-mtune=*|-mcpu=*"
+ZIG_DROPS = "-march=*|-mtune=*|-mcpu=*|-Wl,-Bsymbolic-functions"
 
 
 def baseline_flags(isa: str) -> tuple[str, ...]:
