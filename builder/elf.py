@@ -68,12 +68,7 @@ def wheel_cuda(wheel: Path) -> list[str]:
     each is spooled to a temporary file and only its dynamic section is read."""
     found: set[str] = set()
     with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or info.filename.endswith((".py", ".pyc", ".txt", ".json")):
-                continue
-            with zf.open(info) as fh:
-                if fh.read(4) != _ELF_MAGIC:
-                    continue
+        for info in _elf_members(zf):
             base = ungrafted(Path(info.filename).name)
             if matches_any(base, CUDA_LIBRARY_PATTERNS):
                 found.add(base)
@@ -124,13 +119,18 @@ def wheel_elves(wheel: Path) -> list[ElfInfo]:
 def wheel_objects(wheel: Path) -> Iterator[tuple[str, bytes]]:
     """(path inside the wheel, bytes) of every file in `wheel` that starts like an ELF file."""
     with zipfile.ZipFile(wheel) as zf:
-        for info in zf.infolist():
-            if info.is_dir() or info.filename.endswith((".py", ".pyc", ".txt", ".json")):
-                continue
-            with zf.open(info) as fh:
-                if fh.read(4) != _ELF_MAGIC:
-                    continue
+        for info in _elf_members(zf):
             yield info.filename, zf.read(info)
+
+
+def _elf_members(zf: zipfile.ZipFile) -> Iterator[zipfile.ZipInfo]:
+    """The members of a wheel that start like an ELF file (only their first bytes read)."""
+    for info in zf.infolist():
+        if info.is_dir() or info.filename.endswith((".py", ".pyc", ".txt", ".json")):
+            continue
+        with zf.open(info) as fh:
+            if fh.read(4) == _ELF_MAGIC:
+                yield info
 
 
 @dataclass(frozen=True, kw_only=True)
