@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_world import EXTRA_PINS, PACKAGES, PYPI, QUICK, kib, prewheel_argv, records
+from real_world import PYPI, kib, prepare, prewheel_argv, records
 
 
 def build(
@@ -89,12 +88,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     pythons = args.python or ["3.11"]
-    chosen = [p for p in PACKAGES if not args.quick or p[0].split("==")[0] in QUICK]
     work: Path = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    reqs = work / "requirements.txt"
-    reqs.write_text("\n".join([*(p[0] for p in chosen), *EXTRA_PINS]) + "\n")
+    chosen, reqs = prepare(work, quick=args.quick)
     seconds: dict[str, float] = {}
     found: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     for toolchain in ("host", "zig"):

@@ -47,6 +47,17 @@ EXTRA_PINS = ["numpy==2.2.6"]
 CHECKS = ("werror", "abi", "install", "import", "smoke")
 
 
+def prepare(work: Path, *, quick: bool) -> tuple[list[tuple[str, str, str]], Path]:
+    """The packages of the set (`quick`: the QUICK four) and their requirements file, with
+    EXTRA_PINS, in `work`, made empty first."""
+    chosen = [p for p in PACKAGES if not quick or p[0].split("==")[0] in QUICK]
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    reqs = work / "requirements.txt"
+    reqs.write_text("\n".join([*(p[0] for p in chosen), *EXTRA_PINS]) + "\n")
+    return chosen, reqs
+
+
 def prewheel_argv() -> list[str]:
     script = Path(sys.executable).parent / "prewheel"
     return [str(script)] if script.is_file() else [sys.executable, "-m", "builder"]
@@ -180,14 +191,10 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     pythons = args.python or (["3.11"] if args.quick else ["3.11", "3.12"])
-    chosen = [p for p in PACKAGES if not args.quick or p[0].split("==")[0] in QUICK]
+    work: Path = args.workdir
+    chosen, reqs = prepare(work, quick=args.quick)
     names = {p[0].split("==")[0].lower().replace("_", "-") for p in chosen}
     lang = {p[0].split("==")[0].lower(): p[1] for p in chosen}
-    work: Path = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    reqs = work / "requirements.txt"
-    reqs.write_text("\n".join([*(p[0] for p in chosen), *EXTRA_PINS]) + "\n")
 
     report, wh, took = build(work, "stripped", reqs, pythons, True, args.jobs)
     _, kept_wh, kept_took = build(work, "unstripped", reqs, pythons, False, args.jobs)

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_world import EXTRA_PINS, PACKAGES, PYPI, QUICK, prewheel_argv
+from real_world import EXTRA_PINS, PYPI, prepare, prewheel_argv
 
 GOAL = 90.0
 
@@ -148,12 +147,8 @@ def main() -> None:
     )
     args = ap.parse_args()
     pythons = args.python or ["3.11"]
-    chosen = [p for p in PACKAGES if not args.quick or p[0].split("==")[0] in QUICK]
     work: Path = args.workdir
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    reqs = work / "requirements.txt"
-    reqs.write_text("\n".join([*(p[0] for p in chosen), *EXTRA_PINS]) + "\n")
+    chosen, reqs = prepare(work, quick=args.quick)
 
     roots = [work / "one", work / "elsewhere" / "two"]
     runs = [build(root, reqs, pythons, args.jobs, args.files_upstream) for root in roots]
