@@ -657,6 +657,7 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
             checks.append("abi")
         run.reporter.step(item, "verify")
         closure = run.closures.get(target.name, {})
+        uv_found = tools.find("uv") is not None
         venv = stage.install(
             cand.wheel,
             target=target,
@@ -665,6 +666,8 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
             workdir=workdir,
             log_file=log_file,
             policy=run.policy,
+            installer=stage.choose_installer(run.config.verify_installer, uv_found=uv_found),
+            cache=run.work / "verify-cache",
         )
         imported = stage.import_modules(
             venv, cand.wheel, name=item.name, import_names=pkg.import_names, log_file=log_file
