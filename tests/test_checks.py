@@ -169,7 +169,8 @@ def test_verify_installs_exactly_the_plan_pins_and_the_requires(
     assert _record(root / "wh", wheel.name)["checks"] == ["isa", "abi", "import", "smoke"]
     log = Path(results["pw-firstcall"]["log"]).read_text()
     assert "--constraint" in log
-    assert ("uv pip install" in log) == (installer == "uv")
+    assert ("--offline --no-index --no-build" in log) == (installer == "uv")
+    assert ("--only-binary=:all:" in log) == (installer == "pip")
 
 
 def test_a_closure_that_breaks_requires_is_bad_input(index: Upstream, tmp_path: Path) -> None:

@@ -89,7 +89,8 @@ def test_installs_the_closure_at_the_plan_pins(
     assert imported == ["pw_vapp", "pw_vdep"]
     text = log.read_text()
     assert "--constraint" in text and "--no-index" in text
-    assert ("uv pip install" in text) == (installer == "uv")
+    assert ("--offline --no-index --no-build" in text) == (installer == "uv")
+    assert ("--only-binary=:all:" in text) == (installer == "pip")
 
 
 def test_a_dependency_offered_only_as_an_sdist_is_not_built(

@@ -26,7 +26,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from .. import tools
-from ..cmd import clean_env, probe, run, uv_env, venv
+from ..cmd import clean_env, probe, run, venv
 from ..config import Smoke
 from ..errors import CommandError, StepError
 from ..sandbox import Policy, Sandbox, interpreter_paths
@@ -129,8 +129,6 @@ def install(
         links += ["--find-links", str(d)]
     argv: list[str | os.PathLike[str]]
     if uv is not None:
-        env.update(uv_env())
-        env.update(own)
         argv = [uv, "pip", "install", "--no-config", "--python", py, "--offline", "--no-index",
                 "--no-build", "--link-mode", "copy",
                 *(["--cache-dir", str(cache)] if cache is not None else ["--no-cache"]),
