@@ -128,3 +128,17 @@ def test_the_interpreter_tags_are_pips(target: Target) -> None:
     assert tags is not None
     assert {"py3-none-any", "cp311-cp311-manylinux_2_17_x86_64", "cp311-abi3-linux_x86_64"} <= tags
     assert not {"cp38-cp38-manylinux_2_17_x86_64", "cp311-cp311-win_amd64"} & tags
+
+
+def test_uv_asked_for_but_missing_fails_verify_naming_the_fix(
+    tmp_path: Path, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder import tools
+
+    monkeypatch.setattr(tools, "find", lambda name: None)
+    app = _wheel(tmp_path / "cand", "pw-vapp", "1.0")
+    with pytest.raises(StepError) as caught:
+        _install(tmp_path, target, "uv", app, "")
+    assert caught.value.step == "verify"
+    assert "uv not found" in caught.value.message
+    assert caught.value.hint is not None and 'verify_installer = "pip"' in caught.value.hint

@@ -28,7 +28,7 @@ from packaging.version import InvalidVersion, Version
 from .. import tools
 from ..cmd import clean_env, probe, run, venv
 from ..config import Smoke
-from ..errors import CommandError, StepError
+from ..errors import CommandError, StepError, ToolMissingError
 from ..sandbox import Policy, Sandbox, interpreter_paths
 from ..targets import Target
 from ..wheelfile import top_level_modules
@@ -96,7 +96,15 @@ def install(
     fence = workdir / "fence"
     _fence(fence)
     env_dir = workdir / "venv"
-    uv = tools.require(tools.UV) if installer == "uv" else None
+    try:
+        uv = tools.require(tools.UV) if installer == "uv" else None
+    except ToolMissingError as exc:
+        raise StepError(
+            f"{exc.message}; {exc.hint}",
+            step="verify",
+            log=str(log_file),
+            hint='or set [build] verify_installer = "pip"',
+        ) from exc
     if uv is not None:
         from .build import uv_venv
 
