@@ -132,6 +132,7 @@ class Config:
     build_constraints: str | None = None
     memory: int | None = None  # bytes of address space per process of package code
     sandbox: str = "auto"  # one of SANDBOX_SETTINGS
+    verify_installer: str = "auto"  # one of VERIFY_INSTALLERS
     targets: tuple[TargetSpec, ...] = ()
     accels: Mapping[str, AccelConfig] = field(default_factory=dict)
     packages: Mapping[str, PackageConfig] = field(default_factory=dict)
@@ -191,7 +192,18 @@ _TOP_KEYS = ("index", "build", "targets", "target", "accel", "packages")
 _INDEX_KEYS = ("upstream", "resolver")
 # The resolvers of `[index] resolver`: uv's (seconds) and pip's (the reference answer).
 RESOLVERS = ("uv", "pip")
-_BUILD_KEYS = ("timeout", "jobs", "strip", "smoke_recipes", "constraints", "memory", "sandbox")
+_BUILD_KEYS = (
+    "timeout",
+    "jobs",
+    "strip",
+    "smoke_recipes",
+    "constraints",
+    "memory",
+    "sandbox",
+    "verify_installer",
+)
+# Who installs into verify's venv: uv when prewheel's environment has it, uv, or pip.
+VERIFY_INSTALLERS = ("auto", "uv", "pip")
 _MATRIX_KEYS = ("python", "accel", "policy", "isa", "toolchain")
 _ACCEL_KEYS = ("cuda_home", "arch_list", "exclude", "upstream", "extra_upstreams")
 _PACKAGE_KEYS = (
@@ -340,6 +352,15 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
         hint = f", did you mean '{close[0]}'?" if close else ""
         p.add("build.sandbox", f"'{sandbox}' is not one of {', '.join(SANDBOX_SETTINGS)}{hint}")
 
+    installer = p.typed(build.get("verify_installer", "auto"), str, "build.verify_installer")
+    if installer is not None and installer not in VERIFY_INSTALLERS:
+        close = difflib.get_close_matches(installer, VERIFY_INSTALLERS, n=1)
+        hint = f", did you mean '{close[0]}'?" if close else ""
+        p.add(
+            "build.verify_installer",
+            f"'{installer}' is not one of {', '.join(VERIFY_INSTALLERS)}{hint}",
+        )
+
     targets = _parse_targets(raw, p)
     accels = _parse_accels(raw, p)
     base = Path(source).parent if Path(source).is_file() else Path.cwd()
@@ -358,6 +379,7 @@ def parse_config(raw: Mapping[str, Any], *, source: str) -> Config:
         build_constraints=constraints,
         memory=memory,
         sandbox=sandbox,
+        verify_installer=installer or "auto",
         targets=targets,
         accels=accels,
         packages=packages,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,12 @@ from builder.records import CacheKey, KeyInputs, Sizes
 from builder.requirements import Pin
 from builder.stages import abi, constraints
 from builder.stages.build import undeclared_functions, with_flags
-from builder.stages.verify import exception_line
+from builder.stages.verify import (
+    choose_installer,
+    exception_line,
+    installed_dists,
+    refused_wheels,
+)
 
 
 def _config(**packages: dict[str, Any]) -> Any:
@@ -342,3 +348,42 @@ def test_a_failed_smoke_test_is_named_by_its_exception() -> None:
     assert exception_line(output).startswith("ValueError: Unable to avoid copy")
     assert exception_line("segfault\n") == "segfault"
     assert exception_line("") == "no output"
+
+
+def test_verify_installer_is_uv_when_found_unless_the_config_says_pip() -> None:
+    assert choose_installer("auto", uv_found=True) == "uv"
+    assert choose_installer("auto", uv_found=False) == "pip"
+    assert choose_installer("pip", uv_found=True) == "pip"
+    # asked for explicitly: install then says uv is missing and how to get it
+    assert choose_installer("uv", uv_found=False) == "uv"
+    assert parse_config({}, source="x").verify_installer == "auto"
+    assert (
+        parse_config({"build": {"verify_installer": "pip"}}, source="x").verify_installer == "pip"
+    )
+    problems = _problems({"build": {"verify_installer": "uvv"}})
+    assert problems == [
+        "build.verify_installer: 'uvv' is not one of auto, uv, pip, did you mean 'uv'?"
+    ]
+
+
+def test_installed_wheels_are_held_against_the_tags_pip_accepts(tmp_path: Path) -> None:
+    """What an installer put in a venv, against the wheel files it was offered and the
+    target interpreter's tags: a distribution passes when a file of its name and version has
+    a tag pip accepts (a compressed tag set counts when any of its tags does)."""
+    site = tmp_path / "lib" / "python3.11" / "site-packages"
+    for dist in ("pure-1.0", "ext_mod-2.0", "new-1.0", "gone-1.0"):
+        (site / f"{dist}.dist-info").mkdir(parents=True)
+    found = installed_dists(tmp_path)
+    assert found == [("ext_mod", "2.0"), ("gone", "1.0"), ("new", "1.0"), ("pure", "1.0")]
+    files = [
+        "pure-1.0-py2.py3-none-any.whl",
+        "Ext.Mod-2.0-cp311-cp311-manylinux_2_17_x86_64.manylinux2014_x86_64.whl",
+        "new-1.0-cp311-cp311-manylinux_2_99_x86_64.whl",
+        "new-0.9-py3-none-any.whl",
+        "not a wheel.whl",
+    ]
+    accepted = frozenset({"py3-none-any", "cp311-cp311-manylinux2014_x86_64"})
+    assert refused_wheels(found, files, accepted) == ["gone 1.0", "new 1.0"]
+    assert refused_wheels(found, files, None) == [
+        "the target interpreter's tags (packaging.tags) could not be computed"
+    ]

@@ -145,25 +145,32 @@ def test_the_ssize_t_finding_is_real_and_can_be_waived(index: Upstream, tmp_path
     assert "SystemError" in call.stderr and "PY_SSIZE_T_CLEAN" in call.stderr
 
 
+@pytest.mark.parametrize("installer", ["uv", "pip"])
 def test_verify_installs_exactly_the_plan_pins_and_the_requires(
-    caught: dict[str, Any], index: Upstream, tmp_path: Path
+    index: Upstream, tmp_path: Path, installer: str
 ) -> None:
-    """The same wheelhouse now holds pw-dep 2.0; the plan pins 1.0. Verify installs 1.0, so
-    the smoke test passes (pip left to itself would take 2.0 and fail)."""
-    root = caught["root"]
+    """The wheelhouse holds pw-dep 2.0; the plan pins 1.0. Verify installs 1.0, so the smoke
+    test passes (an installer left to itself would take 2.0 and fail), with uv and with
+    pip."""
+    root = tmp_path
+    first, _ = _run(root, index, "pw-dep==2.0\n")
+    assert first.returncode == 0, first.stdout + first.stderr
     proc, results = _run(
         root,
         index,
         "pw-firstcall==1.0\npw-dep==1.0\n",
+        build={"verify_installer": installer},
         packages={"pw-firstcall": {"smoke": FIRSTCALL_SMOKE, "requires": ["pw-dep<2"]}},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert results["pw-firstcall"]["checks"] == ["isa", "abi", "import", "smoke"]
-    assert _wheels(caught["wh"], "pw_dep-2.0") and _wheels(caught["wh"], "pw_dep-1.0")
-    (wheel,) = _wheels(caught["wh"], "pw_firstcall")
-    assert _record(caught["wh"], wheel.name)["checks"] == ["isa", "abi", "import", "smoke"]
+    assert _wheels(root / "wh", "pw_dep-2.0") and _wheels(root / "wh", "pw_dep-1.0")
+    (wheel,) = _wheels(root / "wh", "pw_firstcall")
+    assert _record(root / "wh", wheel.name)["checks"] == ["isa", "abi", "import", "smoke"]
     log = Path(results["pw-firstcall"]["log"]).read_text()
     assert "--constraint" in log
+    assert ("--offline --no-index --no-build" in log) == (installer == "uv")
+    assert ("--only-binary=:all:" in log) == (installer == "pip")
 
 
 def test_a_closure_that_breaks_requires_is_bad_input(index: Upstream, tmp_path: Path) -> None:

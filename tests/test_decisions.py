@@ -406,3 +406,35 @@ def test_a_cached_failure_is_shown_counted_and_fails_again() -> None:
     report["results"].append(result("c", "failed", code=3))  # type: ignore[attr-defined]
     assert summary.exit_code(report) == 3
     assert summary.exit_code({"results": [result("a", "cached")]}) == 0
+
+
+def test_a_waiting_verification_goes_before_a_waiting_build() -> None:
+    """With every slot taken and a build and a verification waiting, the slot freed goes to
+    the verification: a built wheel is finished before the next build starts."""
+    import threading
+
+    from builder.pipeline.steps import Slots
+
+    slots = Slots(1)
+    held = slots.acquire(False)
+    order: list[str] = []
+
+    def take(name: str, first: bool) -> None:
+        count = slots.acquire(False, first=first)
+        order.append(name)
+        slots.release(count)
+
+    build = threading.Thread(target=take, args=("build", False))
+    check = threading.Thread(target=take, args=("verify", True))
+    build.start()
+    check.start()
+    for _ in range(1000):  # both inside the wait (CPython's Condition keeps its waiters)
+        if len(slots.cond._waiters) == 2:  # type: ignore[attr-defined]
+            break
+        threading.Event().wait(0.01)
+    assert len(slots.cond._waiters) == 2  # type: ignore[attr-defined]
+    slots.release(held)
+    build.join(timeout=30)
+    check.join(timeout=30)
+    assert order == ["verify", "build"]
+    assert (slots.used, slots.first_waiting) == (0, 0)

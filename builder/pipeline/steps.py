@@ -52,16 +52,29 @@ log = get_logger("steps")
 
 
 class Slots:
-    """At most `n` builds (and verifications) at once; a heavy build takes every slot."""
+    """At most `n` builds (and verifications) at once; a heavy build takes every slot.
+
+    A verification waiting goes before any build waiting (`first`): a wheel already built
+    is finished and published while the next builds wait, so the run does not end with
+    every verification queued behind the last builds (and results come as they are ready).
+    """
 
     def __init__(self, n: int) -> None:
-        self.n, self.used = n, 0
+        self.n, self.used, self.first_waiting = n, 0, 0
         self.cond = threading.Condition()
 
-    def acquire(self, heavy: bool) -> int:
+    def acquire(self, heavy: bool, *, first: bool = False) -> int:
         need = self.n if heavy else 1
         with self.cond:
-            self.cond.wait_for(lambda: self.used + need <= self.n)
+            if first:
+                self.first_waiting += 1
+                try:
+                    self.cond.wait_for(lambda: self.used + need <= self.n)
+                finally:
+                    self.first_waiting -= 1
+                    self.cond.notify_all()  # builds held back only by this wait may go
+            else:
+                self.cond.wait_for(lambda: self.used + need <= self.n and self.first_waiting == 0)
             self.used += need
         return need
 
@@ -633,7 +646,7 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
     report: IsaReport | None = None
     notes: tuple[str, ...] = ()
     # A verification (venv, install, import) is work like a build: --jobs bounds both.
-    count = run.slots.acquire(False)
+    count = run.slots.acquire(False, first=True)
     try:
         if not is_pure(cand.wheel):
             run.reporter.step(item, "isa")
@@ -657,6 +670,7 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
             checks.append("abi")
         run.reporter.step(item, "verify")
         closure = run.closures.get(target.name, {})
+        uv_found = tools.find("uv") is not None
         venv = stage.install(
             cand.wheel,
             target=target,
@@ -665,6 +679,8 @@ def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verifi
             workdir=workdir,
             log_file=log_file,
             policy=run.policy,
+            installer=stage.choose_installer(run.config.verify_installer, uv_found=uv_found),
+            cache=run.work / "verify-cache",
         )
         imported = stage.import_modules(
             venv, cand.wheel, name=item.name, import_names=pkg.import_names, log_file=log_file

@@ -261,11 +261,11 @@ def build_wheel(
     )
 
 
-def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path) -> Path:
+def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path, step: str = "build-env") -> Path:
     """`uv venv` of `python` at `dest` (no pip in it: uv installs); returns its python."""
     run(
         [uv, "venv", "--no-config", "--quiet", "--no-python-downloads", "--python", python, dest],
-        step="build-env",
+        step=step,
         log_file=log_file,
         env=uv_env(),
         timeout=120,

@@ -1,18 +1,34 @@
 """Verifying a wheel as the runtime will use it: installed with no compiler reachable, with
-the target's whole closure at the plan's pins, then imported, then its smoke test run."""
+the target's whole closure at the plan's pins, then imported, then its smoke test run.
+
+The installer is uv where prewheel's environment has it (`uv venv` and `uv pip install`
+take about a tenth of what `python -m venv` and pip take, and verify runs once per wheel),
+else pip. uv decides on its own which wheel tags an interpreter accepts; pip decides with
+`packaging.tags`. So that nothing uv accepts and pip would refuse passes, every
+distribution installed must then have a wheel file among those offered whose file name's
+tags are in `packaging.tags` as the target interpreter computes them (pip's rule),
+whichever installer ran.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
-from ..cmd import clean_env, run, venv
+import packaging
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import InvalidVersion, Version
+
+from .. import tools
+from ..cmd import clean_env, probe, run, venv
 from ..config import Smoke
-from ..errors import CommandError, StepError
+from ..errors import CommandError, StepError, ToolMissingError
 from ..sandbox import Policy, Sandbox, interpreter_paths
 from ..targets import Target
 from ..wheelfile import top_level_modules
@@ -29,6 +45,17 @@ def _fence(bindir: Path) -> None:
         p = bindir / name
         p.write_text(_NO_COMPILER)
         p.chmod(0o755)
+
+
+Installer = Literal["uv", "pip"]
+
+
+def choose_installer(setting: str, *, uv_found: bool) -> Installer:
+    """The installer `[build] verify_installer` asks for: "auto" is uv when prewheel's
+    environment has it, else pip (`install` says how to get uv when "uv" finds none)."""
+    if setting == "pip" or (setting == "auto" and not uv_found):
+        return "pip"
+    return "uv"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,20 +77,40 @@ def install(
     workdir: Path,
     log_file: Path,
     policy: Policy,
+    installer: Installer = "pip",
+    cache: Path | None = None,
 ) -> VerifyVenv:
     """Install `wheel` into a fresh venv, offline and binary-only, its requirements from
-    `find_links` at the versions `constraints` (pip's constraints file text) pins.
+    `find_links` at the versions `constraints` (pip's constraints file text) pins, with
+    `installer`; then check that pip would have taken every wheel installed.
 
     PATH holds only a fence of failing compiler commands and the venv, and CC/CXX point at
     the fence, so any attempt to compile fails loudly. Installing wheels runs no package
     code; the import and the smoke test do, so they run in the sandbox (no memory limit:
-    CUDA libraries reserve more address space than they use).
+    CUDA libraries reserve more address space than they use). uv unpacks each wheel once
+    into `cache` (one per run) and copies from there: the next verify of the run that
+    installs the same dependency does not unpack it again, and nothing the import does in
+    one venv reaches the cache (copies, not links).
     """
     assert target.interpreter is not None
     fence = workdir / "fence"
     _fence(fence)
     env_dir = workdir / "venv"
-    py = venv(target.interpreter.path, env_dir, step="verify", log_file=log_file)
+    try:
+        uv = tools.require(tools.UV) if installer == "uv" else None
+    except ToolMissingError as exc:
+        raise StepError(
+            f"{exc.message}; {exc.hint}",
+            step="verify",
+            log=str(log_file),
+            hint='or set [build] verify_installer = "pip"',
+        ) from exc
+    if uv is not None:
+        from .build import uv_venv
+
+        py = uv_venv(uv, target.interpreter.path, env_dir, log_file=log_file, step="verify")
+    else:
+        py = venv(target.interpreter.path, env_dir, step="verify", log_file=log_file)
     own = {
         "PATH": f"{fence}:{env_dir / 'bin'}",
         "CC": str(fence / "cc"),
@@ -88,17 +135,15 @@ def install(
     links: list[str] = []
     for d in dict.fromkeys([wheel.parent, *find_links]):
         links += ["--find-links", str(d)]
-    argv: list[str | os.PathLike[str]] = [
-        *target.interpreter.pip(py),
-        "install",
-        "--no-index",
-        "--only-binary=:all:",
-        "--no-cache-dir",
-        "--constraint",
-        pins,
-        *links,
-        str(wheel),
-    ]
+    argv: list[str | os.PathLike[str]]
+    if uv is not None:
+        argv = [uv, "pip", "install", "--no-config", "--python", py, "--offline", "--no-index",
+                "--no-build", "--link-mode", "copy",
+                *(["--cache-dir", str(cache)] if cache is not None else ["--no-cache"]),
+                "--constraint", pins, *links, str(wheel)]  # fmt: skip
+    else:
+        argv = [*target.interpreter.pip(py), "install", "--no-index", "--only-binary=:all:",
+                "--no-cache-dir", "--constraint", pins, *links, str(wheel)]  # fmt: skip
     try:
         run(argv, step="verify-install", log_file=log_file, env=env, cwd=workdir, timeout=600)
     except CommandError as exc:
@@ -109,6 +154,22 @@ def install(
             tail=exc.tail,
             check="install",
         ) from exc
+    refused = refused_wheels(
+        installed_dists(env_dir),
+        wheel_files(wheel, [wheel.parent, *find_links]),
+        interpreter_tags(target.interpreter.path),
+    )
+    if refused:
+        _log(log_file, "prewheel verify: pip would refuse: " + "; ".join(refused))
+        raise StepError(
+            f"{wheel.name}: installed, but pip on the target interpreter would not install "
+            f"{', '.join(refused)} (no wheel of it has a tag the interpreter supports)",
+            step="verify",
+            log=str(log_file),
+            check="install",
+            hint="a wheel tag the target interpreter does not support (packaging.tags): "
+            "check the policy and the wheel's name",
+        )
     box = policy.box(workdir, env=own, readable=readable, limit_memory=False)
     return VerifyVenv(python=py, sandbox=box, workdir=workdir)
 
@@ -187,3 +248,78 @@ def exception_line(output: str) -> str:
     lines = [ln.strip() for ln in output.strip().splitlines() if ln.strip()]
     found = [ln for ln in lines if re.match(r"[\w.]*(Error|Exception|Exit)\b", ln)]
     return (found or lines or ["no output"])[-1]
+
+
+def _log(log_file: Path, line: str) -> None:
+    with log_file.open("a", encoding="utf-8") as f:
+        f.write(line + "\n")
+
+
+def installed_dists(env_dir: Path) -> list[tuple[str, str]]:
+    """The (name, version) of every distribution installed in a venv, from its
+    `.dist-info` directory's name: what an installer put there."""
+    out: list[tuple[str, str]] = []
+    for di in sorted(env_dir.glob("lib/python*/site-packages/*.dist-info")):
+        name, _, version = di.name.removesuffix(".dist-info").partition("-")
+        out.append((name, version))
+    return out
+
+
+def refused_wheels(
+    installed: Iterable[tuple[str, str]],
+    filenames: Iterable[str],
+    accepted: frozenset[str] | None,
+) -> list[str]:
+    """The installed distributions pip would not have installed from these wheel files:
+    none of the files of that name and version has a tag `accepted` holds (pip decides by
+    the file name's tags, so this does too). None: the interpreter's tags are unknown."""
+    if accepted is None:
+        return ["the target interpreter's tags (packaging.tags) could not be computed"]
+    files: dict[tuple[str, Version], list[str]] = {}
+    for fn in filenames:
+        try:
+            name, version, _, tag_set = parse_wheel_filename(fn)
+        except InvalidWheelFilename:
+            continue
+        if {str(t) for t in tag_set} & accepted:
+            files.setdefault((name, version), []).append(fn)
+    out: list[str] = []
+    for raw_name, raw_version in installed:
+        try:
+            key = (canonicalize_name(raw_name), Version(raw_version))
+        except InvalidVersion:
+            key = None
+        if key is None or key not in files:
+            out.append(f"{raw_name} {raw_version}")
+    return out
+
+
+def wheel_files(wheel: Path, find_links: Iterable[Path]) -> list[str]:
+    """The names of the wheel files an install could take from: `wheel` and every `.whl`
+    in the find-links directories."""
+    out = [wheel.name]
+    for d in dict.fromkeys(find_links):
+        out += [p.name for p in d.glob("*.whl")]
+    return out
+
+
+@functools.cache
+def interpreter_tags(python: Path) -> frozenset[str] | None:
+    """Every tag `python` accepts, as pip computes them on this host: pip's own copy of
+    `packaging.tags` (the interpreter's pip, else the pip of prewheel's environment, which
+    `Interpreter.pip` runs for an interpreter without one), `sys_tags()` run by that
+    interpreter. None when it cannot be computed."""
+    where = str(Path(packaging.__file__).parent.parent)
+    script = (
+        "import json, sys\n"
+        f"sys.path.append({where!r})\n"
+        "try:\n"
+        "    from pip._vendor.packaging import tags\n"
+        "except Exception:\n"
+        "    from packaging import tags\n"
+        "print(json.dumps([str(t) for t in tags.sys_tags()]))\n"
+    )
+    out = probe([python, "-I", "-c", script], env=clean_env(), timeout=60)
+    if out is None:
+        return None
+    return frozenset(json.loads(out))

@@ -1,0 +1,144 @@
+"""Verify's install, with uv and with pip: the same wheels pass and fail the same way.
+
+Real installers into real venvs of a real interpreter, with tiny wheels written directly
+(no build): the closure's pins are what is installed, nothing is compiled, a wheel the
+interpreter does not support is refused, and pip's tag rule is applied after uv as well.
+"""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+
+import pytest
+from indexkit import wheel_bytes
+from needs import declared
+
+from builder.config import TargetSpec
+from builder.errors import StepError
+from builder.sandbox import policy
+from builder.stages import verify
+from builder.targets import Target, find_interpreter
+
+INSTALLERS = ["uv", "pip"]
+
+
+@pytest.fixture(scope="module")
+def target() -> Target:
+    interp, why = find_interpreter("3.11")
+    assert interp is not None, why
+    return Target(
+        name=f"{interp.abi}-cpu-auto",
+        spec=TargetSpec(python=interp.short, accel="cpu", policy="auto"),
+        interpreter=interp,
+        toolkit=None,
+        arch_list=(),
+        repair_excludes=("libcuda.so.1",),
+        missing=None,
+    )
+
+
+@pytest.fixture(params=INSTALLERS)
+def installer(request: pytest.FixtureRequest) -> verify.Installer:
+    if request.param == "uv":
+        declared("uv")
+        return "uv"
+    return "pip"
+
+
+def _wheel(d: Path, name: str, version: str, **kw: object) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    filename, data = wheel_bytes(name, version, **kw)  # type: ignore[arg-type]
+    (d / filename).write_bytes(data)
+    return d / filename
+
+
+def _install(
+    tmp_path: Path, target: Target, installer: verify.Installer, wheel: Path, pins: str
+) -> verify.VerifyVenv:
+    return verify.install(
+        wheel,
+        target=target,
+        find_links=[tmp_path / "links"],
+        constraints=pins,
+        workdir=tmp_path / "work",
+        log_file=tmp_path / "verify.log",
+        policy=policy("auto", memory=None, wheelhouse=None),
+        installer=installer,
+        cache=tmp_path / "cache",
+    )
+
+
+def test_installs_the_closure_at_the_plan_pins(
+    tmp_path: Path, target: Target, installer: verify.Installer
+) -> None:
+    """pw-vdep 2.0 is offered too; the pins say 1.0, so 1.0 is installed, and imports."""
+    links = tmp_path / "links"
+    _wheel(links, "pw-vdep", "1.0")
+    _wheel(links, "pw-vdep", "2.0")
+    app = _wheel(tmp_path / "cand", "pw-vapp", "1.0", requires=("pw-vdep",))
+    env = _install(tmp_path, target, installer, app, "pw-vdep==1.0\n")
+    assert verify.installed_dists(tmp_path / "work" / "venv") == [
+        ("pw_vapp", "1.0"),
+        ("pw_vdep", "1.0"),
+    ]
+    log = tmp_path / "verify.log"
+    imported = verify.import_modules(
+        env, app, name="pw-vapp", import_names=("pw_vapp", "pw_vdep"), log_file=log
+    )
+    assert imported == ["pw_vapp", "pw_vdep"]
+    text = log.read_text()
+    assert "--constraint" in text and "--no-index" in text
+    assert ("--offline --no-index --no-build" in text) == (installer == "uv")
+    assert ("--only-binary=:all:" in text) == (installer == "pip")
+
+
+def test_a_dependency_offered_only_as_an_sdist_is_not_built(
+    tmp_path: Path, target: Target, installer: verify.Installer
+) -> None:
+    links = tmp_path / "links"
+    links.mkdir()
+    src = tmp_path / "pw_vsrc-1.0"
+    src.mkdir()
+    (src / "setup.py").write_text("from setuptools import setup\nsetup(name='pw-vsrc')\n")
+    with tarfile.open(links / "pw_vsrc-1.0.tar.gz", "w:gz") as tf:
+        tf.add(src, arcname="pw_vsrc-1.0")
+    app = _wheel(tmp_path / "cand", "pw-vapp", "1.0", requires=("pw-vsrc",))
+    with pytest.raises(StepError) as caught:
+        _install(tmp_path, target, installer, app, "")
+    assert caught.value.check == "install"
+    assert "without a compiler" in caught.value.message
+
+
+def test_a_wheel_for_another_interpreter_is_refused(
+    tmp_path: Path, target: Target, installer: verify.Installer
+) -> None:
+    (tmp_path / "links").mkdir()
+    other = _wheel(tmp_path / "cand", "pw-vold", "1.0", tag="cp38-cp38-manylinux_2_17_x86_64")
+    with pytest.raises(StepError) as caught:
+        _install(tmp_path, target, installer, other, "")
+    assert caught.value.check == "install"
+
+
+def test_the_interpreter_tags_are_pips(target: Target) -> None:
+    """What the check after either installer holds wheels against: packaging.tags as the
+    target interpreter computes them."""
+    assert target.interpreter is not None
+    tags = verify.interpreter_tags(target.interpreter.path)
+    assert tags is not None
+    assert {"py3-none-any", "cp311-cp311-manylinux_2_17_x86_64", "cp311-abi3-linux_x86_64"} <= tags
+    assert not {"cp38-cp38-manylinux_2_17_x86_64", "cp311-cp311-win_amd64"} & tags
+
+
+def test_uv_asked_for_but_missing_fails_verify_naming_the_fix(
+    tmp_path: Path, target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from builder import tools
+
+    monkeypatch.setattr(tools, "find", lambda name: None)
+    app = _wheel(tmp_path / "cand", "pw-vapp", "1.0")
+    with pytest.raises(StepError) as caught:
+        _install(tmp_path, target, "uv", app, "")
+    assert caught.value.step == "verify"
+    assert "uv not found" in caught.value.message
+    assert caught.value.hint is not None and 'verify_installer = "pip"' in caught.value.hint
