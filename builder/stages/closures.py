@@ -307,23 +307,3 @@ def _write(path: Path, found: Resolution, pins: list[Pin]) -> None:
                 "validators": [] if pinned else [v.to_json() for v in validators],
             },
         )
-
-
-def resolve_all(
-    targets: Sequence[Target],
-    pins: list[Pin],
-    config: Config,
-    wh: Wheelhouse,
-    *,
-    refresh: bool,
-    progress: Progress = _quiet,
-    write: bool | None = None,
-) -> list[Closure]:
-    """`resolve_cached` for every target at once (each resolver waits on the index and its
-    own subprocess most of the time), in the order of `targets`; the first target's error
-    is raised."""
-
-    def one(t: Target) -> Closure:
-        return resolve_cached(t, pins, config, wh, refresh=refresh, progress=progress, write=write)
-
-    return in_threads(one, targets, max(1, len(targets)))
