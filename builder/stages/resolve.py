@@ -171,7 +171,7 @@ def _without_builds(
     the index with uv's own connections. True when that resolved everything; any failure
     leaves the answer to the sandboxed resolution, which may run metadata hooks."""
     assert target.interpreter is not None
-    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, out.parent)
+    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, None)
     try:
         run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
     except CommandTimeout:
@@ -201,12 +201,13 @@ def _pip_argv(pip: list[str], urls: list[str], reqs: Path, report: Path) -> list
 
 
 def _uv_argv(
-    uv: Path, python: Path, urls: list[str], reqs: Path, out: Path, tmp: Path
+    uv: Path, python: Path, urls: list[str], reqs: Path, out: Path, tmp: Path | None
 ) -> list[str]:
     """`uv pip compile` as close to pip's resolution as uv goes: no config files, the
     target's interpreter (its markers), every index one pool (`unsafe-best-match`, pip's
-    rule), no interpreter downloads, a cache of its own for this resolution; a pylock out,
-    whose files (URLs, sha256) spare reading the members' pages again."""
+    rule), no interpreter downloads, a cache of its own for this resolution (in `tmp`; none:
+    uv's own temporary one, which it removes faster than this process would); a pylock
+    out, whose files (URLs, sha256) spare reading the members' pages again."""
     return [
         str(uv),
         "pip",
@@ -222,8 +223,7 @@ def _uv_argv(
         *(a for u in urls[1:] for a in ("--extra-index-url", u)),
         "--index-strategy",
         "unsafe-best-match",
-        "--cache-dir",
-        str(tmp / "uv-cache"),
+        *(("--cache-dir", str(tmp / "uv-cache")) if tmp is not None else ("--no-cache",)),
         "--no-header",
         "--no-annotate",
         "--format",
