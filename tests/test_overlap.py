@@ -121,3 +121,32 @@ def test_a_resolved_targets_builds_start_while_another_target_resolves(
         ("cp312-cpu-auto", "pw-ovl-gate"): "built",
     }, got
     assert len(list(wh.glob("logs/pw-ovl-1.0-*.log"))) == 1
+
+
+def test_a_later_target_that_fails_to_resolve_stops_the_run_and_publishes_nothing(
+    fresh_upstream: Upstream, tmp_path: Path
+) -> None:
+    for py in PYTHONS:
+        if interpreters.find_interpreter(py)[0] is None:
+            missing(f"CPython {py} is not installed (pyenv install {py})")
+    fresh_upstream.add_sdist(
+        "pw-ovl-bad",
+        "1.0",
+        {"pw_ovl_bad/__init__.py": ""},
+        deps=["pw-ovl-nonesuch==1.0; python_version >= '3.12'"],
+    )
+    config = tmp_path / "prewheel.toml"
+    config.write_text(
+        f'[index]\nupstream = "{fresh_upstream.url}"\n[targets]\n'
+        f'python = {json.dumps(list(PYTHONS))}\naccel = ["cpu"]\npolicy = ["auto"]\n'
+    )
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-ovl-bad==1.0\n")
+    wh = tmp_path / "wh"
+    proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
+    assert proc.returncode == 2, proc.stderr + proc.stdout
+    assert "cp312" in proc.stderr and "pw-ovl-nonesuch" in proc.stderr, proc.stderr
+    # The cp311 build may have run meanwhile: its wheel may wait in staging/ (the next run
+    # takes it, verified, instead of building again), but nothing is published.
+    assert not list((wh / "files").rglob("*.whl")), "published though the plan failed"
+    assert not (wh / "cpu" / "simple" / "pw-ovl-bad").exists()
