@@ -9,16 +9,19 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import ssl
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from packaging.utils import (
     InvalidSdistFilename,
@@ -74,6 +77,13 @@ class UpstreamFile:
         )
         assert parsed is not None
         return parsed
+
+
+def file_from_lock(filename: str, url: str, sha256: str | None) -> UpstreamFile | None:
+    """A file a lock names (pylock: its URL and hashes; the requires-python and yanked
+    status already applied by the resolver that chose it); None for a name that is no
+    wheel or sdist."""
+    return _parse_file(filename, url, {"sha256": sha256} if sha256 else {}, None, False)
 
 
 @functools.lru_cache(maxsize=1)
@@ -169,26 +179,148 @@ def _project_url(index_url: str, project: str) -> str:
     return urllib.parse.urljoin(base, canonicalize_name(project) + "/")
 
 
+class _Answer(NamedTuple):
+    status: int
+    headers: Message
+    body: bytes
+    url: str  # after redirects
+
+
+# Index pages are read many at once (a closure's 100+ pages, 16 threads). A connection per
+# request means a name lookup and a TLS handshake per page, and many lookups at once stall
+# in the system's resolver (5 s timeouts, or failures): each thread keeps one connection
+# per host open, and a host's addresses are looked up once per process.
+_LOCAL = threading.local()
+_DNS_LOCK = threading.Lock()
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@functools.lru_cache(maxsize=64)
+def _lookup(host: str, port: int) -> tuple[str, int]:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    addr = info[0][4]
+    return str(addr[0]), int(addr[1])
+
+
+def _address(host: str, port: int) -> tuple[str, int]:
+    with _DNS_LOCK:
+        return _lookup(host, port)
+
+
+def _connection(scheme: str, host: str, port: int) -> http.client.HTTPConnection:
+    pool: dict[tuple[str, str, int], http.client.HTTPConnection] = _LOCAL.__dict__.setdefault(
+        "pool", {}
+    )
+    conn = pool.get((scheme, host, port))
+    if conn is None:
+        if scheme == "https":
+            conn = http.client.HTTPSConnection(host, port, timeout=TIMEOUT, context=_ssl_context())
+        else:
+            conn = http.client.HTTPConnection(host, port, timeout=TIMEOUT)
+
+        def create(
+            addr: tuple[str, int], timeout: float | None = None, source: Any = None
+        ) -> socket.socket:
+            return socket.create_connection(_address(*addr), timeout, source)
+
+        conn._create_connection = create  # type: ignore[attr-defined]
+        pool[(scheme, host, port)] = conn
+    return conn
+
+
+def _drop(scheme: str, host: str, port: int) -> None:
+    conn = _LOCAL.__dict__.get("pool", {}).pop((scheme, host, port), None)
+    if conn is not None:
+        conn.close()
+
+
+def _get(url: str, headers: dict[str, str]) -> _Answer:
+    """A GET of a small resource (an index page), its status as it came (304, 404 too): on
+    this thread's kept-alive connection to the host, or through urllib where a proxy is
+    configured, the scheme is not HTTP, or the server redirects."""
+    stamp.volatile(url)
+    parts = urllib.parse.urlsplit(url)
+    scheme, host = parts.scheme, parts.hostname
+    if scheme not in ("http", "https") or not host or scheme in urllib.request.getproxies():
+        return _get_urllib(url, headers)
+    port = parts.port or (443 if scheme == "https" else 80)
+    path = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
+    for attempt in range(ATTEMPTS):
+        conn = _connection(scheme, host, port)
+        try:
+            conn.request("GET", path, headers={"User-Agent": "prewheel", **headers})
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            _drop(scheme, host, port)  # a kept-alive connection the server closed, a reset
+            if attempt + 1 == ATTEMPTS:
+                raise UpstreamError(f"cannot read {url}: {exc}") from exc
+            check_stop()
+            continue
+        if resp.will_close:
+            _drop(scheme, host, port)
+        if resp.status in _REDIRECTS:
+            return _get_urllib(url, headers)
+        return _Answer(resp.status, resp.headers, body, url)
+    raise AssertionError("unreachable")
+
+
+def _get_urllib(url: str, headers: dict[str, str]) -> _Answer:
+    req = urllib.request.Request(url, headers=headers)
+    try:
+        with _urlopen(req) as resp:
+            try:
+                return _Answer(resp.status, resp.headers, resp.read(), resp.geturl())
+            except OSError as exc:
+                raise UpstreamError(f"cannot read {url}: {exc}") from exc
+    except FileNotFoundError:
+        return _Answer(404, Message(), b"", url)
+    except UpstreamError as exc:
+        cause = exc.__cause__
+        if isinstance(cause, urllib.error.HTTPError) and cause.code == 304:
+            return _Answer(304, Message(), b"", url)
+        raise
+
+
+def _read_page(url: str) -> _Answer | None:
+    """The page's answer; None when the index does not know the project (404)."""
+    answer = _get(url, {"Accept": ACCEPT})
+    if answer.status == 404:
+        return None
+    if answer.status != 200:
+        raise UpstreamError(f"{url}: HTTP {answer.status}")
+    return answer
+
+
+def _validator(url: str, answer: _Answer | None) -> Validator:
+    if answer is None:
+        return Validator(url=url, etag=None, last_modified=None, digest=None)
+    return Validator(
+        url=url,
+        etag=answer.headers.get("ETag"),
+        last_modified=_settled(answer.headers.get("Last-Modified"), answer.headers.get("Date")),
+        digest=hashlib.sha256(answer.body).hexdigest(),
+    )
+
+
 @functools.lru_cache(maxsize=4096)
 def project_page(index_url: str, project: str) -> tuple[tuple[UpstreamFile, ...] | None, Validator]:
     """All files of `project` on the index (None if the index does not know the project),
     and the page's validator."""
     url = _project_url(index_url, project)
-    try:
-        with open_url(url, ACCEPT) as resp:
-            try:
-                body = resp.read()
-            except OSError as exc:
-                raise UpstreamError(f"cannot read {url}: {exc}") from exc
-            ctype, final = resp.headers.get("Content-Type", ""), resp.geturl()
-            etag = resp.headers.get("ETag")
-            modified = _settled(resp.headers.get("Last-Modified"), resp.headers.get("Date"))
-    except FileNotFoundError:
-        return None, Validator(url=url, etag=None, last_modified=None, digest=None)
-    validator = Validator(
-        url=url, etag=etag, last_modified=modified, digest=hashlib.sha256(body).hexdigest()
-    )
-    return _page_files(body, ctype, final), validator
+    answer = _read_page(url)
+    if answer is None:
+        return None, _validator(url, None)
+    files = _page_files(answer.body, answer.headers.get("Content-Type", ""), answer.url)
+    return files, _validator(url, answer)
+
+
+def page_validator(index_url: str, project: str) -> Validator:
+    """The validator of `project`'s page, its files not parsed: what a cached resolution
+    whose files came from the resolver's own answer keeps (a page of a big project lists
+    tens of thousands of files)."""
+    url = _project_url(index_url, project)
+    return _validator(url, _read_page(url))
 
 
 # A Last-Modified this close to the response's Date may hide a change made in the same second
@@ -225,21 +357,14 @@ def unchanged(validator: Validator) -> bool:
         headers["If-None-Match"] = validator.etag
     if validator.last_modified:
         headers["If-Modified-Since"] = validator.last_modified
-    stamp.volatile(validator.url)
-    req = urllib.request.Request(validator.url, headers=headers)
-    try:
-        with _urlopen(req) as resp:
-            body = resp.read()
-    except FileNotFoundError:
+    answer = _get(validator.url, headers)
+    if answer.status == 404:
         return validator.digest is None
-    except UpstreamError as exc:
-        cause = exc.__cause__
-        if isinstance(cause, urllib.error.HTTPError) and cause.code == 304:
-            return validator.digest is not None
-        raise
-    except OSError as exc:
-        raise UpstreamError(f"cannot read {validator.url}: {exc}") from exc
-    return hashlib.sha256(body).hexdigest() == validator.digest
+    if answer.status == 304:
+        return validator.digest is not None
+    if answer.status != 200:
+        raise UpstreamError(f"{validator.url}: HTTP {answer.status}")
+    return hashlib.sha256(answer.body).hexdigest() == validator.digest
 
 
 def _page_files(body: bytes, ctype: str, final: str) -> tuple[UpstreamFile, ...]:

@@ -104,8 +104,12 @@ def real_index(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield f"{base}/simple/", data
 
 
-def _plan(root: Path, index_url: str, top: list[str], resolver: str) -> dict[str, dict[str, str]]:
-    """Per target, the closure `prewheel plan` resolved with `resolver`."""
+Chosen = dict[str, dict[str, tuple[str, str, str | None, str | None, str | None]]]
+
+
+def _plan(root: Path, index_url: str, top: list[str], resolver: str) -> Chosen:
+    """Per target, the closure `prewheel plan` resolved with `resolver`: each member's
+    version, and what the plan takes of it (the action, the file, its URL and sha256)."""
     config = root / f"{resolver}.toml"
     config.write_text(
         to_toml(
@@ -121,9 +125,15 @@ def _plan(root: Path, index_url: str, top: list[str], resolver: str) -> dict[str
         "plan", "-r", reqs, "-c", config, "--wheelhouse", root / "wh", "--json", "--allow-unpinned"
     )
     assert proc.returncode == 0, proc.stderr
-    out: dict[str, dict[str, str]] = {}
+    out: Chosen = {}
     for item in json.loads(proc.stdout)["items"]:
-        out.setdefault(item["target"], {})[item["name"]] = item["version"]
+        out.setdefault(item["target"], {})[item["name"]] = (
+            item["version"],
+            item["action"],
+            item["file"],
+            item["url"],
+            item["sha256"],
+        )
     return out
 
 
@@ -134,8 +144,10 @@ def test_uv_and_pip_resolve_a_real_closure_to_the_same_pins(
         if interpreters.find_interpreter(py)[0] is None:
             missing(f"CPython {py} is not installed (pyenv install {py})")
     index_url, data = real_index
-    by_pip = _plan(tmp_path, index_url, data["top"], "pip")
-    by_uv = _plan(tmp_path, index_url, data["top"], "uv")
+    chosen_by_pip = _plan(tmp_path, index_url, data["top"], "pip")
+    chosen_by_uv = _plan(tmp_path, index_url, data["top"], "uv")
+    by_pip = {t: {n: c[0] for n, c in pins.items()} for t, pins in chosen_by_pip.items()}
+    by_uv = {t: {n: c[0] for n, c in pins.items()} for t, pins in chosen_by_uv.items()}
     assert len(by_pip) == len(PYTHONS), by_pip.keys()
     assert by_uv.keys() == by_pip.keys()
     for target, pins in by_pip.items():
@@ -148,6 +160,15 @@ def test_uv_and_pip_resolve_a_real_closure_to_the_same_pins(
         version = f"/{target[2]}.{target[3:].split('-')[0]}."  # cp311-... -> "/3.11."
         (captured,) = [r for path, r in data["resolved_by_pip"].items() if version in path]
         assert pins == captured, target
+    # uv's answer names the files itself (its pylock), pip's path reads every member's page:
+    # the plan takes the same file of every member either way.
+    for target, chosen in chosen_by_pip.items():
+        diff = {
+            n: (c, chosen_by_uv[target][n])
+            for n, c in chosen.items()
+            if chosen_by_uv[target][n] != c
+        }
+        assert not diff, f"{target}: the plan takes other files (pip, uv): {diff}"
     # The markers matter: the two Pythons' closures are not the same set.
     first, second = by_pip.values()
     assert first != second

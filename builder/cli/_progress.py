@@ -38,6 +38,7 @@ class Progress:
         self.done = 0
         self.lock = threading.Lock()
         self.live: Live | None = None
+        self.planning: str | None = "planning"  # what the plan is doing, until it is whole
 
     def __enter__(self) -> Progress:
         if self.live_mode:
@@ -66,6 +67,8 @@ class Progress:
                 grid.add_row(
                     Text(name, style="bold"), Text(target), Text(step), f"{now - since:5.1f}s"
                 )
+            if self.planning is not None:
+                grid.add_row(Text("plan", style="bold"), Text(self.planning), "", "")
             width = 30
             filled = int(width * self.done / max(1, self.total))
             grid.add_row(
@@ -75,6 +78,17 @@ class Progress:
                 "",
             )
         return grid
+
+    def note(self, text: str) -> None:
+        """What the plan is doing (resolving a target, reading pages), while builds run."""
+        with self.lock:
+            self.planning = text
+
+    def planned(self, total: int) -> None:
+        """The whole plan is in: `total` items."""
+        with self.lock:
+            self.planning = None
+            self.total = total
 
     def step(self, item: PlanItem, step: str) -> None:
         key = (item.name, item.target.name)

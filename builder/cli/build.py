@@ -12,10 +12,10 @@ from packaging.utils import canonicalize_name
 from rich.console import Console
 
 from .. import stamp
-from ..pipeline import execute
-from ..stages.plan import make_plan
+from ..pipeline import execute_waves
+from ..stages.plan import Plan, PlanItem, assemble, plan_waves
 from ..wheelhouse import Wheelhouse
-from ._common import guarded_run, load_inputs, planning
+from ._common import guarded_run, load_inputs
 from ._options import build_options
 from ._progress import Progress, print_summary
 
@@ -63,24 +63,33 @@ def command(
     with stamp.recording(wheelhouse) as recorder, guarded_run():
         config, pins, selected = load_inputs(requirements, config_path, targets)
         wh = Wheelhouse(wheelhouse)
-        with planning(console, len(selected), quiet=quiet or as_json) as say:
-            plan = make_plan(
+        only: set[str] | None = {canonicalize_name(p) for p in packages} if packages else None
+        for t in selected:
+            if t.missing:
+                console.print(
+                    f"target {t.name} skipped: {t.missing}", style="yellow", highlight=False
+                )
+        with Progress(0, quiet=quiet or as_json, console=console) as progress:
+            # The builds of a target start as soon as its closure is resolved.
+            waves = plan_waves(
                 selected,
                 pins,
                 config,
                 wh,
                 allow_unpinned=allow_unpinned,
                 refresh=refresh,
-                progress=say,
+                progress=progress.note,
                 keep_sources=True,  # the build reuses the sdists the plan read
             )
-        if packages:
-            plan = plan.only_building({canonicalize_name(p) for p in packages})
-        for t in plan.skipped_targets:
-            console.print(f"target {t.name} skipped: {t.missing}", style="yellow", highlight=False)
-        with Progress(len(plan.items), quiet=quiet or as_json, console=console) as progress:
-            report = execute(
-                plan,
+
+            def whole(items: list[PlanItem]) -> Plan:
+                plan = assemble(selected, pins, items)
+                return plan.only_building(only) if only is not None else plan
+
+            report = execute_waves(
+                (w.only_building(only) if only is not None else w for w in waves),
+                whole,
+                selected,
                 config,
                 wh,
                 jobs=jobs or config.jobs,
@@ -89,6 +98,7 @@ def command(
                 cache_from=cache_from,
                 requirements=str(requirements),
                 check_reproducible=check_reproducible,
+                planned=lambda plan: progress.planned(len(plan.items)),
             )
         data = report.to_json()
         if report.nothing_to_do:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import scratch
 from ..config import Config
-from ..stages.plan import Plan, sandbox_policy
+from ..stages.plan import Plan, PlanItem, Wave, sandbox_policy
 from ..stages.publish import Publisher
+from ..targets import Target
 from ..wheelhouse import Wheelhouse
 from .report import BuildReport, ItemResult, Reporter, SilentReporter
 from .scheduler import Scheduler
 from .steps import Run, Slots
 
-__all__ = ["BuildReport", "ItemResult", "Reporter", "execute"]
+__all__ = ["BuildReport", "ItemResult", "Reporter", "execute", "execute_waves"]
 
 
 def execute(
@@ -33,20 +35,72 @@ def execute(
     requirements: str | None = None,
     check_reproducible: bool = False,
 ) -> BuildReport:
-    """Run `plan` and publish what it makes: the complete report of the run.
+    """Run `plan` and publish what it makes: the complete report of the run (`execute_waves`
+    with the whole plan as one wave)."""
+    return execute_waves(
+        [Wave(items=plan.items)],
+        lambda _: plan,
+        plan.targets,
+        config,
+        wh,
+        jobs=jobs,
+        reporter=reporter,
+        retry_failed=retry_failed,
+        cache_from=cache_from,
+        requirements=requirements,
+        check_reproducible=check_reproducible,
+    )
 
-    `jobs` (0: the CPU count) bounds builds and verifications at once.
-    `check_reproducible`: every wheel built is built a second time and compared. At the end the
-    wheelhouse's status page and `targets.json` describe what it now holds.
+
+def execute_waves(
+    waves: Iterable[Wave],
+    whole: Callable[[list[PlanItem]], Plan],
+    targets: Sequence[Target],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    jobs: int = 0,
+    reporter: Reporter | None = None,
+    retry_failed: bool = False,
+    cache_from: tuple[str, ...] = (),
+    requirements: str | None = None,
+    check_reproducible: bool = False,
+    planned: Callable[[Plan], None] | None = None,
+) -> BuildReport:
+    """Run the plan as its waves come (`plan.plan_waves`: a wave's builds start while later
+    targets still resolve) and publish what it makes: the complete report of the run.
+
+    `whole` makes the plan of all the waves' items (`plan.assemble`); `planned` hears it
+    when the last wave is in. `jobs` (0: the CPU count) bounds builds and verifications at
+    once. `check_reproducible`: every wheel built is built a second time and compared. At
+    the end the wheelhouse's status page and `targets.json` describe what it now holds.
     """
     started = time.monotonic()
-    if any(i.action in ("build", "download") for i in plan.items):
-        wh.check_writable()  # a clear error before any work, not a failure per package
-        scratch.clean_stale()  # what killed runs left
     publisher = Publisher(wh)
     n = max(1, jobs or os.cpu_count() or 1)
+    closures: dict[str, Mapping[str, str]] = {}  # filled when the whole plan is in
+    done: list[Plan] = []
+
+    def planned_all(items: tuple[PlanItem, ...]) -> None:
+        plan = whole(list(items))
+        closures.update(plan.closures)
+        done.append(plan)
+        if planned is not None:
+            planned(plan)
+
+    def ready_on_first(waves: Iterable[Wave]) -> Iterator[tuple[PlanItem, ...]]:
+        """The waves' items, the store made ready when the first comes: input the plan
+        refuses (unpinned, missing upstream) leaves the wheelhouse as it was."""
+        ready = False
+        for wave in waves:
+            if not ready:
+                publisher.start(t.accel for t in targets if t.missing is None)
+                ready = True
+            yield wave.items
+        if not ready:
+            publisher.start(t.accel for t in targets if t.missing is None)
+
     with scratch.session() as work:
-        publisher.start(i.target.accel for i in plan.items)
         run = Run(
             config=config,
             wh=wh,
@@ -59,9 +113,10 @@ def execute(
             cache_from=cache_from,
             retry_failed=retry_failed,
             check_reproducible=check_reproducible,
-            closures=plan.closures,
+            closures=closures,
         )
-        results = Scheduler(run, plan.items, n).execute()
+        results = Scheduler(run, ready_on_first(waves), n, planned=planned_all).execute()
+    (plan,) = done
     publisher.finish(plan.targets)
     return BuildReport(
         results=results,

@@ -8,7 +8,7 @@ serve the other targets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from packaging.utils import NormalizedName
@@ -55,17 +55,31 @@ def group(
         else:
             assert item.key is not None
             builds.setdefault(item.key.key, []).append(item)
-    by_source: dict[str, list[Group]] = {}
-    for same_key in builds.values():
-        key = same_key[0].key
-        assert key is not None
-        by_source.setdefault(key.source_key, []).append(tuple(same_key))
     return Work(
         done=tuple(done),
         relists=tuple((e, tuple(its)) for e, its in relists.values()),
         downloads=tuple(tuple(g) for g in downloads.values()),
-        builds=tuple(tuple(groups) for groups in by_source.values()),
+        builds=_by_source(builds.values()),
     )
+
+
+def builds(items: tuple[PlanItem, ...]) -> tuple[tuple[Group, ...], ...]:
+    """The builds of `items` alone (`Work.builds`): what a wave of the plan starts."""
+    same_key: dict[str, list[PlanItem]] = {}
+    for item in items:
+        if item.action == "build":
+            assert item.key is not None
+            same_key.setdefault(item.key.key, []).append(item)
+    return _by_source(same_key.values())
+
+
+def _by_source(same_key: Iterable[list[PlanItem]]) -> tuple[tuple[Group, ...], ...]:
+    by_source: dict[str, list[Group]] = {}
+    for group in same_key:
+        key = group[0].key
+        assert key is not None
+        by_source.setdefault(key.source_key, []).append(tuple(group))
+    return tuple(tuple(groups) for groups in by_source.values())
 
 
 def by_accelerator(items: Group) -> list[Group]:

@@ -6,6 +6,13 @@ other while other packages are at other steps; a wheel whose requirements are al
 verified and published as soon as it is built and the downloads are in, the rest once every
 build is done. One failing package never stops the
 others, and nothing reaches the wheelhouse before it is verified.
+
+The items come in waves (one per interpreter, as the plan resolves them): a wave's builds
+start at once, while later targets still resolve; a build whose source an earlier wave
+builds waits for that build (a pure or abi3 wheel serves it). The cached and skipped items,
+the downloads and the verifications wait for the whole plan: a verification installs the
+target's whole closure, and a wheel is verified early only when nothing it needs is built
+in the run, which only the whole plan says.
 """
 
 from __future__ import annotations
@@ -14,11 +21,12 @@ import contextlib
 import contextvars
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import replace
 from typing import Any
 
+from .. import scratch
 from ..cmd import check_stop, request_stop
 from ..errors import Interrupted
 from ..log import working_on
@@ -31,6 +39,11 @@ from .grouping import Group
 from .report import ItemResult
 
 Built = tuple[Group, steps.Candidate, bool]  # items, their candidate, shared with others
+Planned = Callable[[tuple[PlanItem, ...]], None]
+
+
+def _nothing(_: tuple[PlanItem, ...]) -> None:
+    pass
 
 
 @contextlib.contextmanager
@@ -45,13 +58,24 @@ def _stop_on_error() -> Iterator[None]:
 
 
 class Scheduler:
-    def __init__(self, run: steps.Run, items: tuple[PlanItem, ...], jobs: int) -> None:
+    def __init__(
+        self,
+        run: steps.Run,
+        waves: Iterable[tuple[PlanItem, ...]],
+        jobs: int,
+        *,
+        planned: Planned = _nothing,
+    ) -> None:
+        """`waves`: the plan's items as they are planned; `planned` hears the whole plan's
+        items once the last wave is in, before anything but builds has started."""
         self.run = run
-        self.items = items
+        self.waves = waves
         self.jobs = jobs
+        self.planned = planned
         self.results: list[ItemResult] = []
         self._lock = threading.Lock()
         self._downloads: list[Future[None]] = []
+        self._writable = False
 
     def _finish(self, results: list[ItemResult]) -> None:
         with self._lock:
@@ -78,23 +102,57 @@ class Scheduler:
 
     def execute(self) -> list[ItemResult]:
         publisher = self.run.publisher
-        work = grouping.group(
-            self.items,
-            lambda i: publisher.superseded(i.key, i.cached_file, i.target.accel),
-        )
-        self._finish(list(work.done))
-        for entry, items in work.relists:
-            with working_on(items[0].name):
-                self._finish(steps.relist(self.run, entry, items))
         with self._pool() as downloads, _stop_on_error():
-            # Downloads run beside the builds; a verification waits for them (it installs
-            # the whole closure at its pins), a build does not.
-            self._downloads = [
-                self._submit(downloads, g[0].name, self._download, g) for g in work.downloads
-            ]
-            self._build_all(work)
+            with self._pool() as pool, self._pool() as verify_pool:
+                building, items = self._start_builds(pool)
+                self.planned(items)
+                work = grouping.group(
+                    items, lambda i: publisher.superseded(i.key, i.cached_file, i.target.accel)
+                )
+                self._before_work(work.downloads)
+                self._finish(list(work.done))
+                for entry, group in work.relists:
+                    with working_on(group[0].name):
+                        self._finish(steps.relist(self.run, entry, group))
+                # Downloads run beside the builds; a verification waits for them (it installs
+                # the whole closure at its pins), a build does not.
+                self._downloads = [
+                    self._submit(downloads, g[0].name, self._download, g) for g in work.downloads
+                ]
+                self._verify_built(building, work, verify_pool)
             self._await_downloads()
         return self.results
+
+    def _before_work(self, work: Iterable[object]) -> None:
+        """Before the first build or download: a clear error when the wheelhouse cannot be
+        written (not a failure per package), and what killed runs left removed."""
+        if not self._writable and any(True for _ in work):
+            self.run.wh.check_writable()
+            scratch.clean_stale()
+            self._writable = True
+
+    def _start_builds(
+        self, pool: ThreadPoolExecutor
+    ) -> tuple[list[Future[list[Built]]], tuple[PlanItem, ...]]:
+        """Every wave's builds started as the wave comes; all the items, once all came."""
+        building: list[Future[list[Built]]] = []
+        firsts: dict[str, Future[steps.Candidate | None]] = {}
+        items: list[PlanItem] = []
+        for wave in self.waves:
+            items += wave
+            sources = grouping.builds(wave)
+            self._before_work(sources)
+            for groups in sources:
+                key = groups[0][0].key
+                assert key is not None
+                first = firsts.get(key.source_key)
+                mine: Future[steps.Candidate | None] | None = None
+                if first is None:
+                    mine = firsts[key.source_key] = Future()
+                building.append(
+                    self._submit(pool, groups[0][0].name, self._build_source, groups, first, mine)
+                )
+        return building, tuple(items)
 
     def _download(self, items: Group) -> None:
         self._finish(steps.download(self.run, items))
@@ -105,31 +163,31 @@ class Scheduler:
         for f in self._downloads:
             f.result()
 
-    def _build_all(self, work: grouping.Work) -> None:
+    def _verify_built(
+        self,
+        building: list[Future[list[Built]]],
+        work: grouping.Work,
+        verify_pool: ThreadPoolExecutor,
+    ) -> None:
         built: list[Built] = []
         later: list[Built] = []
-        with self._pool() as pool, self._pool() as verify_pool, _stop_on_error():
-            building = [
-                self._submit(pool, groups[0][0].name, self._build_source, groups)
-                for groups in work.builds
-            ]
-            verifying = []
-            for f in as_completed(building):
-                for entry in f.result():
-                    built.append(entry)
-                    if grouping.verify_now(requires_names(entry[1].wheel), work.building):
-                        verifying.append(
-                            self._submit(
-                                verify_pool, entry[0][0].name, self._verify, entry, list(built)
-                            )
+        verifying: list[Future[list[ItemResult]]] = []
+        for f in as_completed(building):
+            for entry in f.result():
+                built.append(entry)
+                if grouping.verify_now(requires_names(entry[1].wheel), work.building):
+                    verifying.append(
+                        self._submit(
+                            verify_pool, entry[0][0].name, self._verify, entry, list(built)
                         )
-                    else:
-                        later.append(entry)
-            verifying += [
-                self._submit(verify_pool, e[0][0].name, self._verify, e, built) for e in later
-            ]
-            for f in verifying:
-                self._finish(f.result())
+                    )
+                else:
+                    later.append(entry)
+        verifying += [
+            self._submit(verify_pool, e[0][0].name, self._verify, e, built) for e in later
+        ]
+        for v in verifying:
+            self._finish(v.result())
 
     def _verify(self, entry: Built, built: list[Built]) -> list[ItemResult]:
         self._await_downloads()
@@ -139,22 +197,40 @@ class Scheduler:
         links |= {c.wheel.parent for _, c, _ in built}
         return steps.verify_and_publish(self.run, items, cand, sorted(links), shared=shared)
 
-    def _build_source(self, groups: tuple[Group, ...]) -> list[Built]:
-        """Builds from one source: the first builds; if its wheel is pure, it serves all; if
-        it is abi3, it serves every other Python whose tags accept it."""
-        out = self._build_group(groups[0])
-        first = out[0][1] if len(out) == 1 else None
-        for items in groups[1:]:
+    def _build_source(
+        self,
+        groups: tuple[Group, ...],
+        first: Future[steps.Candidate | None] | None,
+        mine: Future[steps.Candidate | None] | None,
+    ) -> list[Built]:
+        """Builds from one source: the first builds (`mine` says what it made); if its wheel
+        is pure, it serves all; if it is abi3, it serves every other Python whose tags accept
+        it. Groups of a later wave wait for the first build of an earlier one (`first`)."""
+        out: list[Built] = []
+        rest = groups
+        if first is None:
+            assert mine is not None
+            try:
+                out = self._build_group(groups[0])
+            except BaseException as exc:
+                mine.set_exception(exc)
+                raise
+            made = out[0][1] if len(out) == 1 else None
+            mine.set_result(made)
+            rest = groups[1:]
+        else:
+            made = first.result()
+        for items in rest:
             key = items[0].key
             assert key is not None
-            if first is not None and is_pure(first.wheel):
-                out.append((items, first, True))  # listed again after verification
+            if made is not None and is_pure(made.wheel):
+                out.append((items, made, True))  # listed again after verification
             elif (
-                first is not None
-                and is_abi3(first.wheel)
-                and grouping.abi3_serves(first.key, first.wheel.name, key, items[0].target)
+                made is not None
+                and is_abi3(made.wheel)
+                and grouping.abi3_serves(made.key, made.wheel.name, key, items[0].target)
             ):
-                out.append((items, first, True))
+                out.append((items, made, True))
             else:
                 out += self._build_group(items)
         return out

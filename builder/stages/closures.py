@@ -8,6 +8,11 @@ can change when upstream does, so a warm run asks the index, with one conditiona
 member's page (ETag / If-Modified-Since), whether any changed, and resolves again only when
 one did. Pages of projects outside the closure cannot change its answer unless a member's
 page changes first (a new version, a new dependency), so they are not asked about.
+
+uv's answer names each member's files for the target's interpreter: where those settle what
+the plan takes (a wheel the target accepts), the member's page is only hashed for its
+validator, never parsed; pip's answer, or a member those files do not settle, has its page
+read.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
+from packaging import tags
 from packaging.version import Version
 
 from ..config import Config
@@ -29,10 +35,11 @@ from ..errors import WheelhouseWriteError
 from ..requirements import Pin
 from ..sandbox import Policy, policy
 from ..targets import Target
-from ..upstream import UpstreamFile, Validator, project_page, unchanged
+from ..targets.policy import platforms
+from ..upstream import UpstreamFile, Validator, page_validator, project_page, unchanged
 from ..wheelhouse import Wheelhouse, atomic_write_json
 from . import constraints
-from .resolve import Resolved, resolve_closure
+from .resolve import Answer, Resolved, resolve_closure
 
 Progress: TypeAlias = Callable[[str], None]
 Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
@@ -98,6 +105,67 @@ def _pages(
         for r in members
     }
     return files, [pages[p][1] for p in pairs]
+
+
+def settled_by_answer(
+    target: Target, files: list[UpstreamFile] | None, *, force_build: bool, hashes: bool
+) -> bool:
+    """Whether uv's files for a member choose what its page's files would: a wheel the
+    target accepts is among them (uv lists every wheel the interpreter accepts, the target's
+    tags being a part of those), or the member is built and uv named its `.tar.gz` sdist.
+    `--hash` pins choose among every file of the page: those members read it."""
+    if files is None or hashes:
+        return False
+    if not force_build and any(f.is_wheel and target.accepts(f.filename) for f in files):
+        return True
+    return any(f.is_sdist and f.filename.endswith(".tar.gz") for f in files)
+
+
+def answer_covers(target: Target, upstreams: tuple[str, ...]) -> bool:
+    """Whether uv's answer can stand for the pages at all: one index (with more, the pages
+    of all are merged, uv takes one), and every platform of the target's policy one the
+    interpreter accepts on this machine (uv lists the wheels for the interpreter)."""
+    if len(upstreams) != 1:
+        return False
+    here = set(tags.platform_tags())
+    return all(p in here for p in platforms(target.policy))
+
+
+def _files(
+    target: Target,
+    pins: list[Pin],
+    config: Config,
+    answer: Answer,
+    *,
+    validators: bool,
+    say: Progress,
+) -> tuple[dict[str, list[UpstreamFile]], list[Validator]]:
+    """Each member's files: uv's where they settle the plan's choice, else its page's; and
+    the validator of every member's page (`validators`: a closure the pins fix needs none)."""
+    upstreams = config.upstreams(target.accel)
+    given = answer.files if answer.files is not None and answer_covers(target, upstreams) else {}
+    hashed = {p.name for p in pins if p.hashes}
+    settled = {
+        r.name
+        for r in answer.closure
+        if settled_by_answer(
+            target,
+            given.get(r.name),
+            force_build=config.package(r.name).force_build,
+            hashes=r.name in hashed,
+        )
+    }
+    unsettled = [r for r in answer.closure if r.name not in settled]
+    if unsettled:
+        say(f"{target.name}: reading the index pages of {len(unsettled)} project(s)")
+    files, read = _pages(upstreams, unsettled)
+    files.update({n: given[n] for n in settled})
+    if not validators:
+        return files, []
+    hashed_only = [(u, n) for n in sorted(settled) for u in upstreams]
+    if hashed_only:
+        say(f"{target.name}: noting the state of {len(hashed_only)} index page(s)")
+    return files, read + in_threads(lambda p: page_validator(*p), hashed_only, PAGE_THREADS)
 
 
 def still_valid(validators: Sequence[Validator]) -> bool:
@@ -179,8 +247,9 @@ def resolve_cached(
             return _RESOLVED[key]
         found = None if refresh else _cached(path, target=target, progress=progress)
         if found is None:
-            fresh = _resolve(target, pins, config, wh, progress)
-            if write if write is not None else wh.root.is_dir():
+            keep = write if write is not None else wh.root.is_dir()
+            fresh = _resolve(target, pins, config, wh, progress, validators=keep)
+            if keep:
                 _write(path, fresh, pins)
             found = fresh[:2]
         _RESOLVED[key] = found
@@ -188,12 +257,20 @@ def resolve_cached(
 
 
 def _resolve(
-    target: Target, pins: list[Pin], config: Config, wh: Wheelhouse, say: Progress
+    target: Target,
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    say: Progress,
+    *,
+    validators: bool,
 ) -> Resolution:
+    """The closure, its members' files, and (`validators`: for a resolution to be kept) the
+    validators of their pages."""
     upstreams = config.upstreams(target.accel)
     say(f"{target.name}: {config.resolver} resolves {len(pins)} pin(s) against "
         f"{' + '.join(upstreams)}")  # fmt: skip
-    closure = resolve_closure(
+    answer = resolve_closure(
         target,
         pins,
         upstreams,
@@ -201,16 +278,21 @@ def _resolve(
         timeout=config.resolve_timeout,
         resolver=config.resolver,
     )
+    closure = answer.closure
     # A closure the config's `requires` refuse is bad input: refused before it is cached.
     constraints.check(target, {r.name: r.version for r in closure}, config, pins)
-    say(f"{target.name}: reading the index pages of {len(closure)} project(s)")
-    files, validators = _pages(upstreams, closure)
-    return closure, files, validators
+    keep = validators and not _pinned(closure, pins)
+    return (closure, *_files(target, pins, config, answer, validators=keep, say=say))
+
+
+def _pinned(closure: list[Resolved], pins: list[Pin]) -> bool:
+    """Whether the input pins the whole closure (no page can change it)."""
+    return {r.name for r in closure} <= {p.name for p in pins if p.version}
 
 
 def _write(path: Path, found: Resolution, pins: list[Pin]) -> None:
     closure, files, validators = found
-    pinned = {r.name for r in closure} <= {p.name for p in pins if p.version}
+    pinned = _pinned(closure, pins)
     with contextlib.suppress(WheelhouseWriteError):  # read-only: resolved again next time
         atomic_write_json(
             path,
@@ -225,23 +307,3 @@ def _write(path: Path, found: Resolution, pins: list[Pin]) -> None:
                 "validators": [] if pinned else [v.to_json() for v in validators],
             },
         )
-
-
-def resolve_all(
-    targets: Sequence[Target],
-    pins: list[Pin],
-    config: Config,
-    wh: Wheelhouse,
-    *,
-    refresh: bool,
-    progress: Progress = _quiet,
-    write: bool | None = None,
-) -> list[Closure]:
-    """`resolve_cached` for every target at once (each resolver waits on the index and its
-    own subprocess most of the time), in the order of `targets`; the first target's error
-    is raised."""
-
-    def one(t: Target) -> Closure:
-        return resolve_cached(t, pins, config, wh, refresh=refresh, progress=progress, write=write)
-
-    return in_threads(one, targets, max(1, len(targets)))

@@ -1,10 +1,17 @@
 """The plan: per (target, package) of the resolved closure, `cached`, `download`, `build` or
-`skip`, and for a build the cache key it is built under, settled here once."""
+`skip`, and for a build the cache key it is built under, settled here once.
+
+Every target is resolved at once; the plan comes in waves, one per interpreter (the targets
+of one interpreter are planned together: whether a package varies by accelerator is read
+from all their closures), in the order of the targets, each as soon as its closures are
+resolved, so that `build` can start a wave's builds while later targets still resolve."""
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from typing import Any, Literal, TypeAlias
@@ -23,7 +30,7 @@ from ..upstream import UpstreamFile
 from ..wheelhouse import Wheelhouse
 from . import accel, classify, constraints
 from .classify import SdistScan, SourceScanner
-from .closures import Closure, resolve_all, resolve_cached, sandbox_policy, upstream_files
+from .closures import Closure, resolve_cached, sandbox_policy, upstream_files
 from .keys import compute
 
 __all__ = ["Closure", "resolve_cached", "sandbox_policy", "upstream_files"]
@@ -382,6 +389,98 @@ def closures_by_accel(
     return out
 
 
+@dataclass(frozen=True, kw_only=True)
+class Wave:
+    """The items of the targets of one interpreter, planned as soon as their closures are
+    resolved (in the order of the targets)."""
+
+    items: tuple[PlanItem, ...]
+
+    def only_building(self, names: set[str]) -> Wave:
+        """The wave with builds limited to `names` (`Plan.only_building`)."""
+        kept = tuple(i for i in self.items if i.action != "build" or i.name in names)
+        return replace(self, items=kept)
+
+
+def plan_waves(
+    targets: list[Target],
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    *,
+    allow_unpinned: bool = False,
+    refresh: bool = False,
+    progress: Progress = _quiet,
+    keep_sources: bool | None = None,
+) -> Iterator[Wave]:
+    """The plan for `targets`, wave by wave; `progress` hears what is being resolved (it
+    takes seconds). Each sdist to build is read to decide whether it is accelerator-specific:
+    kept in the wheelhouse (`keep_sources`; by default when one exists) for the build to
+    reuse, as are the resolutions (`closures`). A resolution that fails raises when its wave
+    is due (the first target's error first), naming a pin upstream lacks if one does."""
+    check_pins(pins, allow_unpinned=allow_unpinned)
+    usable = [t for t in targets if t.missing is None]
+    keep = wh.root.is_dir() if keep_sources is None else keep_sources
+    by_interpreter: dict[str, list[Target]] = {}
+    for t in usable:
+        assert t.interpreter is not None
+        by_interpreter.setdefault(str(t.interpreter.path), []).append(t)
+    scanner = SourceScanner(wh, keep=keep)
+    pool = ThreadPoolExecutor(max_workers=max(1, len(usable)), thread_name_prefix="resolve")
+    try:
+        # Each resolver waits on the index and its own subprocess most of the time.
+        resolving: dict[Target, Future[Closure]] = {
+            t: pool.submit(
+                contextvars.copy_context().run,
+                resolve_cached,
+                t,
+                pins,
+                config,
+                wh,
+                refresh=refresh,
+                progress=progress,
+                write=keep,
+            )
+            for t in usable
+        }
+        for interp, group in by_interpreter.items():
+            try:
+                closures = {t: resolving[t].result() for t in group}
+            except ResolutionError:
+                for upstreams in dict.fromkeys(config.upstreams(t.accel) for t in usable):
+                    check_upstream(pins, upstreams)  # names a missing pin, if one is
+                raise
+            by_accel = closures_by_accel(closures)[interp]
+            items = [
+                item
+                for t in group
+                for item in plan_target(
+                    t, pins, config, wh, resolved=closures[t], scan=scanner, by_accel=by_accel
+                )
+            ]
+            yield Wave(items=tuple(items))
+    finally:
+        # A run that stops (an error, a signal) does not wait for the other resolutions.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def assemble(targets: list[Target], pins: list[Pin], items: list[PlanItem]) -> Plan:
+    """The whole plan from its waves' items: in the order of the targets."""
+    pinned = {p.name for p in pins if p.version}
+    order = {t.name: k for k, t in enumerate(targets)}
+    ordered = sorted(items, key=lambda i: order[i.target.name])  # stable: closure order kept
+    usable = [t for t in targets if t.missing is None]
+    return Plan(
+        items=tuple(ordered),
+        targets=tuple(targets),
+        skipped_targets=tuple(t for t in targets if t.missing),
+        unpinned=tuple(sorted({i.name for i in ordered} - pinned)),
+        closures={
+            t.name: {i.name: i.version for i in ordered if i.target.name == t.name} for t in usable
+        },
+    )
+
+
 def make_plan(
     targets: list[Target],
     pins: list[Pin],
@@ -393,43 +492,15 @@ def make_plan(
     progress: Progress = _quiet,
     keep_sources: bool | None = None,
 ) -> Plan:
-    """The plan for `targets`; `progress` hears what is being resolved (it takes seconds).
-    Each sdist to build is read to decide whether it is accelerator-specific: kept in the
-    wheelhouse (`keep_sources`; by default when one exists) for the build to reuse, as are
-    the resolutions (`closures`)."""
-    check_pins(pins, allow_unpinned=allow_unpinned)
-    usable = [t for t in targets if t.missing is None]
-    keep = wh.root.is_dir() if keep_sources is None else keep_sources
-    try:
-        resolved = resolve_all(
-            usable, pins, config, wh, refresh=refresh, progress=progress, write=keep
-        )
-    except ResolutionError:
-        for upstreams in dict.fromkeys(config.upstreams(t.accel) for t in usable):
-            check_upstream(pins, upstreams)  # names a missing pin, if one is
-        raise
-    closures: dict[Target, Closure] = dict(zip(usable, resolved, strict=True))
-    by_interp = closures_by_accel(closures)
-    scanner = SourceScanner(wh, keep=keep)
-    items: list[PlanItem] = []
-    for target in usable:
-        assert target.interpreter is not None
-        items += plan_target(
-            target,
-            pins,
-            config,
-            wh,
-            resolved=closures[target],
-            scan=scanner,
-            by_accel=by_interp[str(target.interpreter.path)],
-        )
-    pinned = {p.name for p in pins if p.version}
-    return Plan(
-        items=tuple(items),
-        targets=tuple(targets),
-        skipped_targets=tuple(t for t in targets if t.missing),
-        unpinned=tuple(sorted({i.name for i in items} - pinned)),
-        closures={
-            t.name: {i.name: i.version for i in items if i.target.name == t.name} for t in usable
-        },
+    """The whole plan for `targets` at once (`plan_waves`, every wave waited for)."""
+    waves = plan_waves(
+        targets,
+        pins,
+        config,
+        wh,
+        allow_unpinned=allow_unpinned,
+        refresh=refresh,
+        progress=progress,
+        keep_sources=keep_sources,
     )
+    return assemble(targets, pins, [i for w in waves for i in w.items])

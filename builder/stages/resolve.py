@@ -1,17 +1,20 @@
 """Resolving the pinned closure with the target's own interpreter: uv's resolver (seconds),
-or pip's (the reference; `[index] resolver = "pip"`)."""
+or pip's (the reference; `[index] resolver = "pip"`). uv answers with a pylock (PEP 751):
+each member's version and the files it would install for this interpreter, so those need
+not be read from the index again."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import re
+import sys
 import tempfile
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
 from packaging.utils import NormalizedName, canonicalize_name
 
 from .. import scratch, stamp, tools
@@ -23,6 +26,12 @@ from ..log import get_logger
 from ..requirements import Pin
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
+from ..upstream import UpstreamFile, file_from_lock
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +39,16 @@ class Resolved:
     name: str
     version: str
     requested: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Answer:
+    """A resolver's answer: the closure and, from uv, each member's files as uv lists them
+    (`files` None from pip): the wheels this interpreter accepts, and the sdist unless uv
+    resolved with `--no-build`."""
+
+    closure: list[Resolved]
+    files: dict[str, list[UpstreamFile]] | None
 
 
 def resolve_closure(
@@ -40,7 +59,7 @@ def resolve_closure(
     policy: Policy,
     timeout: float,
     resolver: str = "uv",
-) -> list[Resolved]:
+) -> Answer:
     """The closure of `pins` for `target`, with its own interpreter: `uv pip compile
     --python` (seconds) or `pip install --dry-run --ignore-installed --report` (the
     reference), against the target accelerator's indexes (the first, then the extra ones,
@@ -80,7 +99,7 @@ def _resolve_once(
     policy: Policy,
     timeout: float,
     resolver: str,
-) -> list[Resolved]:
+) -> Answer:
     assert target.interpreter is not None
     stamp.volatile(f"{resolver} to resolve the closure for {target.name}")
     scratch.clean_stale()  # what killed runs left
@@ -93,7 +112,7 @@ def _resolve_once(
         )
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
-        out = Path(tmp) / ("out.txt" if uv else "report.json")
+        out = Path(tmp) / ("pylock.toml" if uv else "report.json")
         urls = box.index_urls(upstreams)
         if uv is not None:
             argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp))
@@ -105,7 +124,7 @@ def _resolve_once(
         try:
             if uv is not None and _without_builds(uv, target, upstreams, reqs, out, timeout):
                 text = out.read_text(encoding="utf-8")
-                return _from_uv(text, {canonicalize_name(p.name) for p in pins})
+                return _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
             with proxy or contextlib.nullcontext():
                 run(argv, step="resolve", cwd=Path(tmp), timeout=timeout, sandbox=box)
         except CommandTimeout as exc:
@@ -133,8 +152,15 @@ def _resolve_once(
             ) from exc
         text = out.read_text(encoding="utf-8")
     if uv is not None:
-        return _from_uv(text, {canonicalize_name(p.name) for p in pins})
-    return _from_pip(json.loads(text))
+        answer = _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
+        # In the sandbox uv read the index through the proxy: the URLs it wrote name the
+        # proxy's address, gone now, so the files come from the pages instead.
+        return answer if box.index_urls(upstreams) == list(upstreams) else _closure_only(answer)
+    return Answer(closure=_from_pip(json.loads(text)), files=None)
+
+
+def _closure_only(answer: Answer) -> Answer:
+    return Answer(closure=answer.closure, files=None)
 
 
 def _without_builds(
@@ -145,7 +171,7 @@ def _without_builds(
     the index with uv's own connections. True when that resolved everything; any failure
     leaves the answer to the sandboxed resolution, which may run metadata hooks."""
     assert target.interpreter is not None
-    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, out.parent)
+    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, None)
     try:
         run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
     except CommandTimeout:
@@ -175,11 +201,13 @@ def _pip_argv(pip: list[str], urls: list[str], reqs: Path, report: Path) -> list
 
 
 def _uv_argv(
-    uv: Path, python: Path, urls: list[str], reqs: Path, out: Path, tmp: Path
+    uv: Path, python: Path, urls: list[str], reqs: Path, out: Path, tmp: Path | None
 ) -> list[str]:
     """`uv pip compile` as close to pip's resolution as uv goes: no config files, the
     target's interpreter (its markers), every index one pool (`unsafe-best-match`, pip's
-    rule), no interpreter downloads, a cache of its own for this resolution."""
+    rule), no interpreter downloads, a cache of its own for this resolution (in `tmp`; none:
+    uv's own temporary one, which it removes faster than this process would); a pylock
+    out, whose files (URLs, sha256) spare reading the members' pages again."""
     return [
         str(uv),
         "pip",
@@ -195,10 +223,11 @@ def _uv_argv(
         *(a for u in urls[1:] for a in ("--extra-index-url", u)),
         "--index-strategy",
         "unsafe-best-match",
-        "--cache-dir",
-        str(tmp / "uv-cache"),
+        *(("--cache-dir", str(tmp / "uv-cache")) if tmp is not None else ("--no-cache",)),
         "--no-header",
         "--no-annotate",
+        "--format",
+        "pylock.toml",
         "--output-file",
         str(out),
         str(reqs),
@@ -216,21 +245,32 @@ def _from_pip(report: dict[str, Any]) -> list[Resolved]:
     ]
 
 
-def _from_uv(text: str, requested: set[NormalizedName]) -> list[Resolved]:
-    """The `name==version` lines uv wrote (extras stripped: the closure lists what they
-    pulled in); a pin of the input is `requested`, as in pip's report."""
-    out: list[Resolved] = []
-    for line in text.splitlines():
-        line = line.split("#", 1)[0].strip()
-        if not line or line.startswith("-"):
-            continue
-        req = Requirement(line.split(";", 1)[0].strip())
-        spec = next(iter(req.specifier), None)
-        if spec is None or spec.operator != "==":
-            raise ResolutionError(f"uv wrote a line that is not a pin: {line!r}")
-        name = canonicalize_name(req.name)
-        out.append(Resolved(name=name, version=spec.version, requested=name in requested))
-    return out
+def _from_uv(text: str, requested: set[NormalizedName], where: Path) -> Answer:
+    """The packages of uv's pylock, each with its files; a pin of the input is
+    `requested`, as in pip's report."""
+    try:
+        packages = tomllib.loads(text).get("packages", [])
+        closure: list[Resolved] = []
+        files: dict[str, list[UpstreamFile]] = {}
+        for pkg in packages:
+            name = canonicalize_name(pkg["name"])
+            if "version" not in pkg:
+                raise ResolutionError(f"uv locked {name} without a version (a direct URL?)")
+            closure.append(Resolved(name=name, version=pkg["version"], requested=name in requested))
+            entries = [*pkg.get("wheels", []), *([pkg["sdist"]] if "sdist" in pkg else [])]
+            found = [_lock_file(e) for e in entries]
+            files[name] = [f for f in found if f is not None]
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise ResolutionError(f"uv wrote a pylock prewheel cannot read ({where}): {exc}") from exc
+    return Answer(closure=closure, files=files)
+
+
+def _lock_file(entry: dict[str, Any]) -> UpstreamFile | None:
+    url = entry.get("url")
+    if not isinstance(url, str):
+        return None
+    name = entry.get("name") or urllib.parse.unquote(url.rsplit("/", 1)[-1])
+    return file_from_lock(name, url, entry.get("hashes", {}).get("sha256"))
 
 
 def _subprocess_output(output: str) -> str:
