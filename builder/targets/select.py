@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextvars
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
@@ -14,13 +16,26 @@ from .model import Interpreter, Target, Toolkit, cuda_version_of, target_name
 
 
 def resolve_targets(config: Config) -> list[Target]:
-    """Every configured target, with what was found for it or why it is missing."""
+    """Every configured target, with what was found for it or why it is missing.
+
+    Finding a target runs its interpreter (and nvcc) to ask what it is: tens of milliseconds
+    each, before anything else of a run can start, so the targets are found side by side
+    (each in a copy of this context: the no-op stamp's recorder watches what they read)."""
+    specs = [
+        replace(raw_spec, python=python, policy=policy.normalize(raw_spec.policy))
+        for raw_spec in config.targets
+        for python in expand_python(raw_spec.python)
+    ]
+    if len(specs) > 1:
+        with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
+            found = list(
+                pool.map(lambda s: contextvars.copy_context().run(_resolve, s, config), specs)
+            )
+    else:
+        found = [_resolve(s, config) for s in specs]
     out: dict[str, Target] = {}
-    for raw_spec in config.targets:
-        for python in expand_python(raw_spec.python):
-            spec = replace(raw_spec, python=python, policy=policy.normalize(raw_spec.policy))
-            target = _resolve(spec, config)
-            out.setdefault(target.name, target)
+    for target in found:
+        out.setdefault(target.name, target)
     return list(out.values())
 
 
