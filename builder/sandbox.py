@@ -330,12 +330,19 @@ def _existing(paths: Iterable[Path]) -> list[Path]:
 
 @dataclass(frozen=True, kw_only=True)
 class Policy:
-    """What every sandbox of one run shares: the isolation found, what it hides (the
+    """What every sandbox of one run shares: the isolation asked for, what it hides (the
     wheelhouse), the memory limit."""
 
-    isolation: Isolation
+    setting: str = "auto"
     hidden: tuple[Path, ...] = ()
     memory: int | None = None
+
+    @property
+    def isolation(self) -> Isolation:
+        """The isolation found for `setting`, on first use: finding it starts processes (tens
+        of milliseconds), which a run that never runs package code (a resolution of wheels
+        only, a no-op) should not wait for."""
+        return isolation(self.setting)
 
     def describe(self) -> dict[str, str | int | None]:
         """For the build record: how package code ran."""
@@ -369,7 +376,7 @@ class Policy:
 def policy(setting: str, *, memory: int | None, wheelhouse: Path | None) -> Policy:
     """The sandbox policy of a run: `[build] sandbox` and `memory`, hiding `wheelhouse`."""
     return Policy(
-        isolation=isolation(setting),
+        setting=setting,
         hidden=(wheelhouse.absolute(),) if wheelhouse is not None else (),
         memory=memory,
     )

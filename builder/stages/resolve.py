@@ -105,26 +105,27 @@ def _resolve_once(
     scratch.clean_stale()  # what killed runs left
     uv = tools.require(tools.UV) if resolver == "uv" else None
     with tempfile.TemporaryDirectory(prefix="resolve-") as tmp:
-        box = policy.box(
-            Path(tmp),
-            readable=interpreter_paths(target.interpreter.path),
-            index_socket=Path(tmp) / "index.sock",
-        )
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
         out = Path(tmp) / ("pylock.toml" if uv else "report.json")
-        urls = box.index_urls(upstreams)
-        if uv is not None:
-            argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp))
-        else:
-            argv = _pip_argv(target.interpreter.pip(), urls, reqs, out)
-        proxy = (
-            IndexProxy(upstreams, box.index_socket) if box.index_socket and box.proxied else None
-        )
         try:
             if uv is not None and _without_builds(uv, target, upstreams, reqs, out, timeout):
                 text = out.read_text(encoding="utf-8")
                 return _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
+            # The sandbox only now: the attempt above runs no package code, and finding what
+            # isolation this machine allows starts processes of its own.
+            box = policy.box(
+                Path(tmp),
+                readable=interpreter_paths(target.interpreter.path),
+                index_socket=Path(tmp) / "index.sock",
+            )
+            urls = box.index_urls(upstreams)
+            if uv is not None:
+                argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp))
+            else:
+                argv = _pip_argv(target.interpreter.pip(), urls, reqs, out)
+            socket = box.index_socket
+            proxy = IndexProxy(upstreams, socket) if socket and box.proxied else None
             with proxy or contextlib.nullcontext():
                 run(argv, step="resolve", cwd=Path(tmp), timeout=timeout, sandbox=box)
         except CommandTimeout as exc:
