@@ -192,6 +192,12 @@ class IndexProxy:
             self._files[tok] = url
         return tok
 
+    def upstream_url(self, url: str) -> str | None:
+        """The upstream URL of a file URL this proxy served (`.../files/<token>/<name>`, as a
+        resolver in the sandbox wrote it down); None for any other URL."""
+        m = _FILE.match(urllib.parse.urlsplit(url).path)
+        return self.file_url(m.group(1), urllib.parse.unquote(m.group(2))) if m else None
+
     def file_url(self, token: str, filename: str) -> str | None:
         """The upstream URL of a file a served page linked (`.metadata` beside it too)."""
         with self._lock:

@@ -10,8 +10,9 @@ import pytest
 from test_decisions import target
 
 from builder.errors import ResolutionError
+from builder.indexproxy import IndexProxy
 from builder.stages.closures import answer_covers, settled_by_answer
-from builder.stages.resolve import _from_uv
+from builder.stages.resolve import _from_uv, _upstream_files
 from builder.upstream import UpstreamFile, file_from_lock
 
 PYLOCK = """
@@ -89,3 +90,40 @@ def test_uvs_answer_stands_for_one_index_and_platforms_the_machine_takes() -> No
     t = target()
     assert answer_covers(t, ("http://upstream/simple/",))
     assert not answer_covers(t, ("http://upstream/simple/", "http://extra/simple/"))
+
+
+def test_a_sandboxed_answers_proxy_urls_become_the_upstream_files_they_stood_for(
+    tmp_path: Path,
+) -> None:
+    """In the sandbox uv reads the index through the proxy, so its pylock names the proxy's
+    file URLs; the proxy (not started: only its token table) turns them back, and one it did
+    not serve leaves the files to the pages."""
+    proxy = IndexProxy(["https://f.example/simple/"], tmp_path / "index.sock")
+    real = {
+        "charset_normalizer-3.5.3.tar.gz": "https://f.example/charset_normalizer-3.5.3.tar.gz",
+        "charset_normalizer-3.5.3-py3-none-any.whl": (
+            "https://f.example/charset_normalizer-3.5.3-py3-none-any.whl"
+        ),
+        "idna-3.20-py3-none-any.whl": "https://f.example/idna-3.20-py3-none-any.whl",
+    }
+    served = PYLOCK
+    for name, url in real.items():
+        served = served.replace(url, f"http://127.0.0.1:4321/files/{proxy.token(url)}/{name}")
+    assert "f.example" not in served
+    answer = _upstream_files(_from_uv(served, set(), Path("pylock.toml")), proxy)  # type: ignore[arg-type]
+    assert answer.files is not None
+    got = {f.filename: (f.url, f.sha256) for fs in answer.files.values() for f in fs}
+    assert got == {
+        "charset_normalizer-3.5.3.tar.gz": (real["charset_normalizer-3.5.3.tar.gz"], "aa"),
+        "charset_normalizer-3.5.3-py3-none-any.whl": (
+            real["charset_normalizer-3.5.3-py3-none-any.whl"],
+            "bb",
+        ),
+        "idna-3.20-py3-none-any.whl": (real["idna-3.20-py3-none-any.whl"], "cc"),
+    }
+    stranger = served.replace(proxy.token(real["idna-3.20-py3-none-any.whl"]), "0" * 24)
+    unknown = _upstream_files(_from_uv(stranger, set(), Path("pylock.toml")), proxy)  # type: ignore[arg-type]
+    assert unknown.files is None and [r.name for r in unknown.closure] == [
+        "charset-normalizer",
+        "idna",
+    ]

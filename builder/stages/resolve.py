@@ -11,7 +11,7 @@ import re
 import sys
 import tempfile
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,14 +154,28 @@ def _resolve_once(
         text = out.read_text(encoding="utf-8")
     if uv is not None:
         answer = _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
+        if box.index_urls(upstreams) == list(upstreams):
+            return answer
         # In the sandbox uv read the index through the proxy: the URLs it wrote name the
-        # proxy's address, gone now, so the files come from the pages instead.
-        return answer if box.index_urls(upstreams) == list(upstreams) else _closure_only(answer)
+        # proxy's address, gone now; the proxy knows the upstream file each one stood for.
+        return _upstream_files(answer, proxy)
     return Answer(closure=_from_pip(json.loads(text)), files=None)
 
 
-def _closure_only(answer: Answer) -> Answer:
-    return Answer(closure=answer.closure, files=None)
+def _upstream_files(answer: Answer, proxy: IndexProxy | None) -> Answer:
+    """`answer` with its files' proxy URLs turned back into the upstream URLs they stood for
+    (the sha256 uv checked stays); where any cannot be, no files (the pages give them)."""
+    if proxy is None or answer.files is None:
+        return Answer(closure=answer.closure, files=None)
+    files: dict[str, list[UpstreamFile]] = {}
+    for name, found in answer.files.items():
+        files[name] = []
+        for f in found:
+            url = proxy.upstream_url(f.url)
+            if url is None:
+                return Answer(closure=answer.closure, files=None)
+            files[name].append(replace(f, url=url))
+    return Answer(closure=answer.closure, files=files)
 
 
 def _without_builds(
