@@ -9,6 +9,7 @@ resolved, so that `build` can start a wave's builds while later targets still re
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -155,9 +156,16 @@ def _requires_python_ok(f: UpstreamFile, target: Target) -> bool:
     return spec.contains(".".join(map(str, target.interpreter.version)), prereleases=True)
 
 
+@functools.lru_cache(maxsize=16)
+def _ranks(tags: tuple[Tag, ...]) -> dict[Tag, int]:
+    # A target's tags number in the thousands (every manylinux glibc version): ranked once
+    # per target, not once per member of its closure.
+    return {t: i for i, t in enumerate(tags)}
+
+
 def best_wheel(files: list[UpstreamFile], target_tags: list[Tag]) -> UpstreamFile | None:
     """The wheel whose best tag ranks highest in the target's tag priority."""
-    rank = {t: i for i, t in enumerate(target_tags)}
+    rank = _ranks(tuple(target_tags))
     best: tuple[int, UpstreamFile] | None = None
     for f in files:
         if not f.is_wheel:
