@@ -154,7 +154,7 @@ def _resolve_once(
         text = out.read_text(encoding="utf-8")
     if uv is not None:
         answer = _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
-        if box.index_urls(upstreams) == list(upstreams):
+        if proxy is None:  # uv read the upstream index itself: its URLs are the upstream's
             return answer
         # In the sandbox uv read the index through the proxy: the URLs it wrote name the
         # proxy's address, gone now; the proxy knows the upstream file each one stood for.
@@ -162,10 +162,10 @@ def _resolve_once(
     return Answer(closure=_from_pip(json.loads(text)), files=None)
 
 
-def _upstream_files(answer: Answer, proxy: IndexProxy | None) -> Answer:
+def _upstream_files(answer: Answer, proxy: IndexProxy) -> Answer:
     """`answer` with its files' proxy URLs turned back into the upstream URLs they stood for
     (the sha256 uv checked stays); where any cannot be, no files (the pages give them)."""
-    if proxy is None or answer.files is None:
+    if answer.files is None:
         return Answer(closure=answer.closure, files=None)
     files: dict[str, list[UpstreamFile]] = {}
     for name, found in answer.files.items():
