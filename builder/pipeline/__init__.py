@@ -20,36 +20,7 @@ from .report import BuildReport, ItemResult, Reporter, SilentReporter
 from .scheduler import Scheduler
 from .steps import Run, Slots
 
-__all__ = ["BuildReport", "ItemResult", "Reporter", "execute", "execute_waves"]
-
-
-def execute(
-    plan: Plan,
-    config: Config,
-    wh: Wheelhouse,
-    *,
-    jobs: int = 0,
-    reporter: Reporter | None = None,
-    retry_failed: bool = False,
-    cache_from: tuple[str, ...] = (),
-    requirements: str | None = None,
-    check_reproducible: bool = False,
-) -> BuildReport:
-    """Run `plan` and publish what it makes: the complete report of the run (`execute_waves`
-    with the whole plan as one wave)."""
-    return execute_waves(
-        [Wave(items=plan.items)],
-        lambda _: plan,
-        plan.targets,
-        config,
-        wh,
-        jobs=jobs,
-        reporter=reporter,
-        retry_failed=retry_failed,
-        cache_from=cache_from,
-        requirements=requirements,
-        check_reproducible=check_reproducible,
-    )
+__all__ = ["BuildReport", "ItemResult", "Reporter", "execute_waves"]
 
 
 def execute_waves(
