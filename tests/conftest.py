@@ -6,6 +6,7 @@ Helpers for test modules live in `upstream.py` (`from upstream import make_sdist
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,23 @@ import pytest
 from upstream import Upstream, WriteConfig, pip_isolated_env, standard_upstream
 
 __all__ = ["pip_isolated_env"]
+
+
+def refuse_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit test of a decision that starts a process is a bug (cibuildwheel's
+    mock_protection): `subprocess.Popen` raises for the rest of the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"a unit test started a process: {args[:1]}")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+
+
+@pytest.fixture
+def no_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`refuse_processes`, for a module of pure decisions:
+    `pytestmark = pytest.mark.usefixtures("no_processes")`."""
+    refuse_processes(monkeypatch)
 
 
 @pytest.fixture(scope="session")

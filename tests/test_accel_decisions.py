@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import shutil
 import struct
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import refuse_processes
 from gpu.accel_fixtures import accel_files
 from indexkit import add_wheel
 from packaging.utils import canonicalize_name
@@ -35,13 +35,10 @@ from builder.wheelhouse import Wheelhouse
 
 @pytest.fixture(autouse=True)
 def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"a unit test started a process: {args[:1]}")
-
     # The sandbox a cache key holds is the machine's, asked once per process (cached): asked
     # here, before processes are refused, whichever test of the process comes first.
     sandbox.isolation("auto")
-    monkeypatch.setattr(subprocess, "Popen", refuse)
+    refuse_processes(monkeypatch)
     monkeypatch.setattr(compilers, "c_compiler", lambda env=None: {"path": "cc", "version": "gcc"})
     # Whether a mount namespace can hide directories is asked of the kernel: say yes.
     monkeypatch.setattr(buildenv, "hiding_prefix", lambda dirs, offline: ("unshare", *dirs))

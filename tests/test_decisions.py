@@ -6,13 +6,13 @@ the same paths for real.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import refuse_processes
 from indexkit import add_wheel, sample_record
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -36,12 +36,9 @@ GCC = "gcc (Debian 12.2.0-14+deb12u1) 12.2.0"
 
 @pytest.fixture(autouse=True)
 def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A decision that starts a process is a bug here (cibuildwheel's mock_protection)."""
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"a unit test started a process: {args[:1]}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
+    """A decision that starts a process is a bug here; so is asking the machine's compiler
+    or sandbox."""
+    refuse_processes(monkeypatch)
     monkeypatch.setattr(compilers, "c_compiler", lambda env=None: {"path": "cc", "version": GCC})
     # What the machine allows is found by starting bubblewrap: here, a full sandbox.
     monkeypatch.setattr(

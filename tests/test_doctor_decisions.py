@@ -6,8 +6,6 @@ fixture makes starting one fail); tests/test_doctor.py runs the CLI for real.
 from __future__ import annotations
 
 import shutil
-import subprocess
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -28,14 +26,7 @@ from builder.targets.images import image_glibc, runtime_bases, runtime_image
 from builder.targets.model import cuda_version_of
 from builder.targets.policy import normalize
 
-
-@pytest.fixture(autouse=True)
-def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"a unit test started a process: {args[:1]}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    yield
+pytestmark = pytest.mark.usefixtures("no_processes")
 
 
 def targets_of(config: Path, python: str = "3.11") -> list[Target]:

@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 import tarfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +28,7 @@ from builder.stages import buildenv, compare, sbom
 from builder.stages.repair import _library_path, grafted_libraries
 from builder.wheelfile import ZIP_EPOCH, member_digests, set_build_tag
 
-
-@pytest.fixture(autouse=True)
-def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"a unit test started a process: {args[:1]}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    yield
+pytestmark = pytest.mark.usefixtures("no_processes")
 
 
 def test_fixed_path_names_package_version_and_target() -> None:

@@ -7,9 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
-import subprocess
 import zipfile
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,14 +22,7 @@ from builder.sandbox import Isolation, Sandbox
 from builder.wheelfile import check_wheel
 from builder.wheelhouse import CatalogEntry
 
-
-@pytest.fixture(autouse=True)
-def no_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError(f"a unit test started a process: {args[:1]}")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    yield
+pytestmark = pytest.mark.usefixtures("no_processes")
 
 
 def _box(tmp_path: Path, mode: str, **kw: object) -> Sandbox:
