@@ -17,38 +17,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from real_world import PYPI, kib, prepare, prewheel_argv, records
+from real_world import PYPI, kib, prepare, records, run_build
 
 
 def build(
     work: Path, toolchain: str, reqs: Path, pythons: list[str], jobs: int, sandbox: str
 ) -> tuple[Path, float]:
-    root = work / toolchain
-    root.mkdir(parents=True, exist_ok=True)
-    config = root / "prewheel.toml"
-    config.write_text(
+    config = (
         f'[index]\nupstream = "{PYPI}"\n\n[build]\nsandbox = "{sandbox}"\n\n'
         f'[targets]\npython = {json.dumps(pythons)}\npolicy = ["auto"]\ntoolchain = "{toolchain}"\n'
     )
-    wh = root / "wheelhouse"
-    argv = [
-        *prewheel_argv(), "build", "-r", str(reqs), "-c", str(config), "--wheelhouse", str(wh),
-        "--allow-unpinned", "--jobs", str(jobs), "--json",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PREWHEEL_"))}
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    took = time.monotonic() - t0
-    if proc.returncode not in (0, 1) or not proc.stdout.startswith("{"):
-        sys.exit(f"prewheel build ({toolchain}) failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    _, wh, took = run_build(work / toolchain, config, reqs, jobs)
     return wh, took
 
 

@@ -63,40 +63,43 @@ def prewheel_argv() -> list[str]:
     return [str(script)] if script.is_file() else [sys.executable, "-m", "builder"]
 
 
+def run_build(
+    root: Path, config_text: str, reqs: Path, jobs: int, *, tmpdir: Path | None = None
+) -> tuple[dict[str, Any], Path, float]:
+    """`prewheel build --json` of `reqs` with `config_text` into `root/wheelhouse`, without
+    the machine's pip or prewheel settings (and with TMPDIR `tmpdir`, run from `root`, when
+    given): report, wheelhouse, seconds. A run that fails as a whole ends the benchmark."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = root / "prewheel.toml"
+    config.write_text(config_text)
+    wh = root / "wheelhouse"
+    argv = [
+        *prewheel_argv(), "build", "-r", str(reqs), "-c", str(config), "--wheelhouse", str(wh),
+        "--allow-unpinned", "--jobs", str(jobs), "--json",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PREWHEEL_"))}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=root if tmpdir else None, check=False
+    )
+    took = time.monotonic() - t0
+    if proc.returncode not in (0, 1) or not proc.stdout.startswith("{"):
+        sys.exit(f"prewheel build in {root} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout), wh, took
+
+
 def build(
     work: Path, name: str, reqs: Path, pythons: list[str], strip: bool, jobs: int
 ) -> tuple[dict[str, Any], Path, float]:
     """One `prewheel build --json` of the set into its own wheelhouse: report, wheelhouse,
     seconds."""
-    root = work / name
-    config = root / "prewheel.toml"
-    root.mkdir(parents=True, exist_ok=True)
-    config.write_text(
+    config = (
         f'[index]\nupstream = "{PYPI}"\n\n[build]\nstrip = {"true" if strip else "false"}\n\n'
         f"[targets]\npython = {json.dumps(pythons)}\n"
     )
-    wh = root / "wheelhouse"
-    argv = [
-        *prewheel_argv(),
-        "build",
-        "-r",
-        str(reqs),
-        "-c",
-        str(config),
-        "--wheelhouse",
-        str(wh),
-        "--allow-unpinned",
-        "--jobs",
-        str(jobs),
-        "--json",
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PREWHEEL_"))}
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
-    took = time.monotonic() - t0
-    if proc.returncode not in (0, 1) or not proc.stdout.startswith("{"):
-        sys.exit(f"prewheel build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout), wh, took
+    return run_build(work / name, config, reqs, jobs)
 
 
 def records(wh: Path) -> dict[tuple[str, str], dict[str, Any]]:

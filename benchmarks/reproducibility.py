@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_world import EXTRA_PINS, PYPI, prepare, prewheel_argv
+from real_world import EXTRA_PINS, PYPI, prepare, run_build
 
 GOAL = 90.0
 
@@ -43,24 +41,11 @@ def build(
     root: Path, reqs: Path, pythons: list[str], jobs: int, files_upstream: str
 ) -> tuple[dict[str, Any], float]:
     """One `prewheel build --json` into `root/wheelhouse`, with TMPDIR `root/t`."""
-    root.mkdir(parents=True)
-    (root / "t").mkdir()
-    config = root / "prewheel.toml"
+    (root / "t").mkdir(parents=True)
     extra = f'\n[accel.cpu]\nextra_upstreams = ["{files_upstream}"]\n' if files_upstream else ""
-    config.write_text(
-        f'[index]\nupstream = "{PYPI}"\n\n[targets]\npython = {json.dumps(pythons)}\n{extra}'
-    )
-    argv = [*prewheel_argv(), "build", "-r", str(reqs), "-c", str(config),
-            "--wheelhouse", str(root / "wheelhouse"), "--allow-unpinned",
-            "--jobs", str(jobs), "--json"]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "PREWHEEL_"))}
-    env["TMPDIR"] = str(root / "t")
-    t0 = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=root, check=False)
-    took = time.monotonic() - t0
-    if proc.returncode not in (0, 1) or not proc.stdout.startswith("{"):
-        sys.exit(f"prewheel build failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout), took
+    config = f'[index]\nupstream = "{PYPI}"\n\n[targets]\npython = {json.dumps(pythons)}\n{extra}'
+    report, _, took = run_build(root, config, reqs, jobs, tmpdir=root / "t")
+    return report, took
 
 
 def built_wheels(report: dict[str, Any], wh: Path) -> dict[tuple[str, str], Path]:
