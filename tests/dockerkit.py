@@ -100,32 +100,63 @@ def engine_for_tests() -> Iterator[Engine]:
         subprocess.run([str(HELPERS / "dockerd.sh"), "stop"], env=script_env, timeout=120)
 
 
-def offline_wheels(dest: Path) -> None:
-    """prewheel's pinned dependencies as wheels, downloaded once per pin set."""
-    pins = (REPO / "requirements-builder.txt").read_bytes()
-    key = hashlib.sha256(pins).hexdigest()[:16]
-    cached = CACHE / f"wheels-{key}"
+def downloaded_once(name: str, *downloads: list[str], why: str) -> Path:
+    """CACHE/name, made once (by this worker or another, for later runs too) by the `pip
+    download` argument lists `downloads` into it, run with the machine's pip configuration
+    (its CA bundle); a failure skips the test, saying `why` was needed."""
+    cached = CACHE / name
     if not cached.is_dir():
-        tmp = CACHE / f"wheels-{key}.{os.getpid()}.tmp"
+        tmp = CACHE / f"{name}.{os.getpid()}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        proc = subprocess.run(
-            [
-                sys.executable, "-m", "pip", "download", "-q", "-r",
-                str(REPO / "requirements-builder.txt"), "-d", str(tmp), "--only-binary=:all:",
-                "--python-version", "3.11", "--implementation", "cp",
-                "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
-            ],
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        if proc.returncode != 0:
-            missing(
-                "Docker tier skipped: cannot download prewheel's dependencies for the builder "
-                f"image:\n{proc.stderr[-2000:]}"
-            )
-        with contextlib.suppress(OSError):  # another worker got there first: same pins
+        for args in downloads:
+            argv = [sys.executable, "-m", "pip", "download", "-q", "-d", str(tmp), *args]
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                shutil.rmtree(tmp, ignore_errors=True)
+                missing(f"Docker tier skipped: cannot download {why}:\n{proc.stderr[-2000:]}")
+        with contextlib.suppress(OSError):  # another worker got there first: the same files
             tmp.rename(cached)
         shutil.rmtree(tmp, ignore_errors=True)
+    return cached
+
+
+def offline_wheels(dest: Path) -> None:
+    """prewheel's pinned dependencies as wheels, downloaded once per pin set."""
+    pins = REPO / "requirements-builder.txt"
+    cached = downloaded_once(
+        f"wheels-{hashlib.sha256(pins.read_bytes()).hexdigest()[:16]}",
+        [
+            "-r", str(pins), "--only-binary=:all:", "--python-version", "3.11",
+            "--implementation", "cp",
+            "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+        ],
+        why="prewheel's dependencies for the builder image",
+    )  # fmt: skip
     shutil.copytree(cached, dest)
+
+
+def run_serving(
+    engine: Engine,
+    image: str,
+    project: Path,
+    script: str,
+    *,
+    port: int,
+    python: str = "python3",
+    timeout: float = 400,
+) -> subprocess.CompletedProcess[str]:
+    """`script` in `image` with no network, `project` mounted at /project (the working
+    directory), and its upstream/ served on 127.0.0.1:`port` by `python`'s http.server."""
+    serve = (
+        f"{python} -m http.server --bind 127.0.0.1 {port} --directory /project/upstream "
+        ">/dev/null 2>&1 & "
+        f"until {python} -c 'import urllib.request as u; "
+        f'u.urlopen("http://127.0.0.1:{port}/simple/")\' 2>/dev/null; do sleep 0.2; done; '
+    )
+    return engine.run(
+        "run", "--rm", "--network=none", "-v", f"{project}:/project", "-w", "/project",
+        "--entrypoint", "/bin/sh", image, "-c", serve + script, timeout=timeout,
+    )  # fmt: skip
 
 
 def builder_context(ctx: Path) -> Path:

@@ -33,7 +33,15 @@ from typing import Any
 import pytest
 from clitools import prewheel
 from conftest import to_toml
-from dockerkit import CACHE, HELPERS, Engine, builder_context, engine_for_tests
+from dockerkit import (
+    CACHE,
+    HELPERS,
+    Engine,
+    builder_context,
+    downloaded_once,
+    engine_for_tests,
+    run_serving,
+)
 from needs import missing
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from upstream import Upstream, build_dependency_wheels
@@ -94,28 +102,15 @@ def _python_source(dest: Path) -> None:
 
 
 def _real_sdists() -> list[Path]:
-    """The REAL sdists from PyPI, downloaded once (the machine's pip configuration: it holds
-    the CA bundle this network needs)."""
+    """The REAL sdists from PyPI and BUILD_WHEELS, downloaded once."""
     pins = sorted(f"{n}=={v}" for n, v in REAL.items())
     key = hashlib.sha256(" ".join([*pins, *BUILD_WHEELS]).encode()).hexdigest()[:16]
-    cached = CACHE / f"real-sdists-{key}"
-    if not cached.is_dir():
-        tmp = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        pip = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(tmp)]
-        for argv in (
-            [*pip, "--no-binary=:all:", *pins],
-            [*pip, "--only-binary=:all:", *BUILD_WHEELS],
-        ):
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                shutil.rmtree(tmp, ignore_errors=True)
-                missing(
-                    f"bullseye route skipped: cannot download {argv[7:]}:\n{proc.stderr[-2000:]}"
-                )
-        with contextlib.suppress(OSError):  # another worker got there first: same pins
-            tmp.rename(cached)
-        shutil.rmtree(tmp, ignore_errors=True)
+    cached = downloaded_once(
+        f"real-sdists-{key}",
+        ["--no-deps", "--no-binary=:all:", *pins],
+        ["--no-deps", "--only-binary=:all:", *BUILD_WHEELS],
+        why=f"the real sdists of the bullseye route ({', '.join([*pins, *BUILD_WHEELS])})",
+    )
     return sorted(cached.iterdir())
 
 
@@ -161,16 +156,8 @@ def _config(path: Path, upstream: str, python: str) -> Path:
 
 def _in_container(engine: Engine, image: str, project: Path, script: str) -> str:
     """`script` in `image`, offline, with project/upstream served on 127.0.0.1."""
-    serve = (
-        f"{PYTHON} -m http.server --bind 127.0.0.1 {PORT} --directory /project/upstream "
-        ">/dev/null 2>&1 & "
-        f"until {PYTHON} -c 'import urllib.request as u; "
-        f'u.urlopen("http://127.0.0.1:{PORT}/simple/")\' 2>/dev/null; do sleep 0.2; done; '
-    )
-    return engine.run(
-        "run", "--rm", "--network=none", "-v", f"{project}:/project", "-w", "/project",
-        "--entrypoint", "/bin/sh", image, "-c", serve + script, timeout=1500,
-    ).stdout  # fmt: skip
+    proc = run_serving(engine, image, project, script, port=PORT, python=PYTHON, timeout=1500)
+    return proc.stdout
 
 
 @pytest.fixture(scope="module")

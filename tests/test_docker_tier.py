@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dockerkit import CACHE, HELPERS, REPO, Engine, builder_context, engine_for_tests
+from dockerkit import CACHE, HELPERS, REPO, Engine, builder_context, engine_for_tests, run_serving
 from imagekit import assert_same_as_dive, dive_json
 from needs import declared, missing
 from packaging.utils import parse_wheel_filename
@@ -105,27 +105,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _in_builder(engine: Engine, project: Path, script: str) -> subprocess.CompletedProcess[str]:
     """Run `script` in the builder image, offline, with the upstream served on 127.0.0.1."""
-    serve = (
-        f"python3 -m http.server --bind 127.0.0.1 {UPSTREAM_PORT} "
-        "--directory /project/upstream >/dev/null 2>&1 & "
-        f"until python3 -c 'import urllib.request as u; "
-        f'u.urlopen("http://127.0.0.1:{UPSTREAM_PORT}/simple/")\' 2>/dev/null; do sleep 0.2; done; '
-    )
-    return engine.run(
-        "run",
-        "--rm",
-        "--network=none",
-        "-v",
-        f"{project}:/project",
-        "-w",
-        "/project",
-        "--entrypoint",
-        "/bin/sh",
-        BUILDER,
-        "-c",
-        serve + script,
-        timeout=400,
-    )
+    return run_serving(engine, BUILDER, project, script, port=UPSTREAM_PORT)
 
 
 @pytest.fixture(scope="module")
