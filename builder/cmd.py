@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Protocol
 
@@ -57,13 +57,19 @@ _active: set[subprocess.Popen[bytes]] = set()
 _active_lock = threading.Lock()
 _stop = threading.Event()
 _stop_signal = [0]
+# Held while a publication becomes visible (`publishing`); a stop waits for it to end, so a
+# publication is either visible before the stop or not at all.
+_publish_lock = threading.RLock()
 
 
 def request_stop(signum: int) -> None:
-    """Stop the run: no command starts from now on, and every running one is ended (SIGTERM
-    to each tree at once, SIGKILL after `KILL_GRACE` seconds). Safe in a signal handler."""
-    _stop_signal[0] = _stop_signal[0] or signum
-    _stop.set()
+    """Stop the run: no command starts from now on, nothing is published, and every running
+    command is ended (SIGTERM to each tree at once, SIGKILL after `KILL_GRACE` seconds). Safe in
+    a signal handler: the lock it waits for is held for a few file writes, and is re-entrant
+    for the thread that holds it."""
+    with _publish_lock:
+        _stop_signal[0] = _stop_signal[0] or signum
+        _stop.set()
     threading.Thread(target=stop_all, name="prewheel-stop", daemon=True).start()
 
 
@@ -76,6 +82,16 @@ def check_stop() -> None:
     and before anything is published."""
     if _stop.is_set():
         raise Interrupted(_stop_signal[0] or signal.SIGINT)
+
+
+@contextlib.contextmanager
+def publishing() -> Iterator[None]:
+    """The few writes that make a publication visible (a catalog entry and its pages): they
+    start only while the run is not told to stop (else `Interrupted`), and a stop requested
+    meanwhile takes effect after them."""
+    with _publish_lock:
+        check_stop()
+        yield
 
 
 def reset_stop() -> None:

@@ -38,8 +38,8 @@ from .atomic import (  # re-exported: the store's writers
     write_error,
     write_if_changed,
 )
-from .cmd import check_stop
-from .errors import WheelhouseError, WheelhouseWriteError
+from .cmd import check_stop, publishing
+from .errors import Interrupted, WheelhouseError, WheelhouseWriteError
 from .log import get_logger
 from .records import BuildRecord, utcnow
 from .wheelfile import read_metadata
@@ -298,31 +298,42 @@ class Wheelhouse:
     def _commit(
         self, project: str, entry: CatalogEntry, source: Path | None, pages: Pages
     ) -> CatalogEntry:
-        """Journal, bytes and metadata, catalog, pages, journal removed: under the catalog
-        lock, each step atomic; `recover` finishes what a killed writer began."""
+        """Journal, bytes and metadata, then catalog and pages (visible), journal removed:
+        under the catalog lock, each step atomic; `recover` finishes what a killed writer
+        began. A stop before the visible step undoes the publish: its journal, and the file
+        when this publish stored it."""
         journal = self.pending_dir / f"{project}.pw{os.getpid()}.{entry.sha256[:12]}.json"
         atomic_write_json(
             journal,
             {"owner": scratch.owner_token(), "project": project, "entry": entry.to_json()},
         )
         dest = self.root / entry.path
-        if source is not None and not (dest.is_file() and sha256_file(dest) == entry.sha256):
-            atomic_copy(source, dest)
-        entry = self._finish(project, entry)
-        pages(project)
+        stored = source is not None and not dest.exists()
+        try:
+            if source is not None and not (dest.is_file() and sha256_file(dest) == entry.sha256):
+                atomic_copy(source, dest)
+            entry = self._finish(project, entry, pages)
+        except Interrupted:
+            if stored:
+                dest.unlink(missing_ok=True)
+                dest.with_name(dest.name + ".metadata").unlink(missing_ok=True)
+            journal.unlink(missing_ok=True)
+            raise
         journal.unlink(missing_ok=True)
         return entry
 
-    def _finish(self, project: str, entry: CatalogEntry) -> CatalogEntry:
-        """The metadata file and the catalog entry of a stored wheel."""
+    def _finish(self, project: str, entry: CatalogEntry, pages: Pages) -> CatalogEntry:
+        """The metadata file of a stored wheel, then (visible) its catalog entry and pages."""
         dest = self.root / entry.path
         meta = dest.with_name(dest.name + ".metadata")
         meta_bytes = read_metadata(dest)
         if not meta.is_file() or meta.read_bytes() != meta_bytes:
             atomic_write_bytes(meta, meta_bytes)
         entry = replace(entry, mtime_ns=dest.stat().st_mtime_ns, size=dest.stat().st_size)
-        if entry not in self.entries(project):
-            self._put_entry(project, entry)
+        with publishing():
+            if entry not in self.entries(project):
+                self._put_entry(project, entry)
+            pages(project)
         return entry
 
     def pending(self, *, interrupted: bool = False) -> list[Path]:
@@ -360,8 +371,7 @@ class Wheelhouse:
                     continue  # finished by another recovery meanwhile
                 dest = self.root / entry.path
                 if dest.is_file() and sha256_file(dest) == entry.sha256:
-                    self._finish(project, entry)
-                    pages(project)
+                    self._finish(project, entry, pages)
                     done.append(f"finished the interrupted publish of {entry.filename}")
                 else:
                     done.append(f"dropped the interrupted publish of {entry.filename}")

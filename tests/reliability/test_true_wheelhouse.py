@@ -155,7 +155,7 @@ def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> No
     script = (
         "import sys\nfrom pathlib import Path\nfrom builder.wheelhouse import Wheelhouse\n"
         "wh = Wheelhouse(Path(sys.argv[1]))\n"
-        "wh._finish = lambda project, entry: sys.exit(9)\n"
+        "wh._finish = lambda *_: sys.exit(9)\n"
         "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None)\n"
     )
     cut = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / name2)])
@@ -167,3 +167,75 @@ def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> No
     assert f"finished the interrupted publish of {name2}" in check.stderr
     assert sorted(e.filename for e in wh.entries("pw-cut")) == sorted([done.filename, name2])
     assert not wh.pending()
+
+
+def test_a_stop_undoes_a_publish_before_it_is_visible_and_waits_for_one_that_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signal while a wheel is being stored: the publish is undone (no file, no journal, no
+    entry). A signal while its catalog entry and pages are written: the stop waits for them,
+    and nothing is published after it."""
+    import signal
+    import threading
+
+    from indexkit import wheel_bytes
+
+    from builder import cmd, wheelhouse
+    from builder.errors import Interrupted
+    from builder.wheelhouse import Wheelhouse
+
+    wh = Wheelhouse(tmp_path / "wh")
+    wh.ensure()
+    name, data = wheel_bytes("pw-stop", "1.0")
+    (tmp_path / name).write_bytes(data)
+    read_metadata = wheelhouse.read_metadata
+
+    def stop_once_stored(path: Path) -> bytes:
+        if path.parent.parent.name == "files":  # the stored copy: the signal comes now
+            cmd.request_stop(signal.SIGTERM)
+        return read_metadata(path)
+
+    monkeypatch.setattr(wheelhouse, "read_metadata", stop_once_stored)
+    try:
+        with pytest.raises(Interrupted):
+            wh.publish(tmp_path / name, origin="built", accels=None)
+    finally:
+        cmd.reset_stop()
+    monkeypatch.undo()
+    assert wh.entries("pw-stop") == [] and wh.pending() == []
+    assert not [p for p in (wh.root / "files").rglob("*") if p.is_file()]
+
+    writing, release, stopped = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_pages(project: str) -> None:
+        writing.set()
+        release.wait(10)
+
+    def stop() -> None:
+        writing.wait(10)
+        cmd.request_stop(signal.SIGTERM)
+        stopped.set()
+
+    stopper = threading.Thread(target=stop)
+    stopper.start()
+    try:
+        publish = threading.Thread(
+            target=wh.publish, args=(tmp_path / name,),
+            kwargs={"origin": "built", "accels": None, "pages": slow_pages},
+        )  # fmt: skip
+        publish.start()
+        assert writing.wait(10)
+        assert not stopped.wait(0.5), "the stop did not wait for the visible step"
+        release.set()
+        publish.join(10)
+        stopper.join(10)
+        assert stopped.is_set()
+        assert [e.filename for e in wh.entries("pw-stop")] == [name] and wh.pending() == []
+        name2, data2 = wheel_bytes("pw-stop", "2.0")
+        (tmp_path / name2).write_bytes(data2)
+        with pytest.raises(Interrupted):
+            wh.publish(tmp_path / name2, origin="built", accels=None)
+        assert [e.filename for e in wh.entries("pw-stop")] == [name]
+    finally:
+        release.set()
+        cmd.reset_stop()
