@@ -307,7 +307,12 @@ class Sandbox:
                 args += ["--remount-ro", str(p)]
         args += ["--dir", "/tmp/home"]
         if aliased and self.alias is not None:
-            args += ["--bind", str(self.workdir.resolve()), self.alias]
+            work = self.workdir.resolve()
+            args += ["--bind", str(work), self.alias]
+            # A read-only directory inside the work directory is read-only there too.
+            for p in _existing(self.readable):
+                if p.resolve().is_relative_to(work) and p.resolve() != work:
+                    args += ["--ro-bind", str(p), f"{self.alias}/{p.resolve().relative_to(work)}"]
         if self.proxied:
             assert self.index_socket is not None
             args += ["--bind", str(self.index_socket), INDEX_SOCKET]

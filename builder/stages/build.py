@@ -160,9 +160,14 @@ def build_wheel(
     shared = [zig_cache] if zig_cache is not None and target.toolchain == "zig" else []
     box = policy.box(workdir, env=build_vars, readable=readable, writable=shared, alias=fixed)
     # bubblewrap hides the other toolkits itself; elsewhere a mount namespace of their own.
+    # It also shows the build environment read-only, so its files can be hard links into the
+    # shared wheel cache: the backend cannot write through them. Elsewhere they are copies.
     sandboxed = box.isolation.mode == "bwrap"
     if sandboxed:
-        box = replace(box, hidden=(*box.hidden, *environment.hidden))
+        box = replace(
+            box, hidden=(*box.hidden, *environment.hidden), readable=(*box.readable, env_dir)
+        )
+    link = "hardlink" if sandboxed else "copy"
     prefix = () if sandboxed else environment.prefix()
     env_record = environment.record(pkg.env, sandboxed=sandboxed)
     _log_env(log_file, env_record)
@@ -181,7 +186,7 @@ def build_wheel(
         if uv is not None:
             argv: list[str | os.PathLike[str]] = [
                 uv, "pip", "install", "--no-config", "--python", env_python,
-                *_uv_index_args(upstreams, wheel_cache),
+                *_uv_index_args(upstreams, wheel_cache, link=link),
                 "--only-binary", ":all:", "-c", pins,
                 *constraints, *reqs,
             ]  # fmt: skip
@@ -273,13 +278,13 @@ def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path, step: str = "
     return dest / "bin" / "python"
 
 
-def _uv_index_args(upstreams: Sequence[str], cache: Path | None) -> list[str]:
-    """The indexes as one pool (pip's rule), and the shared wheel cache. Files are copied out
-    of the cache, never hard-linked: the backend may write into its environment, and must
-    not reach the cache through a link."""
+def _uv_index_args(upstreams: Sequence[str], cache: Path | None, *, link: str) -> list[str]:
+    """The indexes as one pool (pip's rule), and the shared wheel cache. `link`: how files
+    come out of the cache: "hardlink" only where package code sees the environment read-only
+    (it must not reach the cache through a link), else "copy"."""
     out = ["--quiet", "--index-url", upstreams[0]]
     out += [a for u in upstreams[1:] for a in ("--extra-index-url", u)]
-    out += ["--index-strategy", "unsafe-best-match", "--link-mode", "copy"]
+    out += ["--index-strategy", "unsafe-best-match", "--link-mode", link]
     if cache is not None:
         out += ["--cache-dir", str(cache)]
     return out

@@ -83,6 +83,9 @@ attempt("canary_dir", lambda: write(os.path.join(CANARY_DIR, "pwned-" + phase)))
 attempt("real_home", lambda: write(HOME_FILE + "-" + phase))
 attempt("wheelhouse", lambda: write(os.path.join(WHEELHOUSE, "files", "pwned-" + phase)))
 attempt("published_wheel", lambda: append(PUBLISHED))
+if phase == "build":  # its build environment: hard links into the shared wheel cache
+    import setuptools
+    attempt("build_env", lambda: append(setuptools.__file__))
 attempt("network", connect)
 if phase == "metadata":
     attempt("proxy", proxy_elsewhere)
@@ -246,6 +249,9 @@ def test_nothing_outside_was_written_or_reached(corpus: dict[str, Any]) -> None:
     wh: Path = corpus["wh"]
     assert not list(wh.glob("files/pwned*"))
     assert corpus["published"].read_bytes() == corpus["before"]
+    cached = list(wh.glob("cache/uv/**/setuptools/__init__.py"))
+    assert cached, "the shared wheel cache holds setuptools"
+    assert not [p for p in cached if p.read_bytes().endswith(b"x")], "the cache was written"
     print("canary server connections:", corpus["server"].hits)
     assert corpus["server"].hits == 0
 
@@ -257,7 +263,8 @@ def test_the_build_saw_no_secret_no_home_and_no_network(corpus: dict[str, Any]) 
     seen = json.loads(text.split("=", 1)[1].strip().strip("'"))
     print("the build saw:", json.dumps(seen, sort_keys=True))
     assert seen["phase"] == "build"
-    harms = ("canary_dir", "real_home", "wheelhouse", "published_wheel", "network", "read_secret")
+    harms = ("canary_dir", "real_home", "wheelhouse", "published_wheel", "network", "read_secret",
+             "build_env")  # fmt: skip
     for harm in harms:
         assert seen[harm] != "done", f"{harm}: the build could do it"
     # The real home is an empty, read-only directory there (but for the paths the build
