@@ -131,6 +131,30 @@ def newest_mtime(sdist: Path) -> int | None:
     return max(found) if found else None
 
 
+# What a compiler reads: the files whose presence makes a build native, and their headers.
+NATIVE_SOURCES = frozenset({".c", ".cc", ".cpp", ".cxx", ".pyx", ".cu", ".rs", ".f90", ".f"})
+_HEADERS = frozenset({".h", ".hh", ".hpp", ".hxx", ".cuh", ".pxd"})
+
+
+def native_bytes(sdist: Path) -> int:
+    """The bytes of native source (and headers) in `sdist`, read from its member list
+    without unpacking: how much a build of it compiles, to start the longest builds first.
+    0 for a pure sdist, or one that cannot be read (its build fails on its own)."""
+    wanted = NATIVE_SOURCES | _HEADERS
+    try:
+        if sdist.name.endswith(".zip"):
+            with zipfile.ZipFile(sdist) as zf:
+                return sum(i.file_size for i in zf.infolist() if _suffix(i.filename) in wanted)
+        with tarfile.open(sdist) as tf:
+            return sum(m.size for m in tf.getmembers() if m.isfile() and _suffix(m.name) in wanted)
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, ValueError):
+        return 0
+
+
+def _suffix(name: str) -> str:
+    return posixpath.splitext(name)[1].lower()
+
+
 def _zip_kind(info: zipfile.ZipInfo) -> str:
     """Zip members are files, unless their Unix mode says otherwise (a link in a zip sdist
     is refused: `zipfile` would write it as a file holding the target's name)."""

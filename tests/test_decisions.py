@@ -435,3 +435,56 @@ def test_a_waiting_verification_goes_before_a_waiting_build() -> None:
     check.join(timeout=30)
     assert order == ["verify", "build"]
     assert (slots.used, slots.first_waiting) == (0, 0)
+
+
+def test_of_the_builds_waiting_the_one_with_the_most_native_source_goes_first() -> None:
+    """Longest builds first: with every slot taken, freed slots go to the waiting builds in
+    the order of their weight (native source bytes), whatever their order of arrival."""
+    import threading
+
+    from builder.pipeline.steps import Slots
+
+    slots = Slots(1)
+    held = slots.acquire(False)
+    order: list[int] = []
+
+    def take(weight: int) -> None:
+        count = slots.acquire(False, weight=weight)
+        order.append(weight)
+        slots.release(count)
+
+    threads = [threading.Thread(target=take, args=(w,)) for w in (1, 50, 0, 7)]
+    for t in threads:
+        t.start()
+    for _ in range(1000):
+        if len(slots.waiting) == len(threads):
+            break
+        threading.Event().wait(0.01)
+    assert len(slots.waiting) == len(threads)
+    slots.release(held)
+    for t in threads:
+        t.join(timeout=30)
+    assert order == [50, 7, 1, 0]
+    assert (slots.used, slots.waiting) == (0, [])
+
+
+def test_native_bytes_counts_what_a_compiler_reads(tmp_path: Path) -> None:
+    import io
+    import tarfile
+    import zipfile
+
+    from builder.archive import native_bytes
+
+    members = {"p-1/setup.py": 300, "p-1/p/_x.c": 1000, "p-1/p/x.H": 20, "p-1/README.md": 5000}
+    tgz = tmp_path / "p-1.tar.gz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, size in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = size
+            tf.addfile(info, io.BytesIO(b"x" * size))
+    with zipfile.ZipFile(tmp_path / "p-1.zip", "w") as zf:
+        for name, size in members.items():
+            zf.writestr(name, b"x" * size)
+    assert native_bytes(tgz) == native_bytes(tmp_path / "p-1.zip") == 1020
+    (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
+    assert native_bytes(tmp_path / "broken.tar.gz") == 0

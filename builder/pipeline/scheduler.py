@@ -27,8 +27,9 @@ from dataclasses import replace
 from typing import Any
 
 from .. import scratch
+from ..archive import native_bytes
 from ..cmd import check_stop, request_stop
-from ..errors import Interrupted
+from ..errors import Interrupted, PrewheelError
 from ..log import working_on
 from ..records import AccelDecision
 from ..stages.accel import LinksCuda
@@ -38,7 +39,9 @@ from . import grouping, steps
 from .grouping import Group
 from .report import ItemResult
 
+FETCHES = 8  # sdists fetched at once before a wave's builds
 Built = tuple[Group, steps.Candidate, bool]  # items, their candidate, shared with others
+Sources = tuple[tuple[Group, ...], ...]  # a wave's builds: the groups of each source
 Planned = Callable[[tuple[PlanItem, ...]], None]
 
 
@@ -83,8 +86,10 @@ class Scheduler:
         for r in results:
             self.run.reporter.finished(r)
 
-    def _pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=self.jobs * 2, thread_name_prefix="prewheel")
+    def _pool(self, workers: int | None = None) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(
+            max_workers=workers or self.jobs * 2, thread_name_prefix="prewheel"
+        )
 
     @staticmethod
     def _submit(
@@ -103,7 +108,8 @@ class Scheduler:
     def execute(self) -> list[ItemResult]:
         publisher = self.run.publisher
         with self._pool() as downloads, _stop_on_error():
-            with self._pool() as pool, self._pool() as verify_pool:
+            # One thread per slot for builds: they start in the order they are submitted.
+            with self._pool(self.jobs) as pool, self._pool() as verify_pool:
                 building, items = self._start_builds(pool)
                 self.planned(items)
                 work = grouping.group(
@@ -142,6 +148,7 @@ class Scheduler:
             items += wave
             sources = grouping.builds(wave)
             self._before_work(sources)
+            sources = self._longest_first(sources)
             for groups in sources:
                 key = groups[0][0].key
                 assert key is not None
@@ -153,6 +160,30 @@ class Scheduler:
                     self._submit(pool, groups[0][0].name, self._build_source, groups, first, mine)
                 )
         return building, tuple(items)
+
+    def _longest_first(
+        self, sources: tuple[tuple[Group, ...], ...]
+    ) -> tuple[tuple[Group, ...], ...]:
+        """A wave's builds, the one with the most native source to compile first, so the
+        longest builds start first and the short ones fill the slots beside them. The sdists
+        are fetched side by side first (each build then finds its own in the wheelhouse), so
+        the order does not follow which downloads fastest. Not with `--cache-from`: a build
+        found there needs no sdist."""
+        if len(sources) < 2 or self.run.cache_from:
+            return sources
+
+        def weight(groups: tuple[Group, ...]) -> int:
+            item = groups[0][0]
+            with working_on(item.name):
+                try:
+                    return native_bytes(steps.fetch_source(self.run, item))
+                except PrewheelError:
+                    return 0  # its build fails at the fetch, with its log
+
+        with self._pool(FETCHES) as fetches:
+            weights = list(fetches.map(weight, sources))
+        order = sorted(range(len(sources)), key=lambda i: -weights[i])
+        return tuple(sources[i] for i in order)
 
     def _download(self, items: Group) -> None:
         self._finish(steps.download(self.run, items))

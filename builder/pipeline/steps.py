@@ -7,6 +7,7 @@ package it works on).
 
 from __future__ import annotations
 
+import itertools
 import json
 import platform
 import socket
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 from packaging.utils import parse_wheel_filename
 
 from .. import __version__, tools
+from ..archive import native_bytes
 from ..atomic import sha256_file
 from ..config import Config
 from ..errors import PrewheelError, StepError, WheelhouseWriteError
@@ -57,13 +59,17 @@ class Slots:
     A verification waiting goes before any build waiting (`first`): a wheel already built
     is finished and published while the next builds wait, so the run does not end with
     every verification queued behind the last builds (and results come as they are ready).
+    Of the builds waiting, the one with the most `weight` (native source to compile) goes
+    first, so the longest builds start first and the short ones fill the gaps beside them.
     """
 
     def __init__(self, n: int) -> None:
         self.n, self.used, self.first_waiting = n, 0, 0
         self.cond = threading.Condition()
+        self.waiting: list[tuple[int, int]] = []  # builds: (-weight, arrival)
+        self._arrivals = itertools.count()
 
-    def acquire(self, heavy: bool, *, first: bool = False) -> int:
+    def acquire(self, heavy: bool, *, first: bool = False, weight: int = 0) -> int:
         need = self.n if heavy else 1
         with self.cond:
             if first:
@@ -74,7 +80,19 @@ class Slots:
                     self.first_waiting -= 1
                     self.cond.notify_all()  # builds held back only by this wait may go
             else:
-                self.cond.wait_for(lambda: self.used + need <= self.n and self.first_waiting == 0)
+                me = (-weight, next(self._arrivals))
+                self.waiting.append(me)
+                try:
+                    self.cond.wait_for(
+                        lambda: (
+                            self.used + need <= self.n
+                            and self.first_waiting == 0
+                            and min(self.waiting) == me
+                        )
+                    )
+                finally:
+                    self.waiting.remove(me)
+                    self.cond.notify_all()  # the next in line may go
             self.used += need
         return need
 
@@ -369,21 +387,25 @@ def _build_here(
     remote = _from_remote(run, item, key, work, record)
     if remote is not None:
         return remote
-    count = run.slots.acquire(run.config.package(item.name).heavy)
+    try:  # fetched before a slot is taken: what it holds orders the builds
+        sdist = fetch_source(run, item) if prebuilt is None else None
+    except WheelhouseWriteError:
+        raise
+    except PrewheelError as exc:
+        return failed(run, items, record, _as_step(exc, log_file), time.monotonic())
+    weight = native_bytes(sdist) if sdist is not None else 0
+    count = run.slots.acquire(run.config.package(item.name).heavy, weight=weight)
     # The clock starts with the build, not with the wait for a slot.
     t0 = time.monotonic()
     record = record.slot_taken()
     try:
-        tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt)
+        tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt, sdist)
         if run.check_reproducible:
             record = record.reproduced(_reproduce(run, item, key, tagged, log_file, record))
-    except StepError as exc:
-        return failed(run, items, record, exc, t0)
     except WheelhouseWriteError:
         raise
     except PrewheelError as exc:
-        err = StepError(exc.message, step="build", log=str(log_file))
-        return failed(run, items, record, err, t0)
+        return failed(run, items, record, _as_step(exc, log_file), t0)
     finally:
         run.slots.release(count)
     return Candidate(
@@ -392,6 +414,22 @@ def _build_here(
         record=record.with_build_deps(built.build_deps),
         started=t0,
         warnings=_warnings(built, tagged) + _unreproduced(record),
+    )
+
+
+def fetch_source(run: Run, item: PlanItem) -> Path:
+    """The sdist of a build item, in the wheelhouse's sources (downloaded once)."""
+    assert item.file is not None
+    run.reporter.step(item, "fetch")
+    return fetch(item.file, item.hashes, run.wh.root / "sources")[0]
+
+
+def _as_step(exc: PrewheelError, log_file: Path) -> StepError:
+    """What ended a build, as the step that failed (with its log)."""
+    return (
+        exc
+        if isinstance(exc, StepError)
+        else StepError(exc.message, step="build", log=str(log_file))
     )
 
 
@@ -442,6 +480,7 @@ def _make(
     log_file: Path,
     record: BuildRecord,
     prebuilt: BuildResult | None,
+    sdist: Path | None = None,
 ) -> tuple[Path, BuildResult, BuildRecord]:
     from .. import elf
     from ..stages import sbom
@@ -450,9 +489,7 @@ def _make(
 
     t0 = time.monotonic()
     if prebuilt is None:
-        assert item.file is not None
-        run.reporter.step(item, "fetch")
-        sdist, _ = fetch(item.file, item.hashes, run.wh.root / "sources")
+        sdist = sdist or fetch_source(run, item)
         run.reporter.step(item, "build")
         built = build_wheel(
             sdist=sdist,

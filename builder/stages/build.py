@@ -27,7 +27,7 @@ from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 from pyproject_hooks import BuildBackendWarning
 
 from .. import tools
-from ..archive import newest_mtime, unpack_sdist
+from ..archive import NATIVE_SOURCES, newest_mtime, unpack_sdist
 from ..cmd import clean_env, probe, run, tail, uv_env, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
@@ -77,8 +77,7 @@ class BuildResult:
 
 
 def has_native_sources(src: Path) -> bool:
-    suffixes = {".c", ".cc", ".cpp", ".cxx", ".pyx", ".cu", ".rs", ".f90", ".f"}
-    return any(p.suffix in suffixes for p in src.rglob("*") if ".git" not in p.parts)
+    return any(p.suffix in NATIVE_SOURCES for p in src.rglob("*") if ".git" not in p.parts)
 
 
 def build_wheel(
