@@ -6,6 +6,7 @@ No builds here: `prewheel targets` and the library functions only.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -193,3 +194,29 @@ def test_default_arch_lists_follow_the_toolkit() -> None:
     assert default_arch_list("12.8")[-1] == "12.0+PTX"
     # Kept to what this nvcc knows, PTX still on the newest.
     assert default_arch_list("13.0", ("7.5", "8.0", "9.0")) == ("7.5", "8.0", "9.0+PTX")
+
+
+@pytest.mark.slow
+def test_a_shim_as_target_interpreter_builds_and_verifies(
+    tmp_path: Path, write_config: WriteConfig
+) -> None:
+    """A target named by a script that finds the interpreter from the caller's environment,
+    as a pyenv shim does (PYENV_VERSION, the directory's .python-version): builds and
+    verification run in environments of their own, where such a script finds nothing, so
+    prewheel works with the interpreter the script ran, which it names when asked."""
+    real = Path(sys.executable).resolve()
+    shim = tmp_path / "shims" / "python3"
+    shim.parent.mkdir()
+    shim.write_text('#!/bin/sh\nexec "${PW_SHIM_PYTHON:-/nonexistent/python}" "$@"\n')
+    shim.chmod(0o755)
+    config = write_config(tmp_path, targets={"python": [str(shim)], "accel": ["cpu"]})
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-cext==1.0\npw-pure==1.0\n")
+    env = {**os.environ, "PW_SHIM_PYTHON": str(real)}
+    wh = tmp_path / "wh"
+    proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads(proc.stdout)["results"]
+    assert {r["name"]: r["status"] for r in results} == {"pw-cext": "built", "pw-pure": "built"}
+    (target,) = json.loads((wh / "targets.json").read_text())["targets"]
+    assert target["python_version"] == ".".join(map(str, sys.version_info[:3]))

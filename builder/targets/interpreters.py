@@ -50,12 +50,27 @@ def probe_interpreter(path: str) -> Interpreter | None:
     if info["implementation"] != "cpython":
         return None
     return Interpreter(
-        path=Path(path),
+        path=_itself(Path(path), info.get("executable")),
         version=(info["version"][0], info["version"][1], info["version"][2]),
         implementation=info["implementation"],
         gil_disabled=info["gil_disabled"],
         has_pip=info["has_pip"],
     )
+
+
+def _itself(path: Path, executable: str | None) -> Path:
+    """The interpreter `path` ran: `path` itself, or, where `path` is a script that starts
+    one (a pyenv shim: it picks the version from the caller's environment and directory,
+    which builds and verification do not share), the interpreter that script started."""
+    if not executable or Path(executable) == path:
+        return path
+    real = Path(executable)
+    try:
+        with path.open("rb") as fh:
+            script = fh.read(2) == b"#!"
+    except OSError:
+        return path
+    return real if script and real.is_file() and os.access(real, os.X_OK) else path
 
 
 def _version_key(p: Path) -> tuple[int, ...]:
