@@ -30,6 +30,9 @@ SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
 
+SUN_PATH_MAX = 107  # the bytes of a unix socket's address, without its final NUL
+
+
 def loopback_up() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         req = struct.pack("16sh", b"lo", 0)
@@ -80,6 +83,9 @@ def main(argv: list[str]) -> int:
         print("usage: _forward.py --socket PATH -- COMMAND...", file=sys.stderr)
         return 2
     path, command = argv[1], argv[3:]
+    if len(os.fsencode(path)) > SUN_PATH_MAX:  # a deep TMPDIR: reach it through a dir fd
+        head, name = os.path.split(path)
+        path = f"/proc/self/fd/{os.open(head, os.O_PATH | os.O_DIRECTORY)}/{name}"
     try:
         loopback_up()
     except OSError as exc:

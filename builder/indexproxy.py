@@ -27,6 +27,7 @@ import html
 import http.server
 import ipaddress
 import json
+import os
 import re
 import shutil
 import socket
@@ -156,6 +157,9 @@ def _port(parts: urllib.parse.SplitResult) -> int:
     return parts.port or (443 if parts.scheme == "https" else 80)
 
 
+SUN_PATH_MAX = 107  # the bytes of a unix socket's address (`_forward.py` says so too)
+
+
 class IndexProxy:
     """Serves `upstreams` (the first at `/simple/`, the k-th extra one at `/<k>/simple/`) on
     the unix socket `path` while the block runs."""
@@ -168,12 +172,17 @@ class IndexProxy:
         self._files: dict[str, str] = {}  # token -> absolute URL
         self._lock = threading.Lock()
         self._server: _Server | None = None
+        self._dir_fd: int | None = None
         self.refused: list[str] = []  # requests refused, for the log and the tests
 
     def __enter__(self) -> IndexProxy:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
-        self._server = _Server(str(self.path), _Handler)
+        address = str(self.path)
+        if len(os.fsencode(address)) > SUN_PATH_MAX:  # a deep TMPDIR: bound through a dir fd
+            self._dir_fd = os.open(self.path.parent, os.O_PATH | os.O_DIRECTORY)
+            address = f"/proc/self/fd/{self._dir_fd}/{self.path.name}"
+        self._server = _Server(address, _Handler)
         self._server.proxy = self
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
@@ -184,6 +193,9 @@ class IndexProxy:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
         self.path.unlink(missing_ok=True)
 
     def token(self, url: str) -> str:

@@ -81,3 +81,12 @@ def private_mounts() -> str:
     if probe.returncode != 0:
         missing(f"no private mount namespace here: {probe.stderr.strip()}")
     return unshare
+
+
+def network_namespace() -> str:
+    """`unshare --net`, working here (root or user namespaces); else `missing`."""
+    unshare = machine("unshare", "Debian: apt-get install util-linux")
+    probe = subprocess.run([unshare, "--net", "true"], capture_output=True, text=True, timeout=30)
+    if probe.returncode != 0:
+        missing(f"needs `unshare --net` (root or user namespaces): {probe.stderr.strip()}")
+    return unshare

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from clitools import compiler_free_venv, pip_install, prewheel, serving
+from needs import network_namespace
 from packaging.utils import parse_wheel_filename
 from upstream import Upstream, WriteConfig
 
@@ -112,3 +113,26 @@ def test_wheels_carry_their_exact_metadata(built: dict[str, object]) -> None:
         with zipfile.ZipFile(wheel) as zf:
             meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
             assert zf.read(meta) == wheel.with_name(wheel.name + ".metadata").read_bytes()
+
+
+@pytest.mark.parametrize("sandbox", ["auto", "netns"])
+def test_a_long_tmpdir_does_not_stop_the_index_proxy(
+    tmp_path: Path, write_config: WriteConfig, sandbox: str
+) -> None:
+    """The index proxy's unix socket lives in the run's scratch directory under TMPDIR; a
+    socket's address holds at most 107 bytes, which a deep TMPDIR (a CI runner's) passes."""
+    import os
+
+    deep = tmp_path / ("t" * 60) / ("m" * 60)
+    deep.mkdir(parents=True)
+    if sandbox == "netns":  # the forwarder reaches the socket by its path outside bubblewrap
+        network_namespace()
+    # pip reads the index through the proxy
+    config = write_config(tmp_path, index={"resolver": "pip"}, build={"sandbox": sandbox})
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-app==1.0\n")
+    env = {**os.environ, "TMPDIR": str(deep)}
+    proc = prewheel("plan", "-r", reqs, "-c", config, "--json", env=env)
+    assert proc.returncode == 0, proc.stderr
+    names = {i["name"] for i in json.loads(proc.stdout)["items"]}
+    assert names == {"pw-app", "pw-cext", "pw-pure", "pw-haswheel"}

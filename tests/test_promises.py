@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from clitools import prewheel
-from needs import missing
+from needs import network_namespace
 from upstream import Upstream, WriteConfig
 
 pytestmark = pytest.mark.slow
@@ -40,18 +40,10 @@ setup(packages=["pw_netprobe"])
 """
 
 
-def _netns_works() -> bool:
-    try:
-        return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
-    except OSError:
-        return False
-
-
 def test_the_build_backend_runs_without_network(
     upstream: Upstream, write_config: WriteConfig, tmp_path: Path
 ) -> None:
-    if not _netns_works():
-        missing("needs `unshare --net` (util-linux, and root or user namespaces)")
+    network_namespace()
     upstream.add_sdist("pw-netprobe", "1.0", {"setup.py": NETPROBE_SETUP})
     config = write_config(tmp_path, packages={"pw-netprobe": {"env": {"PROBE_URL": upstream.url}}})
     reqs = tmp_path / "requirements.txt"
