@@ -8,6 +8,7 @@ import select
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping
@@ -130,3 +131,46 @@ def snapshot(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
+
+
+def start(
+    *args: str | os.PathLike[str], env: Mapping[str, str] | None = None
+) -> subprocess.Popen[str]:
+    """`python -m builder ARGS` in the background, stdout and stderr in one pipe (progress
+    lines go to stdout, errors to stderr; not a TTY: plain lines)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "builder", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**(os.environ if env is None else env), "COLUMNS": "200"},
+    )
+
+
+@contextlib.contextmanager
+def lines_of(proc: subprocess.Popen[str]) -> Iterator[list[str]]:
+    """The output lines of `proc` as they arrive (read by a thread: never a blocking read)."""
+    got: list[str] = []
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            got.append(line)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    try:
+        yield got
+    finally:
+        t.join(timeout=30)
+
+
+def wait_for(got: list[str], proc: subprocess.Popen[str], timeout: float, *needles: str) -> bool:
+    """Whether a line holding every one of `needles` arrived within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if any(all(n in line for n in needles) for line in list(got)):
+            return True
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return any(all(n in line for n in needles) for line in list(got))
+        time.sleep(0.05)

@@ -488,3 +488,32 @@ def test_native_bytes_counts_what_a_compiler_reads(tmp_path: Path) -> None:
     assert native_bytes(tgz) == native_bytes(tmp_path / "p-1.zip") == 1020
     (tmp_path / "broken.tar.gz").write_bytes(b"not a tar")
     assert native_bytes(tmp_path / "broken.tar.gz") == 0
+
+
+def test_a_heavy_build_waiting_for_every_slot_does_not_hold_up_a_light_one() -> None:
+    import threading
+
+    from builder.pipeline.steps import Slots
+
+    slots = Slots(2)
+    held = slots.acquire(False)
+    order: list[str] = []
+
+    def take(name: str, heavy: bool, weight: int) -> None:
+        count = slots.acquire(heavy, weight=weight)
+        order.append(name)
+        slots.release(count)
+
+    heavy = threading.Thread(target=take, args=("heavy", True, 100))
+    heavy.start()
+    for _ in range(1000):
+        if slots.waiting:
+            break
+        threading.Event().wait(0.01)
+    light = threading.Thread(target=take, args=("light", False, 1))
+    light.start()
+    light.join(timeout=30)
+    assert order == ["light"], "the light build waited behind the heavy one"
+    slots.release(held)
+    heavy.join(timeout=30)
+    assert order == ["light", "heavy"]

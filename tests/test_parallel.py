@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import prewheel
+from clitools import lines_of, prewheel, start
 from upstream import Upstream
 
 pytestmark = pytest.mark.slow
@@ -31,6 +31,17 @@ setup()
 """
 
 
+# A build that takes its time (in bdist_wheel only: resolving reads its metadata at once).
+_SLOW_SETUP = """\
+import sys, time
+from setuptools import setup
+
+if "bdist_wheel" in sys.argv:
+    time.sleep(12)
+setup()
+"""
+
+
 def _pure(module: str) -> dict[str, str]:
     return {f"{module}/__init__.py": f"VALUE = {module!r}\n"}
 
@@ -40,6 +51,7 @@ def index(upstream: Upstream) -> Upstream:
     """The shared upstream plus this module's own packages (new names only)."""
     upstream.add_sdist("pw-par-a", "1.0", _pure("pw_par_a"))
     upstream.add_sdist("pw-hang", "1.0", {"setup.py": _HANG_SETUP, **_pure("pw_hang")})
+    upstream.add_sdist("pw-par-slow", "1.0", {"setup.py": _SLOW_SETUP, **_pure("pw_par_slow")})
     return upstream
 
 
@@ -86,8 +98,8 @@ def test_jobs_run_builds_at_once_and_heavy_alone(index: Upstream, tmp_path: Path
     assert {r["status"] for r in _results(proc).values()} == {"built"}
     spans = {name: _interval(rec) for name, rec in _records(tmp_path / "wh").items()}
     heavy = spans.pop("pw-cext")
-    for name, (start, end) in spans.items():
-        assert end <= heavy[0] or start >= heavy[1], f"{name} built while heavy pw-cext did"
+    for name, (began, end) in spans.items():
+        assert end <= heavy[0] or began >= heavy[1], f"{name} built while heavy pw-cext did"
     (a0, a1), (b0, b1) = spans["pw-pure"], spans["pw-par-a"]
     assert a0 < b1 and b0 < a1, "two light builds with --jobs 2 did not overlap"
     # Plain progress lines (not a TTY) name the package they belong to.
@@ -192,3 +204,21 @@ def test_failures_are_cached_unless_retried(failing: dict[str, Any]) -> None:
     assert not results["pw-broken"]["cached_failure"]
     assert "not retried" not in results["pw-broken"]["error"]
     assert _records(root / "wh")["pw-broken"]["started"] != before["pw-broken"]["started"]
+
+
+def test_each_result_is_reported_as_soon_as_it_is_published(
+    index: Upstream, tmp_path: Path
+) -> None:
+    """A wheel built, verified and published while another build still runs is reported
+    then: its line does not wait for the slow build."""
+
+    config = _config(tmp_path / "prewheel.toml", index, build="jobs = 2")
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-par-slow==1.0\npw-par-a==1.0\n")
+    proc = start("build", "-r", reqs, "-c", config, "--wheelhouse", tmp_path / "wh")
+    with lines_of(proc) as got:
+        assert proc.wait(timeout=120) == 0, "".join(got)
+    lines = [ln for ln in got if ln.startswith("[pw-par-")]
+    done = next(i for i, ln in enumerate(lines) if ln.startswith("[pw-par-a] ") and "built" in ln)
+    slow = [ln.rsplit(": ", 1)[-1].split()[0] for ln in lines[:done] if "[pw-par-slow]" in ln]
+    assert slow[-1] == "build", "pw-par-a was reported after the slow build:\n" + "".join(lines)

@@ -22,7 +22,7 @@ import contextvars
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import replace
 from typing import Any
 
@@ -108,8 +108,7 @@ class Scheduler:
     def execute(self) -> list[ItemResult]:
         publisher = self.run.publisher
         with self._pool() as downloads, _stop_on_error():
-            # One thread per slot for builds: they start in the order they are submitted.
-            with self._pool(self.jobs) as pool, self._pool() as verify_pool:
+            with self._pool() as pool, self._pool() as verify_pool:
                 building, items = self._start_builds(pool)
                 self.planned(items)
                 work = grouping.group(
@@ -200,25 +199,35 @@ class Scheduler:
         work: grouping.Work,
         verify_pool: ThreadPoolExecutor,
     ) -> None:
+        """Verify each build as it comes (or, when it needs another build of the run, once
+        every build is done), and report each result as soon as it is published: the
+        progress lines come one by one, not in a batch after the last build."""
         built: list[Built] = []
         later: list[Built] = []
-        verifying: list[Future[list[ItemResult]]] = []
-        for f in as_completed(building):
-            for entry in f.result():
-                built.append(entry)
-                if grouping.verify_now(requires_names(entry[1].wheel), work.building):
-                    verifying.append(
-                        self._submit(
-                            verify_pool, entry[0][0].name, self._verify, entry, list(built)
-                        )
-                    )
-                else:
-                    later.append(entry)
-        verifying += [
-            self._submit(verify_pool, e[0][0].name, self._verify, e, built) for e in later
-        ]
-        for v in verifying:
-            self._finish(v.result())
+        builds: set[Future[Any]] = set(building)  # each: list[Built]
+        verifying: set[Future[Any]] = set()  # each: list[ItemResult]
+
+        def verify(entry: Built, others: list[Built]) -> None:
+            verifying.add(self._submit(verify_pool, entry[0][0].name, self._verify, entry, others))
+
+        while builds or verifying:
+            done, _ = wait(builds | verifying, return_when=FIRST_COMPLETED)
+            for f in done:
+                if f in verifying:
+                    verifying.discard(f)
+                    self._finish(f.result())
+                    continue
+                builds.discard(f)
+                for entry in f.result():
+                    built.append(entry)
+                    if grouping.verify_now(requires_names(entry[1].wheel), work.building):
+                        verify(entry, list(built))
+                    else:
+                        later.append(entry)
+                if not builds:
+                    for entry in later:
+                        verify(entry, built)
+                    later = []
 
     def _verify(self, entry: Built, built: list[Built]) -> list[ItemResult]:
         self._await_downloads()

@@ -59,14 +59,15 @@ class Slots:
     A verification waiting goes before any build waiting (`first`): a wheel already built
     is finished and published while the next builds wait, so the run does not end with
     every verification queued behind the last builds (and results come as they are ready).
-    Of the builds waiting, the one with the most `weight` (native source to compile) goes
-    first, so the longest builds start first and the short ones fill the gaps beside them.
+    Of the builds waiting that the free slots hold, the one with the most `weight` (native
+    source to compile) goes first, so the longest builds start first and the short ones
+    fill the gaps beside them.
     """
 
     def __init__(self, n: int) -> None:
         self.n, self.used, self.first_waiting = n, 0, 0
         self.cond = threading.Condition()
-        self.waiting: list[tuple[int, int]] = []  # builds: (-weight, arrival)
+        self.waiting: list[tuple[int, int, int]] = []  # builds: (-weight, arrival, slots)
         self._arrivals = itertools.count()
 
     def acquire(self, heavy: bool, *, first: bool = False, weight: int = 0) -> int:
@@ -80,21 +81,21 @@ class Slots:
                     self.first_waiting -= 1
                     self.cond.notify_all()  # builds held back only by this wait may go
             else:
-                me = (-weight, next(self._arrivals))
+                me = (-weight, next(self._arrivals), need)
                 self.waiting.append(me)
                 try:
-                    self.cond.wait_for(
-                        lambda: (
-                            self.used + need <= self.n
-                            and self.first_waiting == 0
-                            and min(self.waiting) == me
-                        )
-                    )
+                    self.cond.wait_for(lambda: self.first_waiting == 0 and self._next() == me)
                 finally:
                     self.waiting.remove(me)
                     self.cond.notify_all()  # the next in line may go
             self.used += need
         return need
+
+    def _next(self) -> tuple[int, int, int] | None:
+        """The waiting build that goes next: the most weight among those the free slots
+        hold (a heavy build waiting for every slot does not stop a light one meanwhile)."""
+        fits = [w for w in self.waiting if self.used + w[2] <= self.n]
+        return min(fits) if fits else None
 
     def release(self, count: int) -> None:
         with self.cond:
@@ -418,10 +419,13 @@ def _build_here(
 
 
 def fetch_source(run: Run, item: PlanItem) -> Path:
-    """The sdist of a build item, in the wheelhouse's sources (downloaded once)."""
+    """The sdist of a build item, in the wheelhouse's sources (downloaded once; the step is
+    shown when it is downloaded)."""
     assert item.file is not None
-    run.reporter.step(item, "fetch")
-    return fetch(item.file, item.hashes, run.wh.root / "sources")[0]
+    sources = run.wh.root / "sources"
+    if not (sources / item.file.filename).is_file():
+        run.reporter.step(item, "fetch")
+    return fetch(item.file, item.hashes, sources)[0]
 
 
 def _as_step(exc: PrewheelError, log_file: Path) -> StepError:

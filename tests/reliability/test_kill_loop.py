@@ -14,8 +14,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from clitools import prewheel
-from reliakit import kill_marked, lines_of, scratch_dirs, start, wait_for, wait_gone
+from clitools import lines_of, prewheel, start, wait_for
+from reliakit import kill_marked, scratch_dirs, wait_gone
 from reliakit import write_config as module_config
 from upstream import Upstream
 

@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from clitools import prewheel, snapshot
-from reliakit import kill_marked, lines_of, own_traceback, scratch_dirs, start, wait_for, wait_gone
+from clitools import lines_of, prewheel, snapshot, start, wait_for
+from reliakit import kill_marked, own_traceback, scratch_dirs, wait_gone
 from reliakit import write_config as module_config
 from upstream import Upstream
 
