@@ -12,6 +12,7 @@ where it exists.
 from __future__ import annotations
 
 import calendar
+import functools
 import posixpath
 import tarfile
 import zipfile
@@ -136,10 +137,12 @@ NATIVE_SOURCES = frozenset({".c", ".cc", ".cpp", ".cxx", ".pyx", ".cu", ".rs", "
 _HEADERS = frozenset({".h", ".hh", ".hpp", ".hxx", ".cuh", ".pxd"})
 
 
+@functools.lru_cache(maxsize=256)
 def native_bytes(sdist: Path) -> int:
     """The bytes of native source (and headers) in `sdist`, read from its member list
     without unpacking: how much a build of it compiles, to start the longest builds first.
-    0 for a pure sdist, or one that cannot be read (its build fails on its own)."""
+    0 for a pure sdist, or one that cannot be read (its build fails on its own). Read once
+    per run: the scheduler orders a wave's builds by it, and each build's wait for a slot."""
     wanted = NATIVE_SOURCES | _HEADERS
     try:
         if sdist.name.endswith(".zip"):

@@ -160,9 +160,7 @@ class Scheduler:
                 )
         return building, tuple(items)
 
-    def _longest_first(
-        self, sources: tuple[tuple[Group, ...], ...]
-    ) -> tuple[tuple[Group, ...], ...]:
+    def _longest_first(self, sources: Sources) -> Sources:
         """A wave's builds, the one with the most native source to compile first, so the
         longest builds start first and the short ones fill the slots beside them. The sdists
         are fetched side by side first (each build then finds its own in the wheelhouse), so
