@@ -78,6 +78,31 @@ def test_package_builds_only_the_batch_named(write_config: WriteConfig, tmp_path
     assert not list(wh.glob("files/*/pw_cext-*.whl"))
 
 
+def test_package_verifies_against_the_whole_closure_pins(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """`--package` narrows what is built, not the closure verify installs at: a dependency
+    left out of the batch is still pinned, so the wheelhouse's other version of it is not
+    taken in its place."""
+    upstream.add_sdist("pw-pk-lib", "1.0", {"pw_pk_lib/__init__.py": "V = 1\n"})
+    upstream.add_sdist("pw-pk-lib", "2.0", {"pw_pk_lib/__init__.py": "V = 2\n"})
+    upstream.add_sdist("pw-pk-app", "1.0", {"pw_pk_app/__init__.py": ""}, deps=["pw-pk-lib"])
+    config, wh = write_config(tmp_path), tmp_path / "wh"
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-pk-lib==2.0\n")
+    first = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
+    assert first.returncode == 0, first.stderr
+    reqs.write_text("pw-pk-app==1.0\npw-pk-lib==1.0\n")
+    proc = prewheel(
+        "build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--package", "pw-pk-app", "--json"
+    )
+    results = {r["name"]: r for r in json.loads(proc.stdout)["results"]}
+    assert set(results) == {"pw-pk-app"}, proc.stdout
+    app = results["pw-pk-app"]
+    assert app["status"] == "failed" and app["check"] == "install", app
+    assert not list(wh.glob("files/*/pw_pk_app-*.whl"))
+
+
 def test_default_config_and_wheelhouse_from_the_environment(
     upstream: Upstream, tmp_path: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import click
@@ -13,7 +14,7 @@ from rich.console import Console
 
 from .. import stamp
 from ..pipeline import execute_waves
-from ..stages.plan import Plan, PlanItem, assemble, plan_waves
+from ..stages.plan import Plan, PlanItem, Wave, assemble, plan_waves
 from ..wheelhouse import Wheelhouse
 from ._common import guarded_run, load_inputs
 from ._options import build_options
@@ -82,12 +83,21 @@ def command(
                 keep_sources=True,  # the build reuses the sdists the plan read
             )
 
-            def whole(items: list[PlanItem]) -> Plan:
-                plan = assemble(selected, pins, items)
+            # `--package` narrows the builds the waves start, not the plan: its closures (the
+            # pins verify installs at) and unpinned members are the whole plan's.
+            every: list[PlanItem] = []  # each wave's items, before the narrowing
+
+            def narrowed(waves: Iterable[Wave]) -> Iterator[Wave]:
+                for wave in waves:
+                    every.extend(wave.items)
+                    yield wave.only_building(only) if only is not None else wave
+
+            def whole(_: list[PlanItem]) -> Plan:
+                plan = assemble(selected, pins, every)
                 return plan.only_building(only) if only is not None else plan
 
             report = execute_waves(
-                (w.only_building(only) if only is not None else w for w in waves),
+                narrowed(waves),
                 whole,
                 selected,
                 config,
