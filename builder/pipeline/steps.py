@@ -120,6 +120,8 @@ class Run:
     check_reproducible: bool = False  # build each wheel twice and compare
     # Per target name, the plan's closure {name: version}: verify installs at these pins.
     closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    # The sdists this run has fetched and checked, by URL (`fetch_source`).
+    fetched: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -421,12 +423,17 @@ def _build_here(
 
 def fetch_source(run: Run, item: PlanItem) -> Path:
     """The sdist of a build item, in the wheelhouse's sources (downloaded once; the step is
-    shown when it is downloaded)."""
+    shown when it is downloaded), checked against its sha256 once per run: the scheduler
+    fetches a wave's sdists before their builds, which then ask again."""
     assert item.file is not None
+    done = run.fetched.get(item.file.url)
+    if done is not None:
+        return done
     sources = run.wh.root / "sources"
     if not (sources / item.file.filename).is_file():
         run.reporter.step(item, "fetch")
-    return fetch(item.file, item.hashes, sources)[0]
+    path = run.fetched[item.file.url] = fetch(item.file, item.hashes, sources)[0]
+    return path
 
 
 def _as_step(exc: PrewheelError, log_file: Path) -> StepError:

@@ -102,8 +102,7 @@ class Plan:
 
     def only_building(self, names: set[str]) -> Plan:
         """The plan with builds limited to `names` (downloads and cached items stay)."""
-        kept = tuple(i for i in self.items if i.action != "build" or i.name in names)
-        return replace(self, items=kept)
+        return replace(self, items=_only_building(self.items, names))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -406,8 +405,11 @@ class Wave:
 
     def only_building(self, names: set[str]) -> Wave:
         """The wave with builds limited to `names` (`Plan.only_building`)."""
-        kept = tuple(i for i in self.items if i.action != "build" or i.name in names)
-        return replace(self, items=kept)
+        return replace(self, items=_only_building(self.items, names))
+
+
+def _only_building(items: tuple[PlanItem, ...], names: set[str]) -> tuple[PlanItem, ...]:
+    return tuple(i for i in items if i.action != "build" or i.name in names)
 
 
 def plan_waves(
