@@ -34,6 +34,7 @@ from ..log import working_on
 from ..records import AccelDecision
 from ..stages.accel import LinksCuda
 from ..stages.plan import PlanItem
+from ..threads import in_threads
 from ..wheelfile import is_abi3, is_pure, requires_names
 from . import grouping, steps
 from .grouping import Group
@@ -86,10 +87,8 @@ class Scheduler:
         for r in results:
             self.run.reporter.finished(r)
 
-    def _pool(self, workers: int | None = None) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(
-            max_workers=workers or self.jobs * 2, thread_name_prefix="prewheel"
-        )
+    def _pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self.jobs * 2, thread_name_prefix="prewheel")
 
     @staticmethod
     def _submit(
@@ -177,8 +176,7 @@ class Scheduler:
                 except PrewheelError:
                     return 0  # its build fails at the fetch, with its log
 
-        with self._pool(FETCHES) as fetches:
-            weights = list(fetches.map(weight, sources))
+        weights = in_threads(weight, sources, FETCHES)
         order = sorted(range(len(sources)), key=lambda i: -weights[i])
         return tuple(sources[i] for i in order)
 

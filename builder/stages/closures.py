@@ -18,14 +18,12 @@ read.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import hashlib
 import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 from packaging import tags
 from packaging.version import Version
@@ -36,6 +34,7 @@ from ..requirements import Pin
 from ..sandbox import Policy, policy
 from ..targets import Target
 from ..targets.policy import platforms
+from ..threads import in_threads
 from ..upstream import UpstreamFile, Validator, page_validator, project_page, unchanged
 from ..wheelhouse import Wheelhouse, atomic_write_json
 from . import constraints
@@ -45,8 +44,6 @@ Progress: TypeAlias = Callable[[str], None]
 Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
 # A closure as resolved: with the validators of the pages it was read from.
 Resolution: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]], list[Validator]]
-T = TypeVar("T")
-R = TypeVar("R")
 
 CACHE_FORMAT = 2
 # Index pages read at once: each is one small request, mostly waiting on the network.
@@ -60,23 +57,6 @@ def _quiet(_: str) -> None:
 def sandbox_policy(config: Config, wh: Wheelhouse) -> Policy:
     """The sandbox of every run of package code for this config and wheelhouse."""
     return policy(config.sandbox, memory=config.memory, wheelhouse=wh.root)
-
-
-def in_threads(fn: Callable[[T], R], args: Sequence[T], threads: int) -> list[R]:
-    """`fn` over `args` in up to `threads` threads, each in a copy of this context (the
-    stamp's recorder, the log's package tag), results in order; the first error raised."""
-    if len(args) <= 1:
-        return [fn(a) for a in args]
-    with ThreadPoolExecutor(max_workers=min(threads, len(args))) as pool:
-        futures: list[Future[R]] = [
-            pool.submit(contextvars.copy_context().run, fn, a) for a in args
-        ]
-        try:
-            return [f.result() for f in futures]
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
 
 
 def upstream_files(upstreams: tuple[str, ...], name: str) -> list[UpstreamFile] | None:

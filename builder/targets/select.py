@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextvars
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from fnmatch import fnmatchcase
 
 from ..config import CUDA_EXCLUDES, Config, TargetSpec
+from ..threads import in_threads
 from . import policy
 from .cuda import check_arch_list, default_arch_list, find_toolkit, nvcc_archs
 from .interpreters import abi_guess, expand_python, find_interpreter
@@ -26,13 +25,7 @@ def resolve_targets(config: Config) -> list[Target]:
         for raw_spec in config.targets
         for python in expand_python(raw_spec.python)
     ]
-    if len(specs) > 1:
-        with ThreadPoolExecutor(max_workers=min(8, len(specs))) as pool:
-            found = list(
-                pool.map(lambda s: contextvars.copy_context().run(_resolve, s, config), specs)
-            )
-    else:
-        found = [_resolve(s, config) for s in specs]
+    found = in_threads(lambda s: _resolve(s, config), specs, 8)
     out: dict[str, Target] = {}
     for target in found:
         out.setdefault(target.name, target)
