@@ -473,6 +473,9 @@ class BuildRecord:
     isa: IsaReport | None = None
     step: str | None = None
     check: str | None = None  # the check a failure failed: "werror", "abi", "smoke", ...
+    # A failed check after the build: what the checks depended on beyond the cache key
+    # (`steps.checks_key`); the failure is kept while it is the same.
+    checks_key: str | None = None
     error: str | None = None
     tail: str = ""
     finished: str | None = None
@@ -537,13 +540,21 @@ class BuildRecord:
         )
 
     def failed(
-        self, *, step: str, error: str, tail: str, duration: float, check: str | None = None
+        self,
+        *,
+        step: str,
+        error: str,
+        tail: str,
+        duration: float,
+        check: str | None = None,
+        checks_key: str | None = None,
     ) -> BuildRecord:
         return replace(
             self,
             result="failed",
             step=step,
             check=check,
+            checks_key=checks_key,
             error=error,
             tail=tail,
             finished=utcnow(),
@@ -615,6 +626,7 @@ class BuildRecord:
             "sha256": self.sha256,
             "step": self.step,
             "check": self.check,
+            "checks_key": self.checks_key,
             "error": self.error,
             "finished": self.finished,
             "duration": self.duration,
@@ -694,6 +706,7 @@ class BuildRecord:
             isa=IsaReport.from_json(d["isa"]) if d.get("isa") else None,
             step=d.get("step"),
             check=d.get("check"),
+            checks_key=d.get("checks_key"),
             error=d.get("error"),
             tail=str(d.get("tail") or ""),
             finished=d.get("finished"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import sysconfig
 import zipfile
@@ -84,7 +85,7 @@ def caught(index: Upstream, tmp_path_factory: pytest.TempPathFactory) -> dict[st
         "pw-firstcall==1.0\npw-dep==2.0\npw-ssize==1.0\npw-abi3bad==1.0\npw-cext==1.0\n",
         packages={"pw-firstcall": {"smoke": FIRSTCALL_SMOKE}},
     )
-    return {"root": root, "wh": root / "wh", "proc": proc, "results": results}
+    return {"root": root, "wh": root / "wh", "proc": proc, "results": results, "index": index}
 
 
 def test_a_failing_smoke_test_fails_the_wheel(caught: dict[str, Any]) -> None:
@@ -292,3 +293,36 @@ def test_default_flags_keep_the_interpreters_own(caught: dict[str, Any]) -> None
     assert own[-1] in flags
     assert flags.index("-g0") > flags.index(own[-1])
     assert "-Werror=implicit-function-declaration" in flags
+
+
+def test_a_failed_check_is_kept_while_its_inputs_are_the_same(
+    caught: dict[str, Any], tmp_path: Path
+) -> None:
+    """A wheel that failed a check after its build (the smoke test, the ABI check) is not
+    built again on the next run while the pins, the smoke test and the check settings are the
+    same: "failed (cached)". Change one of them and it is tried again: an ABI finding waived,
+    a smoke test that now passes."""
+    root = tmp_path / "again"
+    shutil.copytree(caught["root"], root, symlinks=True)
+    reqs = "pw-firstcall==1.0\npw-dep==2.0\npw-ssize==1.0\npw-abi3bad==1.0\npw-cext==1.0\n"
+    index = caught["index"]
+    proc, results = _run(root, index, reqs, packages={"pw-firstcall": {"smoke": FIRSTCALL_SMOKE}})
+    assert proc.returncode == 1, proc.stderr
+    for name in ("pw-firstcall", "pw-ssize", "pw-abi3bad"):
+        assert results[name]["status"] == "failed" and results[name]["cached_failure"], (
+            json.dumps(results[name]) + proc.stderr
+        )
+    assert "AttributeError" in results["pw-firstcall"]["error"], "the first failure is told"
+    assert results["pw-cext"]["status"] == "cached"
+
+    passing = "import pw_firstcall\n"
+    proc, results = _run(
+        root,
+        index,
+        reqs,
+        packages={"pw-firstcall": {"smoke": passing}, "pw-ssize": {"abi_check": False}},
+    )
+    assert proc.returncode == 1, proc.stderr  # pw-abi3bad still fails, from its cache
+    assert results["pw-abi3bad"]["cached_failure"]
+    assert results["pw-firstcall"]["status"] == "built", results["pw-firstcall"]
+    assert results["pw-ssize"]["status"] == "built", results["pw-ssize"]

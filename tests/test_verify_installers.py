@@ -142,3 +142,28 @@ def test_uv_asked_for_but_missing_fails_verify_naming_the_fix(
     assert caught.value.step == "verify"
     assert "uv not found" in caught.value.message
     assert caught.value.hint is not None and 'verify_installer = "pip"' in caught.value.hint
+
+
+def test_a_failed_import_says_why_and_hints_only_at_a_missing_module(
+    tmp_path: Path, target: Target
+) -> None:
+    """The import's own error is in the message (a module gone from a newer Python, say);
+    the hint about `import_names` comes only when the module itself is not there."""
+    (tmp_path / "links").mkdir()
+    broken = _wheel(
+        tmp_path / "cand",
+        "pw-vgone",
+        "1.0",
+        extra={"pw_vgone/__init__.py": b"from inspect import formatargspec\n"},
+    )
+    env = _install(tmp_path, target, "pip", broken, "")
+    log = tmp_path / "verify.log"
+    with pytest.raises(StepError) as caught:
+        verify.import_modules(env, broken, name="pw-vgone", import_names=None, log_file=log)
+    assert caught.value.check == "import"
+    assert "ImportError: cannot import name 'formatargspec'" in caught.value.message
+    assert caught.value.hint is None
+    with pytest.raises(StepError) as missing:
+        verify.import_modules(env, broken, name="pw-vgone", import_names=("pw_x",), log_file=log)
+    assert "ModuleNotFoundError: No module named 'pw_x'" in missing.value.message
+    assert missing.value.hint is not None and "import_names" in missing.value.hint

@@ -49,7 +49,7 @@ def execute_waves(
     started = time.monotonic()
     publisher = Publisher(wh)
     n = max(1, jobs or os.cpu_count() or 1)
-    closures: dict[str, Mapping[str, str]] = {}  # filled when the whole plan is in
+    closures: dict[str, Mapping[str, str]] = {}  # each target's, filled as its wave comes
     done: list[Plan] = []
 
     def planned_all(items: tuple[PlanItem, ...]) -> None:
@@ -67,6 +67,7 @@ def execute_waves(
             if not ready:
                 publisher.start(t.accel for t in targets if t.missing is None)
                 ready = True
+            closures.update(wave.closures)  # a build's `checks_key` reads them
             yield wave.items
         if not ready:
             publisher.start(t.accel for t in targets if t.missing is None)

@@ -7,6 +7,7 @@ package it works on).
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import platform
@@ -275,30 +276,60 @@ def failed(
 ) -> list[ItemResult]:
     """A build that failed: its record says why, its log stays, each item fails."""
     duration = time.monotonic() - t0
+    checks = checks_key(run, items[0]) if exc.step in _CHECK_STEPS else None
     run.publisher.record(
         record.cache_key,
         record.failed(
-            step=exc.step, error=exc.message, tail=exc.tail, duration=duration, check=exc.check
+            step=exc.step,
+            error=exc.message,
+            tail=exc.tail,
+            duration=duration,
+            check=exc.check,
+            checks_key=checks,
         ),
     )
     log_path = str(run.wh.root / record.log)
     return [ItemResult.failure(it, exc, duration=duration, log=log_path) for it in items]
 
 
-# Steps whose outcome depends on more than the cache key: verify installs the closure at the
-# plan's pins and runs the configured smoke test; a fetch fails with the network. A failure
-# there is tried again.
-_NOT_KEYED_STEPS = frozenset({"fetch", "verify", "verify-install", "verify-import", "smoke"})
+# A fetch fails with the network: tried again on every run.
+_RETRIED_STEPS = frozenset({"fetch"})
+# The checks after the build: their outcome depends on more than the cache key (the plan's
+# pins that verify installs, the smoke test, the import names, `abi_check`), so a failure
+# there is kept only while those are the same (`checks_key`).
+_CHECK_STEPS = frozenset(
+    {"isa", "abi", "abi3audit", "verify", "verify-install", "verify-import", "smoke"}
+)
+
+
+def checks_key(run: Run, item: PlanItem) -> str:
+    """What the checks after the build of `item` depend on beyond its cache key: the
+    constraints verify installs with, the import names, the smoke test, the ABI check and
+    the installer."""
+    pkg = run.config.package(item.name)
+    smoke = run.config.smoke_for(item.name)
+    closure = run.closures.get(item.target.name, {})
+    inputs = {
+        "constraints": constraints.constraints_file(item.target, closure, run.config),
+        "import_names": list(pkg.import_names) if pkg.import_names else None,
+        "smoke": smoke.to_json() if smoke else None,
+        "abi_check": pkg.abi_check,
+        "installer": run.config.verify_installer,
+    }
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
 
 
 def _failed_before(run: Run, items: Group, key: CacheKey) -> list[ItemResult] | None:
     """The results of a build that failed before under this key: its inputs are the same, so
-    building it again would fail the same way (unless --retry-failed)."""
+    building it again would fail the same way (unless --retry-failed). A failed check is
+    kept only while what the checks depend on is the same too."""
     prev = run.wh.read_record(key.key)
     if run.retry_failed or prev is None or prev.result != "failed":
         return None
-    if prev.step in _NOT_KEYED_STEPS:
-        return None  # its inputs (the closure's pins, the smoke test) are not in the key
+    if prev.step in _RETRIED_STEPS:
+        return None
+    if prev.step in _CHECK_STEPS and prev.checks_key != checks_key(run, items[0]):
+        return None  # the pins, the smoke test or the check settings changed since
     # Still a failure (exit 1): the wheel is missing, it was only not tried again.
     err = StepError(
         f"failed before under the same cache key, not retried (--retry-failed builds it "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
@@ -402,6 +402,8 @@ class Wave:
     resolved (in the order of the targets)."""
 
     items: tuple[PlanItem, ...]
+    # Per target name, its whole closure {name: version} (kept when the builds are narrowed).
+    closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
 
     def only_building(self, names: set[str]) -> Wave:
         """The wave with builds limited to `names` (`Plan.only_building`)."""
@@ -468,7 +470,7 @@ def plan_waves(
                     t, pins, config, wh, resolved=closures[t], scan=scanner, by_accel=by_accel
                 )
             ]
-            yield Wave(items=tuple(items))
+            yield Wave(items=tuple(items), closures=closures_of(items))
     finally:
         # A run that stops (an error, a signal) does not wait for the other resolutions.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -485,10 +487,16 @@ def assemble(targets: list[Target], pins: list[Pin], items: list[PlanItem]) -> P
         targets=tuple(targets),
         skipped_targets=tuple(t for t in targets if t.missing),
         unpinned=tuple(sorted({i.name for i in ordered} - pinned)),
-        closures={
-            t.name: {i.name: i.version for i in ordered if i.target.name == t.name} for t in usable
-        },
+        closures={t.name: closures_of(ordered).get(t.name, {}) for t in usable},
     )
+
+
+def closures_of(items: Iterable[PlanItem]) -> dict[str, dict[str, str]]:
+    """Per target name, its closure as the items say: {name: version}."""
+    out: dict[str, dict[str, str]] = {}
+    for i in items:
+        out.setdefault(i.target.name, {})[i.name] = i.version
+    return out
 
 
 def make_plan(

@@ -202,16 +202,25 @@ def import_modules(
             sandbox=env.sandbox,
         )
     except CommandError as exc:
+        why = exception_line(exc.tail)
         raise StepError(
-            f"{name}: import of {', '.join(modules)} failed after install",
+            f"{name}: import of {', '.join(modules)} failed after install: {why}",
             step="verify",
             log=exc.log,
             tail=exc.tail,
             check="import",
             hint="if the module name differs from the wheel contents, set "
-            f"[packages.{name}] import_names in the config",
+            f"[packages.{name}] import_names in the config"
+            if _not_found(why, modules)
+            else None,
         ) from exc
     return modules
+
+
+def _not_found(line: str, modules: list[str]) -> bool:
+    """Whether `line` says one of `modules` itself (not something it imports) is missing."""
+    found = re.match(r"ModuleNotFoundError: No module named '([\w.]+)'", line)
+    return found is not None and any(m == found[1] or m.startswith(found[1] + ".") for m in modules)
 
 
 def smoke_test(env: VerifyVenv, smoke: Smoke, *, name: str, log_file: Path) -> None:
