@@ -139,6 +139,10 @@ def test_failures_do_not_stop_the_others(failing: dict[str, Any]) -> None:
     log = (wh / broken["log"]).read_text()
     assert "syntax error on purpose" in log
     assert "pw_broken.c" in results["pw-broken"]["tail"]
+    # The message names the compiler's first error, not just "see the log".
+    error = results["pw-broken"]["error"]
+    assert error.startswith("build failed (exit 1): pw_broken.c:"), error
+    assert ": error:" in error, error
 
 
 def test_a_hanging_build_is_stopped_and_recorded(failing: dict[str, Any]) -> None:

@@ -248,7 +248,7 @@ def build_wheel(
                 hint=inner.hint,
             ) from inner
         if isinstance(inner, CommandError):
-            raise _undeclared(inner, log_file, pkg.name) or inner from exc
+            raise _undeclared(inner, log_file, pkg.name) or _compile_error(inner) from exc
         raise StepError(
             f"build backend failed: {exc}", step="build", log=str(log_file), tail=_tail_of(log_file)
         ) from exc
@@ -392,6 +392,35 @@ def _undeclared(exc: CommandError, log_file: Path, name: str) -> StepError | Non
         f"[packages.{name}] werror_implicit = false to build anyway (it then fails at import "
         "or at the ABI check)",
     )
+
+
+# A compiler's diagnostic: `file.c:209:12: fatal error: longintrepr.h: No such file ...`.
+_COMPILE_ERROR = re.compile(r"^\S+:\d+(?::\d+)?: (?:fatal )?error: .+$", re.MULTILINE)
+
+
+def _compile_error(exc: CommandError) -> CommandError | StepError:
+    """A hook that failed on a compile error, said with the compiler's first error line (the
+    build's own last lines are mostly its traceback); else the failure as it was."""
+    text = _last_command_output(Path(exc.log)) if exc.log else exc.tail
+    found = _COMPILE_ERROR.search(text)
+    if found is None:
+        return exc
+    return StepError(
+        f"{exc.message.removesuffix(f', see {exc.log}')}: {found.group(0).strip()[:300]}",
+        step="build",
+        log=exc.log,
+        tail=exc.tail,
+    )
+
+
+def _last_command_output(log_file: Path) -> str:
+    """What the log's last command printed (after its `$ ` line)."""
+    try:
+        text = log_file.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
+    start = text.rfind("\n$ ")
+    return text[start + 1 :] if start >= 0 else text
 
 
 def _tail_of(log_file: Path) -> str:
