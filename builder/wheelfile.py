@@ -8,7 +8,7 @@ import hashlib
 import os
 import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from packaging.metadata import Metadata
@@ -37,15 +37,25 @@ def read_metadata(wheel: Path) -> bytes:
 
 
 def top_level_modules(wheel: Path) -> list[str]:
-    """Importable top-level names: top_level.txt if present, else what the RECORD holds."""
+    """Importable top-level names: those of top_level.txt the wheel holds (it lists what the
+    project declared, an optional extension that did not build included); all it lists when
+    it holds none of them (a broken wheel, which the import shows); else what it holds."""
     with zipfile.ZipFile(wheel) as zf:
         di = dist_info_dir(zf)
         names = zf.namelist()
-        if f"{di}/top_level.txt" in names:
-            listed = zf.read(f"{di}/top_level.txt").decode().split()
-            found = [n for n in listed if n]
-            if found:
-                return sorted({n.replace("/", ".") for n in found})
+        listed = (
+            zf.read(f"{di}/top_level.txt").decode().split()
+            if f"{di}/top_level.txt" in names
+            else []
+        )
+    present = _present_modules(names)
+    declared = {n.replace("/", ".") for n in listed if n}
+    kept = {n for n in declared if n.split(".")[0] in present}
+    return sorted(kept or declared or present)
+
+
+def _present_modules(names: list[str]) -> set[str]:
+    """The top-level modules and packages among a wheel's members."""
     mods: set[str] = set()
     for n in names:
         first = n.split("/")[0]
@@ -58,7 +68,7 @@ def top_level_modules(wheel: Path) -> list[str]:
             mods.add(n[:-3])
         elif n.endswith(".so"):
             mods.add(n.split(".")[0])
-    return sorted(m for m in mods if m.isidentifier())
+    return {m for m in mods if m.isidentifier()}
 
 
 def member_sizes(wheel: Path) -> dict[str, int]:
@@ -103,9 +113,11 @@ def set_build_tag(
     *,
     epoch: int | None = None,
     extra: Mapping[str, bytes] | None = None,
+    platforms: Sequence[str] = (),
 ) -> Path:
     """Write a copy of `wheel` whose file name and WHEEL file carry `build_tag`, with the
-    `extra` members (`.dist-info/...` paths relative to the dist-info directory) added.
+    `extra` members (`.dist-info/...` paths relative to the dist-info directory) added;
+    `platforms`, when given, replace its platform tags (in the name and the `Tag:` lines).
 
     The one place a wheel is rewritten: unpacked, its RECORD written again, re-zipped
     normalised (`normalised_zip`) with member times from `epoch` (the build's
@@ -113,6 +125,8 @@ def set_build_tag(
     """
     parse_wheel_filename(wheel.name)  # validates
     parts = wheel.name[:-4].split("-")
+    if platforms:
+        parts[-1] = ".".join(platforms)
     tag_part = "-".join(parts[-3:])
     new_name = f"{parts[0]}-{parts[1]}-{build_tag}-{tag_part}.whl"
     out = outdir / new_name
@@ -128,6 +142,8 @@ def set_build_tag(
     if wheel_file in files:
         mode, data = files[wheel_file]
         lines = [ln for ln in data.decode().splitlines() if not ln.startswith("Build:")]
+        if platforms:
+            lines = _with_platforms(lines, platforms)
         lines.append(f"Build: {build_tag}")
         files[wheel_file] = (mode, ("\n".join(lines) + "\n").encode())
     for name, data in (extra or {}).items():
@@ -135,6 +151,18 @@ def set_build_tag(
     if epoch is None:
         epoch = int(os.environ.get("SOURCE_DATE_EPOCH", str(ZIP_EPOCH)))
     normalised_zip(files, di, out, epoch=epoch)
+    return out
+
+
+def _with_platforms(lines: list[str], platforms: Sequence[str]) -> list[str]:
+    """WHEEL's lines with each `Tag: py-abi-platform` line made one per `platforms`."""
+    out: list[str] = []
+    for ln in lines:
+        if not ln.startswith("Tag:"):
+            out.append(ln)
+            continue
+        py, abi, _ = ln.partition(":")[2].strip().split("-")
+        out += [t for p in platforms if (t := f"Tag: {py}-{abi}-{p}") not in out]
     return out
 
 

@@ -8,6 +8,10 @@ Each is a real C extension compiled by the suite's PEP 517 builds:
 - `pw-removedapi` has a submodule extension calling `Py_SetStandardStreamEncoding`, gone
   from Python 3.13; importing the package does not load it.
 - `pw-abi3bad` is tagged abi3 but calls `PyUnicode_New`, outside the limited API.
+- `pw-fallback` declares a C extension that does not compile (a header gone, as
+  `longintrepr.h` from Python 3.11 for PyYAML 5.3.1) and falls back to pure Python: its
+  wheel is tagged for the platform and holds no compiled code, and its top_level.txt names
+  the missing top-level extension (`_yaml` there, `_pw_fallback` here).
 - `pw-sized` needs the config's own CFLAGS (it does not compile without them) and carries
   enough code for its debug info to show.
 """
@@ -101,6 +105,27 @@ static PyObject *total(PyObject *self, PyObject *args) {
 )
 
 
+# PyYAML 5.3.1's way: an extension that fails to build is left out, with a message.
+FALLBACK_SETUP = """from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+
+class optional_build_ext(build_ext):
+    def run(self):
+        try:
+            build_ext.run(self)
+        except Exception as exc:
+            print("Error compiling module, falling back to pure Python:", exc)
+
+
+setup(
+    ext_modules=[Extension("_pw_fallback", ["speedups.c"])],
+    cmdclass={"build_ext": optional_build_ext},
+)
+"""
+FALLBACK_C = "#include <pw_header_gone_in_this_python.h>\n"
+
+
 def add_all(index: Upstream) -> None:
     """Add the fixtures (and pw-dep 1.0 and 2.0, as wheels) to `index`, under new names."""
     index.add_wheel("pw-dep", "1.0", {"pw_dep/__init__.py": "def legacy():\n    return 42\n"})
@@ -143,6 +168,11 @@ def add_all(index: Upstream) -> None:
             ),
             "pw_abi3bad.c": ABI3_C,
         },
+    )
+    index.add_sdist(
+        "pw-fallback",
+        "1.0",
+        {"setup.py": FALLBACK_SETUP, "speedups.c": FALLBACK_C, "pw_fallback/__init__.py": ""},
     )
     index.add_sdist(
         "pw-sized",

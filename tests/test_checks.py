@@ -326,3 +326,32 @@ def test_a_failed_check_is_kept_while_its_inputs_are_the_same(
     assert results["pw-abi3bad"]["cached_failure"]
     assert results["pw-firstcall"]["status"] == "built", results["pw-firstcall"]
     assert results["pw-ssize"]["status"] == "built", results["pw-ssize"]
+
+
+def test_a_platform_wheel_without_compiled_code_is_published_and_said(
+    index: Upstream, tmp_path: Path
+) -> None:
+    """An extension that did not build and a package that fell back to pure Python (PyYAML
+    5.3.1 on Python 3.11): pip would install that wheel, so prewheel publishes it, under the
+    oldest manylinux tag (no symbol bounds its glibc; auditwheel refuses such a wheel), and
+    says the compiled code is missing."""
+    proc, results = _run(tmp_path, index, "pw-fallback==1.0\n")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    got = results["pw-fallback"]
+    assert got["status"] == "built", got
+    (wheel,) = _wheels(tmp_path / "wh", "pw_fallback")
+    interp = find_interpreter("3.11")[0]
+    assert interp is not None
+    assert wheel.name.endswith(
+        f"-{interp.abi}-{interp.abi}-manylinux1_x86_64.manylinux_2_5_x86_64.whl"
+    ), wheel.name
+    with zipfile.ZipFile(wheel) as zf:
+        tags = [ln for ln in zf.read(next(n for n in zf.namelist() if n.endswith("/WHEEL")))
+                .decode().splitlines() if ln.startswith("Tag:")]  # fmt: skip
+    assert tags == [
+        f"Tag: {interp.abi}-{interp.abi}-manylinux1_x86_64",
+        f"Tag: {interp.abi}-{interp.abi}-manylinux_2_5_x86_64",
+    ]
+    assert any("holds no compiled code" in w for w in got["warnings"]), got["warnings"]
+    assert "falling back to pure Python" in Path(got["log"]).read_text()
+    assert got["checks"] == ["isa", "abi", "import"]

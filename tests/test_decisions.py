@@ -7,6 +7,7 @@ the same paths for real.
 from __future__ import annotations
 
 import sys
+import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -517,3 +518,32 @@ def test_a_heavy_build_waiting_for_every_slot_does_not_hold_up_a_light_one() -> 
     slots.release(held)
     heavy.join(timeout=30)
     assert order == ["light", "heavy"]
+
+
+@pytest.mark.parametrize(
+    ("top_level", "members", "imported"),
+    [
+        # An optional extension that did not build (PyYAML 5.3.1's `_yaml`): not imported.
+        ("_gone\npkg\n", {"pkg/__init__.py": b""}, ["pkg"]),
+        # Listed and held: every one.
+        ("a\nb\n", {"a/__init__.py": b"", "b.py": b""}, ["a", "b"]),
+        # Nothing it lists is there: a broken wheel, whose import must fail.
+        ("pkg\n", {"other.py": b""}, ["pkg"]),
+        # No top_level.txt: what it holds.
+        (None, {"pkg/__init__.py": b"", "mod.py": b""}, ["mod", "pkg"]),
+    ],
+)
+def test_the_modules_verify_imports(
+    tmp_path: Path, top_level: str | None, members: dict[str, bytes], imported: list[str]
+) -> None:
+    from builder.wheelfile import top_level_modules
+
+    wheel = tmp_path / "pw_mods-1.0-py3-none-any.whl"
+    di = "pw_mods-1.0.dist-info"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+        zf.writestr(f"{di}/METADATA", "Metadata-Version: 2.1\nName: pw-mods\nVersion: 1.0\n")
+        if top_level is not None:
+            zf.writestr(f"{di}/top_level.txt", top_level)
+    assert top_level_modules(wheel) == imported

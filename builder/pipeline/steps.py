@@ -584,7 +584,12 @@ def _make(
         )
     )
     tagged = set_build_tag(
-        repaired.wheel, build_tag(key), work, epoch=built.epoch, extra={sbom.MEMBER: doc}
+        repaired.wheel,
+        build_tag(key),
+        work,
+        epoch=built.epoch,
+        extra={sbom.MEMBER: doc},
+        platforms=repaired.platforms,
     )
     record = record.built(
         links_cuda=linked,
@@ -695,6 +700,11 @@ def _warnings(built: BuildResult, wheel: Path) -> tuple[str, ...]:
     out: list[str] = []
     if built.has_native_sources and is_pure(wheel):
         out.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
+    elif built.has_native_sources and not any(map(is_shared_object, member_sizes(wheel))):
+        out.append(
+            "the sdist has C/C++/Cython sources but the wheel holds no compiled code: its "
+            "extension did not build and it fell back to pure Python (the log says why)"
+        )
     return tuple(out)
 
 

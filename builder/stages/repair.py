@@ -31,6 +31,9 @@ class Repaired:
     wheel: Path
     external_libraries: tuple[ExternalLibrary, ...]  # linked, excluded, provided by whom
     grafted: tuple[GraftedLibrary, ...] = ()  # copied in by auditwheel
+    # The platform tags the tag step gives a platform wheel with no compiled code in it
+    # (auditwheel refuses it: "not a platform wheel"); empty: the wheel's own.
+    platforms: tuple[str, ...] = ()
 
 
 DOCKER_HINT = (
@@ -109,6 +112,8 @@ def repair_wheel(
     tree (a RUNPATH under the fixed path) is looked for at the real path."""
     if is_pure(wheel):
         return Repaired(wheel=wheel, external_libraries=())
+    if not elves:
+        return _without_code(wheel, target, log_file)
     # Excluded libraries still bound the glibc the wheel needs: count them, as shipped.
     provided = provided_elves(elves, excludes, target)
     shipped = [*elves, *provided]
@@ -169,6 +174,22 @@ def repair_wheel(
         external_libraries=external_libraries(repaired_elves, target=target, excludes=excludes),
         grafted=grafted_libraries(wheel, repaired[0]),
     )
+
+
+def _without_code(wheel: Path, target: Target, log_file: Path) -> Repaired:
+    """A wheel tagged for a platform that holds no compiled code (a package whose extension
+    did not build and that fell back to pure Python, or one that tags itself so): no symbol
+    bounds the glibc it needs, so it takes the oldest manylinux tag the target accepts (with
+    auditwheel's alias for it, as auditwheel names a wheel it repairs)."""
+    accepted = policy.platforms(target.policy)  # newest first, each with its legacy alias
+    oldest = next((p for p in reversed(accepted) if policy.glibc_of(p)), accepted[-1])
+    platforms = tuple(sorted(p for p in accepted if policy.glibc_of(p) == policy.glibc_of(oldest)))
+    _log(
+        log_file,
+        f"prewheel: {wheel.name} holds no compiled code: tagged {'.'.join(platforms)} "
+        "(nothing in it depends on the glibc); auditwheel not run\n",
+    )
+    return Repaired(wheel=wheel, external_libraries=(), platforms=platforms)
 
 
 def _library_path(
