@@ -195,6 +195,16 @@ def test_failures_are_cached_unless_retried(failing: dict[str, Any]) -> None:
     assert kept["pw-broken"]["log"] == str(root / "wh" / before["pw-broken"]["log"])
     assert _records(root / "wh") == before
 
+    # A failure another prewheel version recorded is tried again (an upgrade may fix it).
+    for path in (root / "wh" / "builds").glob("*.json"):
+        rec = json.loads(path.read_text())
+        if rec["name"] == "pw-broken":
+            path.write_text(json.dumps({**rec, "tools": {**rec["tools"], "prewheel": "0.0.1"}}))
+    other = _results(_build(root, reqs, config, "--json"))
+    assert other["pw-hang"]["cached_failure"]
+    assert not other["pw-broken"]["cached_failure"], "a failure of another version is kept"
+    assert _records(root / "wh")["pw-broken"]["tools"]["prewheel"] != "0.0.1"
+
     # The same pins (no new resolution), pw-hang switched off: --retry-failed builds pw-broken.
     text = config.read_text().replace("timeout = 15", 'skip = "hangs"')
     config2 = root / "retry.toml"

@@ -328,6 +328,8 @@ def _failed_before(run: Run, items: Group, key: CacheKey) -> list[ItemResult] | 
         return None
     if prev.step in _RETRIED_STEPS:
         return None
+    if prev.tools.get("prewheel") != __version__:
+        return None  # another prewheel failed it: this one may not (a fix, a new check)
     if prev.step in _CHECK_STEPS and prev.checks_key != checks_key(run, items[0]):
         return None  # the pins, the smoke test or the check settings changed since
     # Still a failure (exit 1): the wheel is missing, it was only not tried again.
