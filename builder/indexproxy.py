@@ -32,6 +32,7 @@ import re
 import shutil
 import socket
 import socketserver
+import sys
 import threading
 import time
 import urllib.parse
@@ -279,6 +280,15 @@ class IndexProxy:
 class _Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     proxy: IndexProxy
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A resolver that closes a connection mid-request is normal; anything else is
+        logged. Never the standard library's traceback on stderr, over the run's output."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError | TimeoutError):
+            log.debug("index proxy: the client went away: %s", exc)
+        else:
+            log.warning("index proxy: a request failed: %r", exc)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import ipaddress
+import time
 import zipfile
 from dataclasses import replace
 from pathlib import Path
@@ -200,3 +201,22 @@ def test_the_index_proxy_fetches_no_private_address(tmp_path: Path) -> None:
         "http://127.0.0.1:3141/files/x-1.0.tar.gz.metadata"
     )
     assert proxy.file_url(ok, "y-1.0.tar.gz") is None
+
+
+def test_a_client_that_resets_the_proxy_prints_nothing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """uv closes connections mid-request; the proxy says nothing on stderr (the standard
+    library's server prints a traceback there by default)."""
+    import socket
+
+    with IndexProxy("http://127.0.0.1:3141/simple/", tmp_path / "index.sock") as proxy:
+        for _ in range(3):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                client.connect(str(proxy.path))
+                # A whole request (refused: not the index), closed before its answer is read:
+                # the proxy's next read of the kept-alive connection is a reset.
+                client.sendall(b"GET /elsewhere HTTP/1.1\r\nHost: sandbox\r\n\r\n")
+                time.sleep(0.1)
+        time.sleep(0.3)
+    assert "Traceback" not in capfd.readouterr().err
