@@ -547,3 +547,30 @@ def test_the_modules_verify_imports(
         if top_level is not None:
             zf.writestr(f"{di}/top_level.txt", top_level)
     assert top_level_modules(wheel) == imported
+
+
+def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) -> None:
+    """The failure names the first error in the package's sources, not a feature probe's
+    (numpy tests compiler flags with -Werror first, failing in the system's headers)."""
+    from builder.errors import CommandError
+    from builder.stages.build import _compile_error
+
+    log = tmp_path / "b.log"
+    log.write_text(
+        "$ hook get_requires_for_build_wheel\nok\n[exit 0 after 0.1s]\n\n"
+        "$ hook build_wheel\n"
+        "/usr/lib/gcc/x86_64-linux-gnu/12/include/avx512erintrin.h:55:20: error: '__W' is "
+        "used uninitialized [-Werror=uninitialized]\n"
+        "/tmp/tmpab12/source.c:3:1: error: unknown type name 'x'\n"
+        "pkg/core.c:65:26: error: lvalue required as left operand of assignment\n"
+        "pkg/core.c:70:1: error: a cascade\n"
+        "error: command '/usr/bin/gcc' failed with exit code 1\n"
+    )
+    exc = CommandError(f"build failed (exit 1), see {log}", step="build", log=str(log), tail="")
+    said = _compile_error(exc)
+    assert said.message == (
+        "build failed (exit 1): pkg/core.c:65:26: error: lvalue required as left operand of "
+        "assignment"
+    )
+    log.write_text("$ hook build_wheel\nTraceback ...\nValueError: no compiler here\n")
+    assert _compile_error(exc) is exc, "no compile error: the failure as it was"

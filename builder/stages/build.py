@@ -395,18 +395,23 @@ def _undeclared(exc: CommandError, log_file: Path, name: str) -> StepError | Non
 
 
 # A compiler's diagnostic: `file.c:209:12: fatal error: longintrepr.h: No such file ...`.
-_COMPILE_ERROR = re.compile(r"^\S+:\d+(?::\d+)?: (?:fatal )?error: .+$", re.MULTILINE)
+_COMPILE_ERROR = re.compile(r"^(\S+):\d+(?::\d+)?: (?:fatal )?error: .+$", re.MULTILINE)
+# Where a build's feature probes fail on purpose (numpy's tests of compiler flags break in
+# the system's intrinsics headers and in temporary files): not the package's own error.
+_PROBE_PLACES = ("/usr/", "/opt/", "/tmp/tmp")  # noqa: S108 (names, not files it writes)
 
 
 def _compile_error(exc: CommandError) -> CommandError | StepError:
-    """A hook that failed on a compile error, said with the compiler's first error line (the
-    build's own last lines are mostly its traceback); else the failure as it was."""
+    """A hook that failed on a compile error, said with the compiler's first error line in
+    the package's own sources (the build's last lines are mostly its traceback); else the
+    failure as it was."""
     text = _last_command_output(Path(exc.log)) if exc.log else exc.tail
-    found = _COMPILE_ERROR.search(text)
-    if found is None:
+    found = list(_COMPILE_ERROR.finditer(text))
+    if not found:
         return exc
+    own = next((m for m in found if not m.group(1).startswith(_PROBE_PLACES)), found[0])
     return StepError(
-        f"{exc.message.removesuffix(f', see {exc.log}')}: {found.group(0).strip()[:300]}",
+        f"{exc.message.removesuffix(f', see {exc.log}')}: {own.group(0).strip()[:300]}",
         step="build",
         log=exc.log,
         tail=exc.tail,
