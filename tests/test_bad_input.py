@@ -83,6 +83,36 @@ def test_missing_upstream_is_named(
     assert snapshot(existing) == before
 
 
+@pytest.mark.parametrize(
+    "reqs,needle",
+    [
+        # pw-app is an sdist: its requirements are read in the sandbox, by its build hooks.
+        ("pw-app==1.0\npw-cext==1.1\n", "pw-cext"),
+        # Wheels only: proved without the sandbox.
+        ("pw-needsnewer==1.0\n", "pw-haswheel>=2"),
+    ],
+)
+def test_unsatisfiable_pins_are_explained_by_uv(
+    tmp_path: Path,
+    write_config: WriteConfig,
+    existing: Path,
+    upstream: Upstream,
+    reqs: str,
+    needle: str,
+) -> None:
+    """Pins that cannot be satisfied together: uv's proof (its cause) is the error, at once;
+    pip's resolver is not run to say less after a long backtrack."""
+    upstream.add_wheel("pw-needsnewer", "1.0", {"pw_needsnewer/__init__.py": ""},
+                       deps=["pw-haswheel>=2"])  # fmt: skip
+    before = snapshot(existing)
+    proc = _build(tmp_path, write_config(tmp_path), existing, reqs)
+    assert proc.returncode == 2, proc.stderr
+    assert "uv could not resolve the requirements" in proc.stderr, proc.stderr
+    assert "cause:" in proc.stderr and needle in proc.stderr, proc.stderr
+    assert "pip's resolver tries instead" not in proc.stderr
+    assert snapshot(existing) == before
+
+
 def test_bad_config_lists_every_problem(tmp_path: Path, existing: Path) -> None:
     config = tmp_path / "prewheel.toml"
     config.write_text('[build]\njbos = 2\n[packages.pw-cext]\nevn = {A = "1"}\n')

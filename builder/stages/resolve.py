@@ -144,6 +144,12 @@ def _resolve_once(
                     hint="the upstream file changed after the index listed it; nothing was "
                     "published",
                 ) from exc
+            if resolver == "uv" and _unsatisfiable(exc.tail):
+                raise ResolutionError(
+                    f"uv could not resolve the requirements for {target.name}: "
+                    f"{_uv_explanation(exc.tail)}",
+                    hint=UNSATISFIABLE_HINT,
+                ) from exc
             if resolver == "uv":
                 raise _UvFailed(_reason(exc.tail)) from exc
             raise ResolutionError(
@@ -192,6 +198,13 @@ def _without_builds(
     except CommandTimeout:
         raise
     except CommandError as exc:
+        if _unsatisfiable(exc.tail) and "build" not in exc.tail.lower():
+            # Proved without a single sdist in the way: building would not change it.
+            raise ResolutionError(
+                f"uv could not resolve the requirements for {target.name}: "
+                f"{_uv_explanation(exc.tail)}",
+                hint=UNSATISFIABLE_HINT,
+            ) from exc
         log.debug("resolving without builds did not do: %s", _reason(exc.tail))
         out.unlink(missing_ok=True)
         return False
@@ -312,6 +325,40 @@ def _reason(output: str) -> str:
     errors = [ln for ln in lines if ln.startswith(_ERROR_STARTS)]
     picked = errors or lines[-3:]
     return re.sub(r"\s+", " ", " / ".join(picked))[:600]
+
+
+# uv's words for a package it could not read (an sdist it would not build or unpack, bad
+# metadata): pip's resolver may still get through those, so it gets its turn.
+_UNREADABLE = (
+    "Failed to build",
+    "Failed to prepare",
+    "Failed to download",
+    "Failed to read",
+    "Failed to parse",
+    "Failed to extract",
+    "Failed to fetch",
+    "invalid metadata",
+)
+
+
+UNSATISFIABLE_HINT = (
+    "check that every pin exists on the upstream index for this Python and that the pins "
+    "agree with each other's requirements"
+)
+
+
+def _unsatisfiable(output: str) -> bool:
+    """Whether uv proved the pins cannot be satisfied for this interpreter (its "No solution
+    found" with a cause), rather than failing to read a package pip may read."""
+    return "No solution found" in output and not any(w in output for w in _UNREADABLE)
+
+
+def _uv_explanation(output: str) -> str:
+    """uv's error with its cause and hint (which name the pin and, say, the Python ABI tags
+    the project has wheels for), as one line."""
+    lines = output.splitlines()
+    start = next((i for i, ln in enumerate(lines) if ln.strip().startswith(_ERROR_STARTS)), 0)
+    return re.sub(r"\s+", " ", " ".join(ln.strip() for ln in lines[start:]).strip())[:900]
 
 
 def _hash_lines(output: str) -> str:
