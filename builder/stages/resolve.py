@@ -358,7 +358,8 @@ def _uv_explanation(output: str) -> str:
     the project has wheels for), as one line."""
     lines = output.splitlines()
     start = next((i for i, ln in enumerate(lines) if ln.strip().startswith(_ERROR_STARTS)), 0)
-    return re.sub(r"\s+", " ", " ".join(ln.strip() for ln in lines[start:]).strip())[:900]
+    text = re.sub(r"\s+", " ", " ".join(ln.strip() for ln in lines[start:]).strip())
+    return re.sub(r"^(error:|\u00d7)\s*", "", text)[:900]
 
 
 def _hash_lines(output: str) -> str:
