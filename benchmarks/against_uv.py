@@ -68,6 +68,10 @@ def python(version: str) -> str:
 def clean_env(work: Path) -> dict[str, str]:
     """No user pip / uv configuration (this machine's adds indexes and constraints)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIP_", "UV_"))}
+    # Installed packages start from compiled bytecode (pip compiles it at install); a dev
+    # shell that forbids writing it would make prewheel (and pip) compile their changed
+    # modules on every start, which no installed copy does.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     env |= {
         "PIP_CONFIG_FILE": os.devnull,
         "UV_NO_CONFIG": "1",
