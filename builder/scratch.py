@@ -67,14 +67,24 @@ def make(base: Path | None = None) -> Path:
     return root
 
 
+def _stale(d: Path) -> bool:
+    """Whether scratch directory `d` belongs to a run that is gone: its owner file says so,
+    or, without one (a run killed between making the directory and marking it), no process
+    has the pid its name holds."""
+    marker = d / OWNER
+    if marker.is_file():
+        return not owner_alive(marker)
+    pid = d.name.removeprefix(PREFIX).split("-", 1)[0]
+    return pid.isdigit() and not Path(f"/proc/{pid}").exists()
+
+
 def clean_stale(base: Path | None = None) -> list[Path]:
     """Remove the scratch directories of runs that are gone; return what was removed."""
     where = base or (_current.parent if _current is not None else Path(tempfile.gettempdir()))
     removed = []
     with contextlib.suppress(OSError):
         for d in where.glob(f"{PREFIX}*"):
-            marker = d / OWNER
-            if d.is_dir() and marker.is_file() and not owner_alive(marker):
+            if d.is_dir() and _stale(d):
                 shutil.rmtree(d, ignore_errors=True)
                 removed.append(d)
     if removed:
@@ -99,7 +109,21 @@ def session() -> Iterator[Path]:
     finally:
         tempfile.tempdir = previous
         _current = None
-        shutil.rmtree(root, ignore_errors=True)
+        _remove(root)
+
+
+def _remove(root: Path) -> None:
+    """Remove a scratch directory, its owner file last: a run killed while it removes its
+    own leaves a marked directory, which the next run's `clean_stale` finishes."""
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(root):
+            if entry.name == OWNER:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.unlink(entry.path)
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def current() -> Path | None:
