@@ -145,11 +145,7 @@ def _resolve_once(
                     "published",
                 ) from exc
             if resolver == "uv" and _unsatisfiable(exc.tail):
-                raise ResolutionError(
-                    f"uv could not resolve the requirements for {target.name}: "
-                    f"{_uv_explanation(exc.tail)}",
-                    hint=UNSATISFIABLE_HINT,
-                ) from exc
+                raise _unsatisfiable_error(target, exc.tail) from exc
             if resolver == "uv":
                 raise _UvFailed(_reason(exc.tail)) from exc
             raise ResolutionError(
@@ -200,11 +196,7 @@ def _without_builds(
     except CommandError as exc:
         if _unsatisfiable(exc.tail) and "build" not in exc.tail.lower():
             # Proved without a single sdist in the way: building would not change it.
-            raise ResolutionError(
-                f"uv could not resolve the requirements for {target.name}: "
-                f"{_uv_explanation(exc.tail)}",
-                hint=UNSATISFIABLE_HINT,
-            ) from exc
+            raise _unsatisfiable_error(target, exc.tail) from exc
         log.debug("resolving without builds did not do: %s", _reason(exc.tail))
         out.unlink(missing_ok=True)
         return False
@@ -341,25 +333,24 @@ _UNREADABLE = (
 )
 
 
-UNSATISFIABLE_HINT = (
-    "check that every pin exists on the upstream index for this Python and that the pins "
-    "agree with each other's requirements"
-)
-
-
 def _unsatisfiable(output: str) -> bool:
     """Whether uv proved the pins cannot be satisfied for this interpreter (its "No solution
     found" with a cause), rather than failing to read a package pip may read."""
     return "No solution found" in output and not any(w in output for w in _UNREADABLE)
 
 
-def _uv_explanation(output: str) -> str:
-    """uv's error with its cause and hint (which name the pin and, say, the Python ABI tags
-    the project has wheels for), as one line."""
+def _unsatisfiable_error(target: Target, output: str) -> ResolutionError:
+    """uv's proof as the error: its error with its cause and hint (which name the conflict
+    or, say, the Python ABI tags the pinned version has wheels for), as one line."""
     lines = output.splitlines()
     start = next((i for i, ln in enumerate(lines) if ln.strip().startswith(_ERROR_STARTS)), 0)
     text = re.sub(r"\s+", " ", " ".join(ln.strip() for ln in lines[start:]).strip())
-    return re.sub(r"^(error:|\u00d7)\s*", "", text)[:900]
+    said = re.sub(r"^(error:|\u00d7)\s*", "", text)[:900]
+    return ResolutionError(
+        f"uv could not resolve the requirements for {target.name}: {said}",
+        hint="check that every pin exists on the upstream index for this Python and that the "
+        "pins agree with each other's requirements",
+    )
 
 
 def _hash_lines(output: str) -> str:
