@@ -115,8 +115,8 @@ def session() -> Iterator[Path]:
 def _remove(root: Path) -> None:
     """Remove a scratch directory, its owner file last: a run killed while it removes its
     own leaves a marked directory, which the next run's `clean_stale` finishes."""
-    with contextlib.suppress(OSError):
-        for entry in os.scandir(root):
+    with contextlib.suppress(OSError), os.scandir(root) as entries:
+        for entry in entries:
             if entry.name == OWNER:
                 continue
             if entry.is_dir(follow_symlinks=False):
