@@ -88,9 +88,10 @@ def _read_txt(path: Path, text: str, *, seen: set[Path]) -> list[Pin]:
             pins += _read_txt(inc_path, data.decode("utf-8"), seen=seen)
             continue
         if line.startswith("-"):
+            option = line.split()[0].split("=", 1)[0]
             raise RequirementsError(
-                f"{where}: option not supported here: {line.split()[0]}",
-                hint="set the upstream index in config/prewheel.toml ([index] upstream)",
+                f"{where}: option not supported here: {option}",
+                hint=_OPTION_HINTS.get(option, _INDEX_HINT),
             )
         pins.append(_parse_line(line, where))
     return pins
@@ -108,6 +109,23 @@ def _option_value(line: str, names: tuple[str, ...], where: str) -> str:
 
 
 _OPTION = re.compile(r"(?:^|\s)(--?[A-Za-z][\w-]*)(?:[= ]\s*(\S+))?")
+
+
+_INDEX_HINT = "set the upstream index in config/prewheel.toml ([index] upstream)"
+_LOCAL_HINT = (
+    "prewheel builds pinned releases from the upstream index; build a local project with "
+    "`python -m build --wheel` in its own stage, or publish its sdist to the index and pin it"
+)
+_CONSTRAINT_HINT = "pin the versions in the requirements file itself (`name==version`)"
+# What to do instead, for the pip options a requirements file may hold.
+_OPTION_HINTS = {
+    "-e": _LOCAL_HINT,
+    "--editable": _LOCAL_HINT,
+    "-c": _CONSTRAINT_HINT,
+    "--constraint": _CONSTRAINT_HINT,
+    "-f": _INDEX_HINT,
+    "--find-links": _INDEX_HINT,
+}
 
 
 def _parse_line(line: str, where: str) -> Pin:

@@ -51,6 +51,26 @@ def test_errors_name_file_and_line(tmp_path: Path, text: str, needle: str) -> No
     assert str(reqs) in err.value.message and needle in err.value.message
 
 
+@pytest.mark.parametrize(
+    "line,option,hint",
+    [
+        ("--index-url https://example.org/simple", "--index-url", "[index] upstream"),
+        ("-e .", "-e", "python -m build --wheel"),
+        ("--editable=./lib", "--editable", "python -m build --wheel"),
+        ("-c constraints.txt", "-c", "pin the versions in the requirements file"),
+    ],
+)
+def test_an_unsupported_option_says_what_to_do_instead(
+    tmp_path: Path, line: str, option: str, hint: str
+) -> None:
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(f"six==1.16.0\n{line}\n")
+    with pytest.raises(RequirementsError) as err:
+        read_requirements(reqs)
+    assert err.value.message.endswith(f":2: option not supported here: {option}")
+    assert err.value.hint is not None and hint in err.value.hint
+
+
 def test_pylock(tmp_path: Path) -> None:
     lock = tmp_path / "pylock.toml"
     lock.write_text(
