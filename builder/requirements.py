@@ -38,8 +38,18 @@ def read_requirements(path: Path) -> list[Pin]:
     if data is None:
         raise RequirementsError(f"{path}: no such file")
     if path.name.startswith("pylock.") and path.suffix == ".toml":
-        return _read_pylock(path, data.decode("utf-8"))
-    return _read_txt(path, data.decode("utf-8"), seen=set())
+        return _read_pylock(path, _text(path, data))
+    return _read_txt(path, _text(path, data), seen=set())
+
+
+def _text(path: Path, data: bytes) -> str:
+    """The file's text: UTF-8, with the byte-order mark editors on Windows write dropped
+    (pip reads such files too)."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise RequirementsError(f"{path}:{line}: not UTF-8 text ({exc.reason})") from exc
 
 
 def unpinned(pins: list[Pin]) -> list[Pin]:
@@ -85,7 +95,7 @@ def _read_txt(path: Path, text: str, *, seen: set[Path]) -> list[Pin]:
                 raise RequirementsError(f"{where}: recursive include of {included}")
             if data is None:
                 raise RequirementsError(f"{where}: included file {included} not found")
-            pins += _read_txt(inc_path, data.decode("utf-8"), seen=seen)
+            pins += _read_txt(inc_path, _text(inc_path, data), seen=seen)
             continue
         if line.startswith("-"):
             option = line.split()[0].split("=", 1)[0]

@@ -71,6 +71,27 @@ def test_an_unsupported_option_says_what_to_do_instead(
     assert err.value.hint is not None and hint in err.value.hint
 
 
+def test_a_windows_file_reads_as_pip_reads_it(tmp_path: Path) -> None:
+    """A byte-order mark, CRLF line ends, a continuation line and names in any case."""
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_bytes(
+        b"\xef\xbb\xbf# pinned\r\nPython_Levenshtein==0.12.2  # C\r\n\r\nSix \\\r\n  ==1.16.0\r\n"
+    )
+    pins = read_requirements(reqs)
+    assert [(p.name, p.version) for p in pins] == [
+        ("python-levenshtein", "0.12.2"),
+        ("six", "1.16.0"),
+    ]
+
+
+def test_bytes_that_are_not_utf8_name_the_line(tmp_path: Path) -> None:
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_bytes(b"six==1.16.0\nbad\xff==1\n")
+    with pytest.raises(RequirementsError) as err:
+        read_requirements(reqs)
+    assert err.value.message == f"{reqs}:2: not UTF-8 text (invalid start byte)"
+
+
 def test_pylock(tmp_path: Path) -> None:
     lock = tmp_path / "pylock.toml"
     lock.write_text(
