@@ -311,7 +311,9 @@ def load_config(path: Path | None) -> Config:
     if data is None:
         raise ConfigError(["file not found"], source=str(path))
     try:
-        raw = tomllib.loads(data.decode("utf-8"))
+        raw = tomllib.loads(data.decode("utf-8-sig"))  # a byte-order mark is no TOML error
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"not UTF-8 text ({exc.reason})"], source=str(path)) from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source=str(path)) from exc
     return parse_config(raw, source=str(path))

@@ -130,6 +130,11 @@ def test_load_config_reports_the_file(tmp_path: Path) -> None:
     path.write_text("[packages.x\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(path)
+    path.write_bytes(b"\xef\xbb\xbf[packages.x]\r\nheavy = true\r\n")  # a Windows editor's
+    assert load_config(path).package("x").heavy
+    path.write_bytes(b"[packages.x]\nheavy = \xff\n")
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(path)
 
 
 def test_bad_config_is_exit_2_naming_key_and_suggestion(tmp_path: Path) -> None:
