@@ -207,3 +207,23 @@ def test_interrupt_leaves_no_partial_files(tmp_path: Path, write_config: WriteCo
     assert leftovers == []
     for page in wh.rglob("index.html"):
         assert page.read_text().rstrip().endswith("</html>")
+
+
+def test_serving_a_path_that_holds_no_wheelhouse_warns(tmp_path: Path) -> None:
+    """A mistyped --wheelhouse is served (a server may start before the first build), with a
+    warning that it is empty; nothing is created there."""
+    from clitools import lines_of, start, wait_for
+
+    missing = tmp_path / "wheelhuose"
+    proc = start("serve", "--wheelhouse", missing, "--port", "0", "--quiet")
+    try:
+        with lines_of(proc) as got:
+            assert wait_for(got, proc, 30, "serving", "(Ctrl-C to stop)"), "".join(got)
+            proc.terminate()
+            proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    text = "".join(got)
+    assert f"warning: {missing} holds no wheelhouse" in text, text
+    assert not missing.exists()

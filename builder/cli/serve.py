@@ -74,6 +74,12 @@ def command(
         )  # fmt: skip
         click.echo(config, nl=False)
         return
+    if not (wheelhouse / "catalog").is_dir():  # a mistyped path, or nothing built there yet
+        click.echo(
+            f"warning: {wheelhouse} holds no wheelhouse (nothing was built into it): every "
+            "index stays empty until a build publishes there",
+            err=True,
+        )
     try:
         index.ensure(Wheelhouse(wheelhouse))
     except OSError as exc:  # a read-only wheelhouse is served as it is
