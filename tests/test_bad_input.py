@@ -218,12 +218,13 @@ def test_serving_a_path_that_holds_no_wheelhouse_warns(tmp_path: Path) -> None:
     proc = start("serve", "--wheelhouse", missing, "--port", "0", "--quiet")
     try:
         with lines_of(proc) as got:
-            assert wait_for(got, proc, 30, "serving", "(Ctrl-C to stop)"), "".join(got)
+            assert wait_for(got, proc, 30, "holds no wheelhouse"), "".join(got)
             proc.terminate()
             proc.wait(timeout=10)
     finally:
         if proc.poll() is None:
             proc.kill()
     text = "".join(got)
+    assert got[0].startswith(f"serving {missing} on http://"), "the URL stays the first line"
     assert f"warning: {missing} holds no wheelhouse" in text, text
     assert not missing.exists()

@@ -74,12 +74,6 @@ def command(
         )  # fmt: skip
         click.echo(config, nl=False)
         return
-    if not (wheelhouse / "catalog").is_dir():  # a mistyped path, or nothing built there yet
-        click.echo(
-            f"warning: {wheelhouse} holds no wheelhouse (nothing was built into it): every "
-            "index stays empty until a build publishes there",
-            err=True,
-        )
     try:
         index.ensure(Wheelhouse(wheelhouse))
     except OSError as exc:  # a read-only wheelhouse is served as it is
@@ -97,6 +91,12 @@ def command(
     click.echo(
         f"serving {wheelhouse} on http://{host}:{bound}/ with {n} worker(s) (Ctrl-C to stop)",
         err=True,
-    )
+    )  # the first line: scripts read the URL from it
+    if not (wheelhouse / "catalog").is_dir():  # a mistyped path, or nothing built there yet
+        click.echo(
+            f"warning: {wheelhouse} holds no wheelhouse (nothing was built into it): every "
+            "index stays empty until a build publishes there",
+            err=True,
+        )
     with contextlib.suppress(KeyboardInterrupt):
         serve(wheelhouse, sock, workers=n, access_log=None if quiet else sys.stderr, limits=limits)
