@@ -450,7 +450,7 @@ def _build_here(
         wheel=tagged,
         record=record.with_build_deps(built.build_deps),
         started=t0,
-        warnings=_warnings(built, tagged) + _unreproduced(record),
+        warnings=_warnings(built, tagged, record.sizes) + _unreproduced(record),
     )
 
 
@@ -697,12 +697,13 @@ def _from_remote(
     return None
 
 
-def _warnings(built: BuildResult, wheel: Path) -> tuple[str, ...]:
-    """What a user should know about a wheel that built, repaired and tagged fine."""
+def _warnings(built: BuildResult, wheel: Path, sizes: Sizes | None) -> tuple[str, ...]:
+    """What a user should know about a wheel that built, repaired and tagged fine (`sizes`:
+    its members' sizes as the record took them)."""
     out: list[str] = []
     if built.has_native_sources and is_pure(wheel):
         out.append("the sdist has C/C++/Cython sources but the wheel is pure Python")
-    elif built.has_native_sources and not any(map(is_shared_object, member_sizes(wheel))):
+    elif built.has_native_sources and sizes is not None and sizes.shared_objects == 0:
         out.append(
             "the sdist has C/C++/Cython sources but the wheel holds no compiled code: its "
             "extension did not build and it fell back to pure Python (the log says why)"
