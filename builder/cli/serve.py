@@ -74,8 +74,9 @@ def command(
         )  # fmt: skip
         click.echo(config, nl=False)
         return
+    wh = Wheelhouse(wheelhouse)
     try:
-        index.ensure(Wheelhouse(wheelhouse))
+        index.ensure(wh)
     except OSError as exc:  # a read-only wheelhouse is served as it is
         click.echo(f"warning: cannot write missing index pages: {exc}", err=True)
     try:
@@ -92,7 +93,7 @@ def command(
         f"serving {wheelhouse} on http://{host}:{bound}/ with {n} worker(s) (Ctrl-C to stop)",
         err=True,
     )  # the first line: scripts read the URL from it
-    if not (wheelhouse / "catalog").is_dir():  # a mistyped path, or nothing built there yet
+    if not wh.catalog_dir.is_dir():  # a mistyped path, or nothing built there yet
         click.echo(
             f"warning: {wheelhouse} holds no wheelhouse (nothing was built into it): every "
             "index stays empty until a build publishes there",
