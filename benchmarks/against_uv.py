@@ -36,6 +36,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from packaging import tags
+from packaging.tags import Tag
+from packaging.utils import parse_wheel_filename
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYPI = "https://pypi.org/simple/"
@@ -124,7 +128,19 @@ def _ssl() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=os.environ.get("PIP_CERT") or None)
 
 
+def _target_tags() -> frozenset[Tag]:
+    """The tags a CPython 3.11 install on this machine accepts (the target of the set)."""
+    platforms = list(tags.platform_tags())
+    return frozenset(
+        [*tags.cpython_tags((3, 11), platforms=platforms),
+         *tags.compatible_tags((3, 11), "cp311", platforms)]
+    )  # fmt: skip
+
+
 def _sdist_url(index: str, requirement: str) -> str | None:
+    """The sdist uv has to build for the target, or None when a wheel of the pin installs
+    there. A wheel for another Python or platform does not count: netifaces 0.11.0 has
+    wheels up to cp39 only, so uv builds it for 3.11 as prewheel does."""
     name, _, version = requirement.partition("==")
     req = urllib.request.Request(
         f"{index.rstrip('/')}/{name.lower()}/",
@@ -132,13 +148,15 @@ def _sdist_url(index: str, requirement: str) -> str | None:
     )
     with urllib.request.urlopen(req, timeout=60, context=_ssl()) as resp:
         files = json.load(resp)["files"]
+    accepted = _target_tags()
+    for f in files:
+        if not f["filename"].endswith(".whl"):
+            continue
+        _, wheel_version, _, wheel_tags = parse_wheel_filename(f["filename"])
+        if str(wheel_version) == version and not wheel_tags.isdisjoint(accepted):
+            return None  # uv installs this wheel; nothing to build
     stem = f"-{version}.tar.gz"
-    wheels = [
-        f for f in files if f["filename"].endswith(".whl") and f"-{version}-" in f["filename"]
-    ]
     sdists = [f for f in files if f["filename"].endswith(stem)]
-    if wheels:
-        return None  # uv installs its wheel; nothing to build
     return urllib.parse.urljoin(resp.geturl(), sdists[0]["url"]) if sdists else None
 
 
