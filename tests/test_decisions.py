@@ -7,6 +7,7 @@ the same paths for real.
 from __future__ import annotations
 
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import replace
@@ -467,6 +468,54 @@ def test_of_the_builds_waiting_the_one_with_the_most_native_source_goes_first() 
         t.join(timeout=30)
     assert order == [50, 7, 1, 0]
     assert (slots.used, slots.waiting) == (0, [])
+
+
+def test_a_free_slot_waits_for_the_heavier_build_the_scheduler_announced() -> None:
+    """The first slots go to the heaviest builds submitted, not to whichever got ready to
+    ask first: a light build that asks while a heavier one is expected waits for it to ask
+    (or to be withdrawn, or for `EXPECT_S`)."""
+    import threading
+
+    from builder.pipeline.steps import Slots
+
+    slots = Slots(1)
+    slots.expect("heavy", 500)
+    slots.expect("light", 3)
+    order: list[str] = []
+
+    def take(name: str, weight: int) -> None:
+        count = slots.acquire(False, weight=weight, key=name)
+        order.append(name)
+        threading.Event().wait(0.05)
+        slots.release(count)
+
+    light = threading.Thread(target=take, args=("light", 3))
+    light.start()
+    light.join(timeout=0.5)
+    assert light.is_alive() and order == [], "the light build took the slot first"
+    heavy = threading.Thread(target=take, args=("heavy", 500))
+    heavy.start()
+    for t in (heavy, light):
+        t.join(timeout=30)
+    assert order == ["heavy", "light"]
+    assert (slots.used, slots.waiting, slots.expected) == (0, [], {})
+
+    # Withdrawn (its build ended before asking): the light one goes at once.
+    slots.expect("gone", 500)
+    started = time.monotonic()
+    waiter = threading.Thread(target=take, args=("after-withdraw", 3))
+    waiter.start()
+    threading.Event().wait(0.1)
+    slots.withdraw("gone")
+    waiter.join(timeout=30)
+    assert order[-1] == "after-withdraw"
+    assert time.monotonic() - started < Slots.EXPECT_S
+
+    # Never asks, never withdrawn: waited for no longer than EXPECT_S.
+    slots.expect("lost", 500)
+    started = time.monotonic()
+    take("after-expiry", 3)
+    assert Slots.EXPECT_S - 0.1 <= time.monotonic() - started < Slots.EXPECT_S + 5
 
 
 def test_native_bytes_counts_what_a_compiler_reads(tmp_path: Path) -> None:

@@ -146,27 +146,28 @@ class Scheduler:
             items += wave
             sources = grouping.builds(wave)
             self._before_work(sources)
-            sources = self._longest_first(sources)
-            for groups in sources:
+            for groups, weight in self._longest_first(sources):
                 key = groups[0][0].key
                 assert key is not None
                 first = firsts.get(key.source_key)
                 mine: Future[steps.Candidate | None] | None = None
                 if first is None:
                     mine = firsts[key.source_key] = Future()
+                    if weight is not None:
+                        self.run.slots.expect(key.key, weight)
                 building.append(
                     self._submit(pool, groups[0][0].name, self._build_source, groups, first, mine)
                 )
         return building, tuple(items)
 
-    def _longest_first(self, sources: Sources) -> Sources:
-        """A wave's builds, the one with the most native source to compile first, so the
-        longest builds start first and the short ones fill the slots beside them. The sdists
-        are fetched side by side first (each build then finds its own in the wheelhouse), so
-        the order does not follow which downloads fastest. Not with `--cache-from`: a build
-        found there needs no sdist."""
+    def _longest_first(self, sources: Sources) -> list[tuple[tuple[Group, ...], int | None]]:
+        """A wave's builds, the one with the most native source to compile first, each with
+        that weight, so the longest builds start first and the short ones fill the slots
+        beside them. The sdists are fetched side by side first (each build then finds its
+        own in the wheelhouse), so the order does not follow which downloads fastest. Not
+        with `--cache-from` (no weight): a build found there needs no sdist."""
         if len(sources) < 2 or self.run.cache_from:
-            return sources
+            return [(groups, None) for groups in sources]
 
         def weight(groups: tuple[Group, ...]) -> int:
             item = groups[0][0]
@@ -178,7 +179,7 @@ class Scheduler:
 
         weights = in_threads(weight, sources, FETCHES)
         order = sorted(range(len(sources)), key=lambda i: -weights[i])
-        return tuple(sources[i] for i in order)
+        return [(sources[i], weights[i]) for i in order]
 
     def _download(self, items: Group) -> None:
         self._finish(steps.download(self.run, items))
@@ -251,6 +252,10 @@ class Scheduler:
             except BaseException as exc:
                 mine.set_exception(exc)
                 raise
+            finally:  # a build that ended before asking for a slot is not waited for
+                key = groups[0][0].key
+                assert key is not None
+                self.run.slots.withdraw(key.key)
             made = out[0][1] if len(out) == 1 else None
             mine.set_result(made)
             rest = groups[1:]

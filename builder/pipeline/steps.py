@@ -63,15 +63,36 @@ class Slots:
     Of the builds waiting that the free slots hold, the one with the most `weight` (native
     source to compile) goes first, so the longest builds start first and the short ones
     fill the gaps beside them.
+
+    The scheduler announces each build it submits (`expect`); until it asks for a slot (or
+    `EXPECT_S` has passed, or it is withdrawn) a lighter build does not take a free slot
+    before it. Without that the first slots went to whichever builds got ready first (a
+    pure sdist reads its member list faster than a big C one), not to the longest.
     """
+
+    EXPECT_S = 2.0  # how long a lighter build waits for a heavier one to ask
 
     def __init__(self, n: int) -> None:
         self.n, self.used, self.first_waiting = n, 0, 0
         self.cond = threading.Condition()
         self.waiting: list[tuple[int, int, int]] = []  # builds: (-weight, arrival, slots)
+        self.expected: dict[str, tuple[int, float]] = {}  # key: (weight, until)
         self._arrivals = itertools.count()
 
-    def acquire(self, heavy: bool, *, first: bool = False, weight: int = 0) -> int:
+    def expect(self, key: str, weight: int) -> None:
+        """A build of `weight` under `key` is on its way (submitted, not yet asking)."""
+        with self.cond:
+            self.expected[key] = (weight, time.monotonic() + self.EXPECT_S)
+
+    def withdraw(self, key: str) -> None:
+        """The build under `key` will not ask (it ended before, or found its wheel)."""
+        with self.cond:
+            if self.expected.pop(key, None) is not None:
+                self.cond.notify_all()
+
+    def acquire(
+        self, heavy: bool, *, first: bool = False, weight: int = 0, key: str | None = None
+    ) -> int:
         need = self.n if heavy else 1
         with self.cond:
             if first:
@@ -82,10 +103,13 @@ class Slots:
                     self.first_waiting -= 1
                     self.cond.notify_all()  # builds held back only by this wait may go
             else:
+                if key is not None:
+                    self.expected.pop(key, None)
                 me = (-weight, next(self._arrivals), need)
                 self.waiting.append(me)
                 try:
-                    self.cond.wait_for(lambda: self.first_waiting == 0 and self._next() == me)
+                    while not (self.first_waiting == 0 and self._next() == me):
+                        self.cond.wait(timeout=self._expiry())
                 finally:
                     self.waiting.remove(me)
                     self.cond.notify_all()  # the next in line may go
@@ -94,9 +118,20 @@ class Slots:
 
     def _next(self) -> tuple[int, int, int] | None:
         """The waiting build that goes next: the most weight among those the free slots
-        hold (a heavy build waiting for every slot does not stop a light one meanwhile)."""
+        hold (a heavy build waiting for every slot does not stop a light one meanwhile),
+        unless a heavier one is expected."""
         fits = [w for w in self.waiting if self.used + w[2] <= self.n]
-        return min(fits) if fits else None
+        if not fits:
+            return None
+        best = min(fits)
+        now = time.monotonic()
+        return None if any(w > -best[0] and t > now for w, t in self.expected.values()) else best
+
+    def _expiry(self) -> float | None:
+        """How long until the next expected build stops being waited for."""
+        now = time.monotonic()
+        left = [t - now for _, t in self.expected.values() if t > now]
+        return min(left) if left else None
 
     def release(self, count: int) -> None:
         with self.cond:
@@ -431,7 +466,7 @@ def _build_here(
     except PrewheelError as exc:
         return failed(run, items, record, _as_step(exc, log_file), time.monotonic())
     weight = native_bytes(sdist) if sdist is not None else 0
-    count = run.slots.acquire(run.config.package(item.name).heavy, weight=weight)
+    count = run.slots.acquire(run.config.package(item.name).heavy, weight=weight, key=key.key)
     # The clock starts with the build, not with the wait for a slot.
     t0 = time.monotonic()
     record = record.slot_taken()
