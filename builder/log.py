@@ -6,10 +6,13 @@ import contextlib
 import contextvars
 import logging
 from collections.abc import Iterator
+from typing import TextIO
 
 _current: contextvars.ContextVar[str] = contextvars.ContextVar("prewheel_package", default="")
 
 logger = logging.getLogger("prewheel")
+_FORMAT = "%(asctime)s %(levelname)s %(name)s %(package)s%(message)s"
+_handler: logging.Handler | None = None
 
 
 class _PackageFilter(logging.Filter):
@@ -31,6 +34,21 @@ def working_on(package: str) -> Iterator[None]:
 
 def current_package() -> str:
     return _current.get()
+
+
+def configure(debug: bool, stream: TextIO | None = None) -> None:
+    """Log to `stream` (standard error), every line (prewheel's and its libraries', such as
+    `build`'s "Building wheel...") tagged with the package it is about. Called again, it
+    replaces the handler it added before."""
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(stream)
+    _handler.setFormatter(logging.Formatter(_FORMAT))
+    _handler.addFilter(_PackageFilter())
+    root.addHandler(_handler)
+    root.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def get_logger(name: str) -> logging.Logger:

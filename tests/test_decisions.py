@@ -623,3 +623,25 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
     )
     log.write_text("$ hook build_wheel\nTraceback ...\nValueError: no compiler here\n")
     assert _compile_error(exc) is exc, "no compile error: the failure as it was"
+
+
+def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:
+    """`prewheel --debug` tags every line with its package; a line of the `build` library
+    (which has no such tag of its own) is written too, not a "--- Logging error ---"."""
+    import io
+    import logging
+
+    from builder import log
+
+    out = io.StringIO()
+    level = logging.getLogger().level
+    try:
+        log.configure(True, out)
+        logging.getLogger("build").info("Building wheel...")
+        with log.working_on("crcmod"):
+            log.get_logger("t").debug("built")
+    finally:
+        log.configure(False, io.StringIO())
+        logging.getLogger().setLevel(level)
+    assert "INFO build Building wheel..." in out.getvalue()
+    assert "DEBUG prewheel.t [crcmod] built" in out.getvalue()

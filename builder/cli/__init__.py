@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import logging
 import os
 import sys
 from typing import Any
 
 import click
 
-from .. import __version__
+from .. import __version__, log
 from ..errors import EXIT_INTERRUPTED, EXIT_TERMINATED, Interrupted, PrewheelError
 
 # Subcommand modules; each defines a click command named `command`.
@@ -99,7 +98,4 @@ def main(debug: bool) -> None:
       prewheel build -r requirements.txt      fetch, build, repair, verify, publish
       prewheel serve                          http://127.0.0.1:8080/cpu/simple/
     """
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s %(package)s%(message)s",
-    )
+    log.configure(debug)
