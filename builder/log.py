@@ -37,9 +37,9 @@ def current_package() -> str:
 
 
 def configure(debug: bool, stream: TextIO | None = None) -> None:
-    """Log to `stream` (standard error), every line (prewheel's and its libraries', such as
-    `build`'s "Building wheel...") tagged with the package it is about. Called again, it
-    replaces the handler it added before."""
+    """Log to `stream` (standard error), every line (prewheel's, and its libraries' at INFO
+    and above, such as `build`'s "Building wheel...") tagged with the package it is about.
+    Called again, it replaces the handler it added before."""
     global _handler
     root = logging.getLogger()
     if _handler is not None:
@@ -48,7 +48,10 @@ def configure(debug: bool, stream: TextIO | None = None) -> None:
     _handler.setFormatter(logging.Formatter(_FORMAT))
     _handler.addFilter(_PackageFilter())
     root.addHandler(_handler)
-    root.setLevel(logging.DEBUG if debug else logging.WARNING)
+    # Debugging shows prewheel's own detail, and what its libraries say at INFO and above
+    # (not their own debugging: cyclonedx alone writes hundreds of lines per wheel).
+    root.setLevel(logging.INFO if debug else logging.WARNING)
+    logger.setLevel(logging.DEBUG if debug else logging.NOTSET)
 
 
 def get_logger(name: str) -> logging.Logger:

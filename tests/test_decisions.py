@@ -626,8 +626,9 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
 
 
 def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:
-    """`prewheel --debug` tags every line with its package; a line of the `build` library
-    (which has no such tag of its own) is written too, not a "--- Logging error ---"."""
+    """`prewheel --debug` tags every line with its package; an INFO line of the `build`
+    library (which has no such tag of its own) is written too, not a "--- Logging error
+    ---"; the libraries' own debugging is not."""
     import io
     import logging
 
@@ -638,6 +639,7 @@ def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:
     try:
         log.configure(True, out)
         logging.getLogger("build").info("Building wheel...")
+        logging.getLogger("py_serializable").debug("Registering ...")
         with log.working_on("crcmod"):
             log.get_logger("t").debug("built")
     finally:
@@ -645,3 +647,4 @@ def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:
         logging.getLogger().setLevel(level)
     assert "INFO build Building wheel..." in out.getvalue()
     assert "DEBUG prewheel.t [crcmod] built" in out.getvalue()
+    assert "Registering" not in out.getvalue()  # a library's own debugging stays out
