@@ -621,8 +621,52 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
         "build failed (exit 1): pkg/core.c:65:26: error: lvalue required as left operand of "
         "assignment"
     )
-    log.write_text("$ hook build_wheel\nTraceback ...\nValueError: no compiler here\n")
-    assert _compile_error(exc) is exc, "no compile error: the failure as it was"
+    log.write_text("$ hook build_wheel\nrunning build_ext\nsome output\n")
+    assert _compile_error(exc) is exc, "nothing says why: the failure as it was"
+
+
+@pytest.mark.parametrize(
+    ("output", "said"),
+    [
+        # maturin without a Rust toolchain (orjson 3.6.0): its deepest cause.
+        (
+            "💥 maturin failed\n  Caused by: Cargo metadata failed.\n  Caused by: `cargo "
+            "metadata` exited with an error: error: rustup could not choose a version of "
+            "cargo\nError: command ['maturin', 'pep517'] returned non-zero exit status 1\n",
+            "`cargo metadata` exited with an error: error: rustup could not choose a version "
+            "of cargo",
+        ),
+        # A setup.py that raised; the frontend's CalledProcessError is not the reason.
+        (
+            'Traceback (most recent call last):\n  File "setup.py", line 9\n'
+            "RuntimeError: libfoo 2.0 or later is required\n"
+            "subprocess.CalledProcessError: Command '[...]' returned non-zero exit status 1.\n",
+            "RuntimeError: libfoo 2.0 or later is required",
+        ),
+        # A library the linker cannot find (a compile error would name a source line).
+        (
+            "gcc -shared build/x.o -lssl -o x.so\n/usr/bin/ld: cannot find -lssl: No such "
+            "file or directory\ncollect2: error: ld returned 1 exit status\n"
+            "error: command '/usr/bin/gcc' failed with exit code 1\n",
+            "/usr/bin/ld: cannot find -lssl: No such file or directory",
+        ),
+        # CMake's error and the line that says what it is.
+        (
+            "-- Configuring incomplete\nCMake Error at CMakeLists.txt:5 (find_package):\n"
+            '  Could not find a package configuration file provided by "Eigen3"\n',
+            "CMake Error at CMakeLists.txt:5 (find_package): Could not find a package "
+            'configuration file provided by "Eigen3"',
+        ),
+    ],
+)
+def test_a_failed_build_says_the_backends_reason(tmp_path: Path, output: str, said: str) -> None:
+    from builder.errors import CommandError
+    from builder.stages.build import _compile_error
+
+    log = tmp_path / "b.log"
+    log.write_text(f"$ hook build_wheel\n{output}[exit 1 after 0.2s]\n")
+    exc = CommandError(f"build failed (exit 1), see {log}", step="build", log=str(log), tail="")
+    assert _compile_error(exc).message == f"build failed (exit 1): {said}"
 
 
 def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:

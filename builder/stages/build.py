@@ -401,17 +401,43 @@ _COMPILE_ERROR = re.compile(r"^(\S+):\d+(?::\d+)?: (?:fatal )?error: .+$", re.MU
 _PROBE_PLACES = ("/usr/", "/opt/", "/tmp/tmp")  # noqa: S108 (names, not files it writes)
 
 
+# When no compiler error says why, the backend's own account: maturin's deepest "Caused
+# by:", the exception a setup.py raised, the linker's missing library, CMake's or meson's
+# error (setuptools' "error: command ... failed" only repeats that a command failed).
+_CAUSED_BY = re.compile(r"^\s*Caused by: (.+)$", re.MULTILINE)
+_EXCEPTION = re.compile(
+    r"^(?!subprocess\.CalledProcessError)[A-Za-z_][\w.]*(?:Error|Exception): .+$", re.MULTILINE
+)
+_TOOL_ERROR = re.compile(
+    r"^(?:\S*ld(?:\.\w+)?: (?:cannot find|error).+|CMake Error.+\n\s*\S.*|ERROR: .+"
+    r"|error: (?!command ).+)$",
+    re.MULTILINE,
+)
+
+
 def _compile_error(exc: CommandError) -> CommandError | StepError:
-    """A hook that failed on a compile error, said with the compiler's first error line in
-    the package's own sources (the build's last lines are mostly its traceback); else the
-    failure as it was."""
+    """A hook that failed, said with why: the compiler's first error line in the package's
+    own sources (the build's last lines are mostly its traceback), else the backend's own
+    error line; else the failure as it was."""
     text = _last_command_output(Path(exc.log)) if exc.log else exc.tail
     found = list(_COMPILE_ERROR.finditer(text))
-    if not found:
-        return exc
-    own = next((m for m in found if not m.group(1).startswith(_PROBE_PLACES)), found[0])
+    if found:
+        own = next((m for m in found if not m.group(1).startswith(_PROBE_PLACES)), found[0])
+        said = own.group(0)
+    else:
+        causes = _CAUSED_BY.findall(text)
+        raised = _EXCEPTION.findall(text)
+        tool = _TOOL_ERROR.search(text)
+        if causes:
+            said = causes[-1]
+        elif raised:
+            said = raised[-1]
+        elif tool:
+            said = " ".join(tool.group(0).split())
+        else:
+            return exc
     return StepError(
-        f"{exc.message.removesuffix(f', see {exc.log}')}: {own.group(0).strip()[:300]}",
+        f"{exc.message.removesuffix(f', see {exc.log}')}: {said.strip()[:300]}",
         step="build",
         log=exc.log,
         tail=exc.tail,
