@@ -17,6 +17,10 @@ Every other method or path is refused (405 / 404), and so is a file on another h
 resolves to a loopback, private or link-local address (a page must not make the proxy fetch
 from a cloud metadata service or the builder's own network). Hashes pass through in the
 links, so pip checks the bytes as it would upstream.
+
+With `keep`, an sdist streamed whole is also written there (under its file name, renamed
+into place once complete): the build that follows takes it from there, its sha256 checked
+against the index's, instead of downloading it a second time (`stages.fetch`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,10 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import socket
 import socketserver
 import sys
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -40,6 +44,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from .errors import UpstreamError
 from .log import get_logger
@@ -165,11 +170,14 @@ class IndexProxy:
     """Serves `upstreams` (the first at `/simple/`, the k-th extra one at `/<k>/simple/`) on
     the unix socket `path` while the block runs."""
 
-    def __init__(self, upstreams: str | Sequence[str], path: Path) -> None:
+    def __init__(
+        self, upstreams: str | Sequence[str], path: Path, *, keep: Path | None = None
+    ) -> None:
         listed = [upstreams] if isinstance(upstreams, str) else list(upstreams)
         self.upstreams = [u if u.endswith("/") else u + "/" for u in listed]
         self.upstream = self.upstreams[0]
         self.path = path
+        self.keep = keep
         self._files: dict[str, str] = {}  # token -> absolute URL
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -351,7 +359,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self, url: str) -> None:
-        with open_url(url) as resp:
+        with open_url(url) as resp, _kept_copy(self.server.proxy.keep, url) as copy:
             self.send_response(200)
             self.send_header(
                 "Content-Type", resp.headers.get("Content-Type", "application/octet-stream")
@@ -363,7 +371,37 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self.send_header("Connection", "close")
                 self.close_connection = True
             self.end_headers()
-            shutil.copyfileobj(resp, self.wfile, CHUNK)
+            while chunk := resp.read(CHUNK):
+                self.wfile.write(chunk)
+                if copy is not None:
+                    copy.write(chunk)
+
+
+SDISTS = (".tar.gz", ".zip")
+
+
+@contextlib.contextmanager
+def _kept_copy(keep: Path | None, url: str) -> Iterator[BinaryIO | None]:
+    """A file to copy the sdist at `url` into while it is streamed, renamed to its name in
+    `keep` when the stream ends whole; None when nothing is kept (not an sdist, no `keep`,
+    or `keep` cannot be written: keeping saves a download, it is never needed)."""
+    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+    if keep is None or not name.endswith(SDISTS) or name.startswith("."):
+        yield None
+        return
+    try:
+        keep.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=keep, prefix=f".{name}.")
+    except OSError:
+        yield None
+        return
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        os.replace(tmp, keep / name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
 
 
 @contextlib.contextmanager

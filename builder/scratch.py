@@ -128,3 +128,10 @@ def _remove(root: Path) -> None:
 
 def current() -> Path | None:
     return _current
+
+
+def kept_files() -> Path | None:
+    """Where this run keeps the sdists its resolver already fetched (read through the index
+    proxy), for its own fetches to take instead of downloading them again; None outside a
+    run's session."""
+    return _current / "upstream-files" if _current is not None else None

@@ -692,3 +692,29 @@ def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:
     assert "INFO build Building wheel..." in out.getvalue()
     assert "DEBUG prewheel.t [crcmod] built" in out.getvalue()
     assert "Registering" not in out.getvalue()  # a library's own debugging stays out
+
+
+def test_a_kept_sdist_is_taken_only_with_the_expected_bytes(tmp_path: Path) -> None:
+    """The copy the resolver's proxy kept is used for the build only when its sha256 is the
+    one the index (or a --hash pin) gave; otherwise, or with no digest to check, the file is
+    downloaded as before."""
+    import hashlib
+
+    from builder import scratch
+    from builder.stages.fetch import _take_kept
+
+    good = b"the sdist"
+    digest = hashlib.sha256(good).hexdigest()
+    dest = tmp_path / "sources" / "p-1.tar.gz"
+    assert _take_kept("p-1.tar.gz", {digest}, dest) is None  # outside a run: nothing kept
+    with scratch.session():
+        kept = scratch.kept_files()
+        assert kept is not None
+        kept.mkdir()
+        (kept / "p-1.tar.gz").write_bytes(b"other bytes under that name")
+        assert _take_kept("p-1.tar.gz", {digest}, dest) is None
+        assert not dest.exists()
+        (kept / "p-1.tar.gz").write_bytes(good)
+        assert _take_kept("p-1.tar.gz", set(), dest) is None, "nothing to check it against"
+        assert _take_kept("p-1.tar.gz", {digest}, dest) == digest
+        assert dest.read_bytes() == good

@@ -1,6 +1,7 @@
 """Everything overlapped: the builds of a target whose closure is resolved start while other
 targets still resolve (`plan.plan_waves`, `Scheduler`), and the run ends as the same plan run
-whole would (one build of a pure wheel for both Pythons, the same results).
+whole would (one build of a pure wheel for both Pythons, the same results). An sdist the
+resolver fetched (through the index proxy) is not downloaded again for its build.
 
 The local upstream holds the cp312 target's resolution up: the page of a project only its
 closure has (a `python_version >= "3.12"` dependency) is answered only once the cp311
@@ -150,3 +151,53 @@ def test_a_later_target_that_fails_to_resolve_stops_the_run_and_publishes_nothin
     # takes it, verified, instead of building again), but nothing is published.
     assert not list((wh / "files").rglob("*.whl")), "published though the plan failed"
     assert not (wh / "cpu" / "simple" / "pw-ovl-bad").exists()
+
+
+class _Counting(SimpleHTTPRequestHandler):
+    got: list[str]
+
+    def do_GET(self) -> None:
+        self.got.append(self.path)
+        super().do_GET()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_an_sdist_the_resolver_fetched_is_not_downloaded_again(
+    fresh_upstream: Upstream, tmp_path: Path
+) -> None:
+    """With the network off for the resolver, it reads the sdist (its metadata needs it)
+    through the index proxy; the proxy keeps the bytes, and the build takes them (their
+    sha256 checked) instead of fetching the same file from the upstream a second time."""
+    from builder.sandbox import isolation
+
+    if not isolation("auto").network_off:
+        missing("no sandbox with the network off here: the resolver reads the upstream itself")
+    sdist = fresh_upstream.add_sdist("pw-once", "1.0", {"pw_once/__init__.py": "VALUE = 1\n"})
+    got: list[str] = []
+    handler = type("Handler", (_Counting,), {"got": got})
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), partial(handler, directory=str(fresh_upstream.root))
+    )
+    server.daemon_threads = True
+    threading.Thread(target=partial(server.serve_forever, poll_interval=0.05), daemon=True).start()
+    try:
+        config = tmp_path / "prewheel.toml"
+        config.write_text(
+            f'[index]\nupstream = "http://127.0.0.1:{server.server_port}/simple/"\n'
+            '[targets]\npython = ["3.11"]\naccel = ["cpu"]\npolicy = ["auto"]\n'
+        )
+        reqs = tmp_path / "requirements.txt"
+        reqs.write_text("pw-once==1.0\n")
+        wh = tmp_path / "wh"
+        proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    (result,) = json.loads(proc.stdout)["results"]
+    assert result["status"] == "built", result
+    fetched = [p for p in got if p.endswith(sdist.name)]
+    assert len(fetched) == 1, f"{sdist.name} was fetched {len(fetched)} times: {got}"
+    assert (wh / "sources" / sdist.name).read_bytes() == sdist.read_bytes()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import scratch
+from ..atomic import atomic_copy
 from ..errors import HashMismatchError
 from ..upstream import UpstreamFile, download
 from ..wheelhouse import sha256_file
@@ -22,7 +24,8 @@ def expected_hashes(file: UpstreamFile, pins: frozenset[str]) -> set[str]:
 
 def fetch(file: UpstreamFile, pins: frozenset[str], dest_dir: Path) -> tuple[Path, str]:
     """Download `file` into `dest_dir` (never trusting its name for the hash); a copy already
-    there with the right bytes is used as it is."""
+    there with the right bytes is used as it is, and so is the copy this run's resolver
+    fetched (`scratch.kept_files`) when its bytes are the expected ones."""
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / file.filename
     expect = expected_hashes(file, pins)
@@ -31,4 +34,25 @@ def fetch(file: UpstreamFile, pins: frozenset[str], dest_dir: Path) -> tuple[Pat
         if not expect or digest in expect:
             return dest, digest
         dest.unlink()
+    taken = _take_kept(file.filename, expect, dest)
+    if taken is not None:
+        return dest, taken
     return dest, download(file.url, dest, expect=expect)
+
+
+def _take_kept(filename: str, expect: set[str], dest: Path) -> str | None:
+    """The sha256 of the copy of `filename` the resolver's index proxy kept, copied to
+    `dest`, when it has an expected digest; None otherwise (then it is downloaded). Without
+    an expected digest nothing is taken: a name alone does not say which upstream's it is."""
+    kept_dir = scratch.kept_files()
+    if kept_dir is None or not expect:
+        return None
+    kept = kept_dir / filename
+    try:
+        digest = sha256_file(kept)
+    except OSError:
+        return None
+    if digest not in expect:
+        return None
+    atomic_copy(kept, dest)
+    return digest

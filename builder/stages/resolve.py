@@ -125,7 +125,11 @@ def _resolve_once(
             else:
                 argv = _pip_argv(target.interpreter.pip(), urls, reqs, out)
             socket = box.index_socket
-            proxy = IndexProxy(upstreams, socket) if socket and box.proxied else None
+            proxy = (
+                IndexProxy(upstreams, socket, keep=scratch.kept_files())
+                if socket and box.proxied
+                else None
+            )
             with proxy or contextlib.nullcontext():
                 run(argv, step="resolve", cwd=Path(tmp), timeout=timeout, sandbox=box)
         except CommandTimeout as exc:
