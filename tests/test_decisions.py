@@ -598,11 +598,11 @@ def test_the_modules_verify_imports(
     assert top_level_modules(wheel) == imported
 
 
-def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) -> None:
+def test_a_why_it_failed_is_named_from_the_packages_own_sources(tmp_path: Path) -> None:
     """The failure names the first error in the package's sources, not a feature probe's
     (numpy tests compiler flags with -Werror first, failing in the system's headers)."""
     from builder.errors import CommandError
-    from builder.stages.build import _compile_error
+    from builder.stages.build import _why_it_failed
 
     log = tmp_path / "b.log"
     log.write_text(
@@ -616,13 +616,13 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
         "error: command '/usr/bin/gcc' failed with exit code 1\n"
     )
     exc = CommandError(f"build failed (exit 1), see {log}", step="build", log=str(log), tail="")
-    said = _compile_error(exc)
+    said = _why_it_failed(exc)
     assert said.message == (
         "build failed (exit 1): pkg/core.c:65:26: error: lvalue required as left operand of "
         "assignment"
     )
     log.write_text("$ hook build_wheel\nrunning build_ext\nsome output\n")
-    assert _compile_error(exc) is exc, "nothing says why: the failure as it was"
+    assert _why_it_failed(exc) is exc, "nothing says why: the failure as it was"
 
 
 @pytest.mark.parametrize(
@@ -661,12 +661,12 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
 )
 def test_a_failed_build_says_the_backends_reason(tmp_path: Path, output: str, said: str) -> None:
     from builder.errors import CommandError
-    from builder.stages.build import _compile_error
+    from builder.stages.build import _why_it_failed
 
     log = tmp_path / "b.log"
     log.write_text(f"$ hook build_wheel\n{output}[exit 1 after 0.2s]\n")
     exc = CommandError(f"build failed (exit 1), see {log}", step="build", log=str(log), tail="")
-    assert _compile_error(exc).message == f"build failed (exit 1): {said}"
+    assert _why_it_failed(exc).message == f"build failed (exit 1): {said}"
 
 
 def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:

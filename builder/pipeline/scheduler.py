@@ -247,15 +247,15 @@ class Scheduler:
         rest = groups
         if first is None:
             assert mine is not None
+            own = groups[0][0].key
+            assert own is not None
             try:
                 out = self._build_group(groups[0])
             except BaseException as exc:
                 mine.set_exception(exc)
                 raise
             finally:  # a build that ended before asking for a slot is not waited for
-                key = groups[0][0].key
-                assert key is not None
-                self.run.slots.withdraw(key.key)
+                self.run.slots.withdraw(own.key)
             made = out[0][1] if len(out) == 1 else None
             mine.set_result(made)
             rest = groups[1:]

@@ -248,7 +248,7 @@ def build_wheel(
                 hint=inner.hint,
             ) from inner
         if isinstance(inner, CommandError):
-            raise _undeclared(inner, log_file, pkg.name) or _compile_error(inner) from exc
+            raise _undeclared(inner, log_file, pkg.name) or _why_it_failed(inner) from exc
         raise StepError(
             f"build backend failed: {exc}", step="build", log=str(log_file), tail=_tail_of(log_file)
         ) from exc
@@ -415,7 +415,7 @@ _TOOL_ERROR = re.compile(
 )
 
 
-def _compile_error(exc: CommandError) -> CommandError | StepError:
+def _why_it_failed(exc: CommandError) -> CommandError | StepError:
     """A hook that failed, said with why: the compiler's first error line in the package's
     own sources (the build's last lines are mostly its traceback), else the backend's own
     error line; else the failure as it was."""
