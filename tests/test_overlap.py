@@ -12,6 +12,7 @@ resolver's own HTTP timeout is 30 s) and says so, and the test fails on that.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Iterator
@@ -76,15 +77,22 @@ def gated(fresh_upstream: Upstream, tmp_path: Path) -> Iterator[tuple[str, _Gate
     wh = tmp_path / "wh"
     gate = _Gate(wh / "logs")
     handler = type("Handler", (_Handler,), {"gate": gate})
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(handler, directory=str(fresh_upstream.root))
-    )
+    with _serving(handler, fresh_upstream.root) as url:
+        try:
+            yield url, gate, wh
+        finally:
+            gate.stop.set()
+
+
+@contextlib.contextmanager
+def _serving(handler: type[SimpleHTTPRequestHandler], root: Path) -> Iterator[str]:
+    """`root` served by `handler` on 127.0.0.1 while the block runs; yields its index URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(root)))
     server.daemon_threads = True
     threading.Thread(target=partial(server.serve_forever, poll_interval=0.05), daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/simple/", gate, wh
+        yield f"http://127.0.0.1:{server.server_port}/simple/"
     finally:
-        gate.stop.set()
         server.shutdown()
         server.server_close()
 
@@ -177,24 +185,16 @@ def test_an_sdist_the_resolver_fetched_is_not_downloaded_again(
     sdist = fresh_upstream.add_sdist("pw-once", "1.0", {"pw_once/__init__.py": "VALUE = 1\n"})
     got: list[str] = []
     handler = type("Handler", (_Counting,), {"got": got})
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), partial(handler, directory=str(fresh_upstream.root))
-    )
-    server.daemon_threads = True
-    threading.Thread(target=partial(server.serve_forever, poll_interval=0.05), daemon=True).start()
-    try:
+    with _serving(handler, fresh_upstream.root) as url:
         config = tmp_path / "prewheel.toml"
         config.write_text(
-            f'[index]\nupstream = "http://127.0.0.1:{server.server_port}/simple/"\n'
+            f'[index]\nupstream = "{url}"\n'
             '[targets]\npython = ["3.11"]\naccel = ["cpu"]\npolicy = ["auto"]\n'
         )
         reqs = tmp_path / "requirements.txt"
         reqs.write_text("pw-once==1.0\n")
         wh = tmp_path / "wh"
         proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
-    finally:
-        server.shutdown()
-        server.server_close()
     assert proc.returncode == 0, proc.stderr + proc.stdout
     (result,) = json.loads(proc.stdout)["results"]
     assert result["status"] == "built", result
