@@ -359,49 +359,77 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _stream(self, url: str) -> None:
-        with open_url(url) as resp, _kept_copy(self.server.proxy.keep, url) as copy:
-            self.send_response(200)
-            self.send_header(
-                "Content-Type", resp.headers.get("Content-Type", "application/octet-stream")
-            )
-            length = resp.headers.get("Content-Length")
-            if length is not None:
-                self.send_header("Content-Length", length)
-            else:
-                self.send_header("Connection", "close")
-                self.close_connection = True
-            self.end_headers()
-            while chunk := resp.read(CHUNK):
-                self.wfile.write(chunk)
-                if copy is not None:
+        copy = _KeptCopy(self.server.proxy.keep, url)
+        try:
+            with open_url(url) as resp:
+                self.send_response(200)
+                self.send_header(
+                    "Content-Type", resp.headers.get("Content-Type", "application/octet-stream")
+                )
+                length = resp.headers.get("Content-Length")
+                if length is not None:
+                    self.send_header("Content-Length", length)
+                else:
+                    self.send_header("Connection", "close")
+                    self.close_connection = True
+                self.end_headers()
+                while chunk := resp.read(CHUNK):
+                    self.wfile.write(chunk)
                     copy.write(chunk)
+            copy.finish()
+        finally:
+            copy.drop()
 
 
 SDISTS = (".tar.gz", ".zip")
 
 
-@contextlib.contextmanager
-def _kept_copy(keep: Path | None, url: str) -> Iterator[BinaryIO | None]:
-    """A file to copy the sdist at `url` into while it is streamed, renamed to its name in
-    `keep` when the stream ends whole; None when nothing is kept (not an sdist, no `keep`,
-    or `keep` cannot be written: keeping saves a download, it is never needed)."""
-    name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
-    if keep is None or not name.endswith(SDISTS) or name.startswith("."):
-        yield None
-        return
-    try:
-        keep.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=keep, prefix=f".{name}.")
-    except OSError:
-        yield None
-        return
-    try:
-        with os.fdopen(fd, "wb") as out:
-            yield out
-        os.replace(tmp, keep / name)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+class _KeptCopy:
+    """A copy of the sdist at `url` written into `keep` as it is streamed, under its file
+    name once whole (`finish`). Best effort: not an sdist, no `keep`, or a write that fails
+    (a full disk) keeps nothing and never stops the stream; keeping saves a download, the
+    resolver does not need it."""
+
+    def __init__(self, keep: Path | None, url: str) -> None:
+        self.name = urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+        self.dest: Path | None = None
+        self.tmp: Path | None = None
+        self.out: BinaryIO | None = None
+        if keep is None or not self.name.endswith(SDISTS) or self.name.startswith("."):
+            return
+        try:
+            keep.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=keep, prefix=f".{self.name}.")
+        except OSError:
+            return
+        self.dest, self.tmp, self.out = keep / self.name, Path(tmp), os.fdopen(fd, "wb")
+
+    def write(self, chunk: bytes) -> None:
+        if self.out is None:
+            return
+        try:
+            self.out.write(chunk)
+        except OSError:
+            self.drop()
+
+    def finish(self) -> None:
+        """The whole file was streamed: in place under its name."""
+        if self.out is None or self.tmp is None or self.dest is None:
+            return
+        with contextlib.suppress(OSError):
+            self.out.close()
+            self.tmp.replace(self.dest)
+        self.out = None
+
+    def drop(self) -> None:
+        """Nothing kept (a stream that ended early, a failed write); done after `finish`."""
+        if self.out is not None:
+            with contextlib.suppress(OSError):
+                self.out.close()
+            self.out = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
 
 
 @contextlib.contextmanager

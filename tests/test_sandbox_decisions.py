@@ -220,3 +220,36 @@ def test_a_client_that_resets_the_proxy_prints_nothing(
                 time.sleep(0.1)
         time.sleep(0.3)
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_proxy_keeps_a_whole_sdist_and_nothing_else(tmp_path: Path) -> None:
+    """What the index proxy keeps for the build: an sdist streamed whole, under its name;
+    not a wheel, not a stream that ended early, and a copy that cannot be written never
+    stops the stream (keeping is best effort)."""
+    from builder.indexproxy import _KeptCopy
+
+    keep = tmp_path / "kept"
+    whole = _KeptCopy(keep, "https://files.example/p/p-1.0.tar.gz")
+    whole.write(b"abc")
+    whole.write(b"def")
+    whole.finish()
+    whole.drop()
+    assert (keep / "p-1.0.tar.gz").read_bytes() == b"abcdef"
+
+    cut = _KeptCopy(keep, "https://files.example/q/q-1.0.zip")
+    cut.write(b"part")
+    cut.drop()  # the stream failed before its end
+    wheel = _KeptCopy(keep, "https://files.example/r/r-1.0-py3-none-any.whl")
+    wheel.write(b"w")
+    wheel.finish()
+    assert sorted(p.name for p in keep.iterdir()) == ["p-1.0.tar.gz"]
+
+    full = _KeptCopy(keep, "https://files.example/s/s-1.0.tar.gz")
+    assert full.out is not None
+    full.out.close()
+    full.out = open("/dev/full", "wb", buffering=0)  # noqa: SIM115 (a write that fails: ENOSPC)
+    full.write(b"x")
+    full.finish()
+    assert sorted(p.name for p in keep.iterdir()) == ["p-1.0.tar.gz"]
+    (tmp_path / "file").write_text("not a directory")
+    assert _KeptCopy(tmp_path / "file" / "sub", "https://f/t-1.tar.gz").out is None
