@@ -355,3 +355,35 @@ def test_a_platform_wheel_without_compiled_code_is_published_and_said(
     assert any("holds no compiled code" in w for w in got["warnings"]), got["warnings"]
     assert "falling back to pure Python" in Path(got["log"]).read_text()
     assert got["checks"] == ["isa", "abi", "import"]
+
+
+def test_a_shared_pure_wheel_that_fails_one_python_stays_failed_there(
+    fresh_upstream: Upstream, tmp_path: Path
+) -> None:
+    """A pure wheel built once serves every Python; where its import fails (`imp` is gone
+    from 3.12), that target fails, and the next run says so again ("failed (cached)", exit
+    1) instead of taking the other target's wheel as a success."""
+    for py in ("3.11", "3.12"):
+        if find_interpreter(py)[0] is None:
+            missing(f"CPython {py} is not installed (pyenv install {py})")
+    fresh_upstream.add_sdist("pw-imp", "1.0", {"pw_imp/__init__.py": "import imp\n"})
+
+    def run() -> tuple[int, dict[str, dict[str, Any]]]:
+        proc, _ = _run(
+            tmp_path, fresh_upstream, "pw-imp==1.0\n",
+            targets={"python": ["3.11", "3.12"], "accel": ["cpu"], "policy": ["auto"]},
+        )  # fmt: skip
+        assert proc.stdout.startswith("{"), proc.stderr
+        results = json.loads(proc.stdout)["results"]
+        return proc.returncode, {r["target"].split("-")[0]: r for r in results}
+
+    code, got = run()
+    assert code == 1
+    assert got["cp311"]["status"] == "built", got["cp311"]
+    assert got["cp312"]["status"] == "failed", got["cp312"]
+    assert "No module named 'imp'" in got["cp312"]["error"]
+    code, got = run()
+    assert code == 1, "the second run passed a wheel whose import fails on 3.12"
+    assert got["cp311"]["status"] == "cached"
+    assert got["cp312"]["status"] == "failed" and got["cp312"]["cached_failure"], got["cp312"]
+    assert "No module named 'imp'" in got["cp312"]["error"]

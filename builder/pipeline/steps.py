@@ -846,7 +846,13 @@ def verify_and_publish(
         if not shared:
             run.wh.unstage(cand.key.key)
             return failed(run, items, cand.record, err, cand.started)
-        return [ItemResult.failure(it, err) for it in items]
+        # A pure or abi3 wheel built for another target that fails here: the failure is
+        # these items', kept under their own key, so the next run says it again instead of
+        # taking the other target's wheel as theirs (`plan.cached_build`).
+        own = items[0].key
+        assert own is not None
+        record = new_record(items, own, run.wh, Path(log_file), run.policy)
+        return failed(run, items, record, err, cand.started)
     duration = time.monotonic() - cand.started
     if not shared:
         record = cand.record.published(

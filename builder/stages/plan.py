@@ -327,10 +327,13 @@ def plan_item(
 
 
 def cached_build(wh: Wheelhouse, key: CacheKey, target: Target) -> str | None:
-    """The wheelhouse file built under `key`, or a pure wheel from the same source; its
-    stored bytes checked against the catalog (a stat, or the sha256 when that differs)."""
+    """The wheelhouse file built under `key`, or a pure wheel from the same source (unless
+    it failed this target's checks: a failure under `key` itself); its stored bytes checked
+    against the catalog (a stat, or the sha256 when that differs)."""
     for k in (key.key, key.source_key):
         rec = wh.read_record(k)
+        if rec is not None and rec.result == "failed" and k == key.key:
+            return None  # the build (or its failure, cached) decides
         if rec is None or rec.result != "ok" or rec.wheel is None:
             continue
         if k == key.source_key and not target.accepts(rec.wheel):
