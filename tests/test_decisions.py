@@ -598,7 +598,7 @@ def test_the_modules_verify_imports(
     assert top_level_modules(wheel) == imported
 
 
-def test_a_why_it_failed_is_named_from_the_packages_own_sources(tmp_path: Path) -> None:
+def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) -> None:
     """The failure names the first error in the package's sources, not a feature probe's
     (numpy tests compiler flags with -Werror first, failing in the system's headers)."""
     from builder.errors import CommandError
@@ -621,7 +621,7 @@ def test_a_why_it_failed_is_named_from_the_packages_own_sources(tmp_path: Path) 
         "build failed (exit 1): pkg/core.c:65:26: error: lvalue required as left operand of "
         "assignment"
     )
-    log.write_text("$ hook build_wheel\nrunning build_ext\nsome output\n")
+    log.write_text("$ hook build_wheel\n" + "".join(f"running step {i}\n" for i in range(9)))
     assert _why_it_failed(exc) is exc, "nothing says why: the failure as it was"
 
 
@@ -649,6 +649,11 @@ def test_a_why_it_failed_is_named_from_the_packages_own_sources(tmp_path: Path) 
             "file or directory\ncollect2: error: ld returned 1 exit status\n"
             "error: command '/usr/bin/gcc' failed with exit code 1\n",
             "/usr/bin/ld: cannot find -lssl: No such file or directory",
+        ),
+        # A setup.py that stopped with SystemExit("..."): its whole output is the reason.
+        (
+            "pw_cu_always needs the CUDA toolkit: set CUDA_HOME\n",
+            "pw_cu_always needs the CUDA toolkit: set CUDA_HOME",
         ),
         # CMake's error and the line that says what it is.
         (

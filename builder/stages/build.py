@@ -415,10 +415,13 @@ _TOOL_ERROR = re.compile(
 )
 
 
+_SHORT = 5  # lines: a failed hook's whole output, short enough to end with its reason
+
+
 def _why_it_failed(exc: CommandError) -> CommandError | StepError:
     """A hook that failed, said with why: the compiler's first error line in the package's
     own sources (the build's last lines are mostly its traceback), else the backend's own
-    error line; else the failure as it was."""
+    error line, else the last line of a short output; else the failure as it was."""
     text = _last_command_output(Path(exc.log)) if exc.log else exc.tail
     found = list(_COMPILE_ERROR.finditer(text))
     if found:
@@ -428,12 +431,15 @@ def _why_it_failed(exc: CommandError) -> CommandError | StepError:
         causes = _CAUSED_BY.findall(text)
         raised = _EXCEPTION.findall(text)
         tool = _TOOL_ERROR.search(text)
+        lines = [ln for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith("[exit ")]
         if causes:
             said = causes[-1]
         elif raised:
             said = raised[-1]
         elif tool:
             said = " ".join(tool.group(0).split())
+        elif 0 < len(lines) <= _SHORT:
+            said = lines[-1]  # a hook that said little: a setup.py's SystemExit message
         else:
             return exc
     return StepError(
