@@ -289,3 +289,22 @@ def test_a_failing_route_is_a_500_and_one_warning(app: IndexServer) -> None:
     stream = app.log.stream
     assert isinstance(stream, io.StringIO)
     assert stream.getvalue().count("internal error") == 1
+
+
+def test_a_stopped_server_leaves_no_signal_wakeup_behind(app: IndexServer) -> None:
+    """Stopped by SIGTERM, the server takes its signal handlers off before its loop closes
+    (a second SIGTERM, a supervisor's to the whole group, is ignored meanwhile), so no signal
+    is ever written to the closed wakeup socket: the H200 node's 16 workers each printed
+    "Exception ignored when trying to write to the signal wakeup fd: Bad file descriptor"."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signal handlers are installed from the main thread only")
+    before = signal.getsignal(signal.SIGTERM)
+    app.bind("127.0.0.1", 0)
+    app.loop.call_later(0.05, os.kill, os.getpid(), signal.SIGTERM)
+    app.serve_forever()
+    assert app.closed
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert signal.set_wakeup_fd(-1) == -1, "a wakeup fd still points at the loop"

@@ -40,6 +40,7 @@ ACCEPT_RETRY = 0.5  # seconds without accepting when descriptors are out and non
 EVICT_BATCH = 16  # idle connections closed when accept finds no descriptor left
 SWEEP_EVERY = 1.0
 STOP_GRACE = 0.5  # seconds worker processes get to exit before they are killed
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LOG_GRACE = 0.05  # seconds the log writer gets to finish at exit (it may be blocked for good)
 MIN_CONNECTIONS = 16
 FD_RESERVE = 32  # descriptors kept for pages, the status page and the loop itself
@@ -225,15 +226,27 @@ class IndexServer:
     def serve_forever(self) -> None:
         """Run until `stop()`, Ctrl-C or SIGTERM (the last two only in the main thread)."""
         asyncio.set_event_loop(self.loop)
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.loop.add_signal_handler(sig, self._shutdown)
+        main = threading.current_thread() is threading.main_thread()
+        before = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if main else {}
+        for sig in before:
+            self.loop.add_signal_handler(sig, self._shutdown)
         try:
             self.loop.run_forever()
+        finally:
+            # Stopping already: a second SIGTERM (the parent's, then a supervisor's to the
+            # whole group) is ignored until the end, instead of reaching the loop's wakeup
+            # socket as it closes ("Exception ignored ... Bad file descriptor", once per
+            # worker). The parent kills a worker that has not ended after STOP_GRACE.
+            for sig in before:
+                self.loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
+        try:
             # One more turn closes the aborted connections' sockets and cancelled sends.
             self.loop.run_until_complete(asyncio.sleep(0))
         finally:
             self.log.close(LOG_GRACE)
+            for sig, handler in before.items():
+                signal.signal(sig, handler)
 
     def stop(self) -> None:
         """Stop from any thread."""
