@@ -16,19 +16,8 @@
 # build in the wrong index or a wrong sum.
 set -euo pipefail
 
-PYTHON=${PYTHON:-python3}
-ARCH_LIST=${ARCH_LIST:-"7.5;8.0;9.0;10.0;12.0+PTX"}
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=$(mktemp -d -t prewheel-accel-XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-cd "$REPO"
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
+# shellcheck source=tests/gpu/common.sh
+. "$(dirname "$0")/common.sh"
 WHEELHOUSE=${WHEELHOUSE:-$WORK/wheelhouse}
 if ! ls "$WHEELHOUSE"/files/*/pw_cu_found-*.whl >/dev/null 2>&1; then
     echo "== building the accelerator fixtures for cpu and cu130 into $WHEELHOUSE"
@@ -63,24 +52,8 @@ finally:
 PYEOF
 fi
 
-PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$PYTHON" -m builder serve --wheelhouse "$WHEELHOUSE" --port "$PORT" --quiet &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    if "$PYTHON" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/cpu/simple/')" 2>/dev/null; then
-        break
-    fi
-    sleep 0.1
-done
-# libcudart was excluded from the CUDA wheels: the runtime image provides it.
-if ! ldconfig -p 2>/dev/null | grep -q 'libcudart\.so\.13'; then
-    for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" "${CUDA_HOME:-/usr/local/cuda}/lib"; do
-        if [ -e "$d/libcudart.so.13" ]; then
-            export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-            break
-        fi
-    done
-fi
+serve_wheelhouse "$WHEELHOUSE" cpu
+find_cudart
 
 status=0
 check() {  # index package expected-backend ("none": not in that index)

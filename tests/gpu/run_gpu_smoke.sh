@@ -12,17 +12,9 @@
 # and said so cleanly); anything else, a failure.
 set -euo pipefail
 
-PYTHON=${PYTHON:-python3}
 ACCEL=${ACCEL:-cu130}
-ARCH_LIST=${ARCH_LIST:-"7.5;8.0;9.0;10.0;12.0+PTX"}
-REPO=$(cd "$(dirname "$0")/../.." && pwd)
-WORK=$(mktemp -d -t prewheel-gpu-XXXXXX)
-SERVER_PID=
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=tests/gpu/common.sh
+. "$(dirname "$0")/common.sh"
 
 say() { printf '== %s\n' "$*"; }
 
@@ -34,9 +26,6 @@ else
     echo "nvidia-smi: not found"
 fi
 "$PYTHON" --version
-
-cd "$REPO"
-export PYTHONPATH="$REPO${PYTHONPATH:+:$PYTHONPATH}"
 
 WHEELHOUSE=${WHEELHOUSE:-$WORK/wheelhouse}
 if ! ls "$WHEELHOUSE"/files/*/pw_cuda-*.whl >/dev/null 2>&1; then
@@ -72,15 +61,7 @@ EOF
 fi
 
 say "serving $WHEELHOUSE"
-PORT=$("$PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$PYTHON" -m builder serve --wheelhouse "$WHEELHOUSE" --port "$PORT" --quiet &
-SERVER_PID=$!
-for _ in $(seq 100); do
-    if "$PYTHON" -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/$ACCEL/simple/')" 2>/dev/null; then
-        break
-    fi
-    sleep 0.1
-done
+serve_wheelhouse "$WHEELHOUSE" "$ACCEL"
 
 say "installing pw-cuda from http://127.0.0.1:$PORT/$ACCEL/simple/"
 "$PYTHON" -m venv --without-pip "$WORK/venv"
@@ -88,16 +69,7 @@ PIP_CONFIG_FILE=/dev/null "$PYTHON" -m pip --python "$WORK/venv/bin/python" inst
     --only-binary=:all: --index-url "http://127.0.0.1:$PORT/$ACCEL/simple/" pw-cuda==1.0
 "$PYTHON" -m auditwheel show "$(find "$WHEELHOUSE/files" -name 'pw_cuda-*.whl' | head -1)" || true
 
-# libcudart was excluded from the wheel: the runtime image (or nvidia-cuda-runtime) provides it.
-if ! ldconfig -p 2>/dev/null | grep -q 'libcudart\.so\.13'; then
-    for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" "${CUDA_HOME:-/usr/local/cuda}/lib" \
-        "$("$WORK/venv/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)/nvidia/cu13/lib"; do
-        if [ -e "$d/libcudart.so.13" ]; then
-            export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-            break
-        fi
-    done
-fi
+find_cudart "$("$WORK/venv/bin/python" -c 'import nvidia, os; print(os.path.dirname(nvidia.__path__[0]))' 2>/dev/null || true)/nvidia/cu13/lib"
 
 say "running the kernel"
 set +e
