@@ -55,7 +55,6 @@ def configure(debug: bool, stream: TextIO | None = None) -> None:
 
 
 def get_logger(name: str) -> logging.Logger:
-    log = logging.getLogger(f"prewheel.{name}")
-    if not any(isinstance(f, _PackageFilter) for f in log.filters):
-        log.addFilter(_PackageFilter())
-    return log
+    """prewheel's logger for `name`: its lines get their package tag from the handler
+    `configure` adds (which tags the libraries' lines too)."""
+    return logging.getLogger(f"prewheel.{name}")
