@@ -518,6 +518,36 @@ def test_a_free_slot_waits_for_the_heavier_build_the_scheduler_announced() -> No
     assert Slots.EXPECT_S - 0.1 <= time.monotonic() - started < Slots.EXPECT_S + 5
 
 
+def test_a_build_that_asks_wakes_the_one_waiting_for_it() -> None:
+    """A build waiting for an announced one to ask is woken when it asks, even when the one
+    that asks is not the next to go: it asked lighter than announced (a wheel built ahead
+    of the plan needs no compiling, weight 0). Before, the waiting build slept until
+    `EXPECT_S` ran out and the one that asked waited behind it."""
+    import threading
+
+    from builder.pipeline.steps import Slots
+
+    slots = Slots(1)
+    slots.EXPECT_S = 60.0  # the instance's: a missed wake-up would wait this long
+    slots.expect("announced", 500)
+    order: list[str] = []
+
+    def take(name: str) -> None:
+        count = slots.acquire(False, weight=0, key=name)
+        order.append(name)
+        slots.release(count)
+
+    first = threading.Thread(target=take, args=("first",))
+    first.start()
+    first.join(timeout=0.3)
+    assert first.is_alive(), "it did not wait for the announced build"
+    started = time.monotonic()
+    take("announced")
+    first.join(timeout=30)
+    assert order == ["first", "announced"]
+    assert time.monotonic() - started < 10, "the waiting build was not woken"
+
+
 def test_native_bytes_counts_what_a_compiler_reads(tmp_path: Path) -> None:
     import io
     import tarfile

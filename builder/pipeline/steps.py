@@ -107,6 +107,7 @@ class Slots:
                     self.expected.pop(key, None)
                 me = (-weight, next(self._arrivals), need)
                 self.waiting.append(me)
+                self.cond.notify_all()  # one waiting for this build, or behind it, may go
                 try:
                     while not (self.first_waiting == 0 and self._next() == me):
                         self.cond.wait(timeout=self._expiry())
