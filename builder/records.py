@@ -486,9 +486,10 @@ class BuildRecord:
 
     # -- transitions ----------------------------------------------------------------------
 
-    def slot_taken(self) -> BuildRecord:
-        """The build starts now (the wait for a build slot does not count)."""
-        return replace(self, started=utcnow())
+    def slot_taken(self, at: str | None = None) -> BuildRecord:
+        """The build starts now, or `at` (built ahead of the plan, in a slot of its own);
+        the wait for a build slot does not count."""
+        return replace(self, started=at or utcnow())
 
     def fetched(
         self, *, index_url: str, url: str, remote_record: Mapping[str, Any] | None
@@ -505,7 +506,10 @@ class BuildRecord:
         sizes: Sizes | None = None,
         grafted: tuple[GraftedLibrary, ...] = (),
         platforms: tuple[str, ...] = (),
+        finished: str | None = None,
     ) -> BuildRecord:
+        """The wheel is made: now, or when its build ahead of the plan gave its slot back
+        (`finished`; its repair came after, in the plan's build)."""
         return replace(
             self,
             platforms=platforms,
@@ -515,7 +519,7 @@ class BuildRecord:
             device_code=device_code,
             sizes=sizes,
             build_duration=round(duration, 3),
-            build_finished=utcnow(),
+            build_finished=finished or utcnow(),
         )
 
     def with_sbom(self, member: str, document: Mapping[str, Any]) -> BuildRecord:

@@ -29,7 +29,6 @@ part of the cache key (`key_settings`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import pwd
 import shutil
@@ -44,6 +43,7 @@ from . import stamp
 from .cmd import probe
 from .errors import SandboxError
 from .log import get_logger
+from .threads import once
 
 log = get_logger("sandbox")
 
@@ -99,7 +99,7 @@ def _bwrap_works(exe: str) -> str | None:
     return f"{exe} cannot create its namespaces here (no user namespaces, or not root)"
 
 
-@functools.cache
+@once
 def isolation(setting: str = "auto") -> Isolation:
     """The strongest mode the machine allows, no stronger than `setting`; said once per run
     (a warning line) when it is weaker than bubblewrap."""

@@ -141,6 +141,10 @@ class Wheelhouse:
         """The cross-process lock `name` (`catalog-<project>`, `records`, `build-<key>`)."""
         return locks.hold(self.root / ".locks" / f"{name}.lock")
 
+    def take_lock(self, name: str) -> locks.Taken:
+        """The lock `name` taken now if no one holds it (`taken` says), held until released."""
+        return locks.Taken(self.root / ".locks" / f"{name}.lock")
+
     def ensure(self) -> None:
         for d in (self.files_dir, self.catalog_dir, self.builds_dir, self.logs_dir):
             try:

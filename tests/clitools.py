@@ -133,6 +133,11 @@ def snapshot(root: Path) -> dict[str, bytes]:
     }
 
 
+def content(wheelhouse: Path) -> dict[str, bytes]:
+    """`snapshot` of what a wheelhouse serves and records: all but its caches (`cache/`)."""
+    return {k: v for k, v in snapshot(wheelhouse).items() if not k.startswith("cache/")}
+
+
 def start(
     *args: str | os.PathLike[str], env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[str]:

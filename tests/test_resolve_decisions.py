@@ -51,6 +51,26 @@ def test_a_pylock_gives_the_closure_and_each_members_files() -> None:
     assert [f.filename for f in answer.files["idna"]] == ["idna-3.20-py3-none-any.whl"]
 
 
+def test_a_wheel_built_ahead_is_no_upstream_file_of_its_member(tmp_path: Path) -> None:
+    """uv lists a wheel it read from the builds ahead (`--find-links`) as the member's only
+    file: not an upstream file to download, so the member's files come from its page; a
+    `file:` URL elsewhere (a local upstream index) stays."""
+    ahead = tmp_path / "ahead" / "k1" / "dist"
+    built = (ahead / "pw_a-1.0-py3-none-any.whl").as_uri()
+    local = (tmp_path / "index" / "pw_b-2.0-py3-none-any.whl").as_uri()
+    lock = (
+        'lock-version = "1.0"\ncreated-by = "uv"\n\n[[packages]]\nname = "pw-a"\n'
+        f'version = "1.0"\nwheels = [{{ url = "{built}" }}]\n'
+        '\n[[packages]]\nname = "pw-b"\nversion = "2.0"\n'
+        f'wheels = [{{ url = "{local}" }}]\n'
+    )
+    answer = _from_uv(lock, {"pw-a"}, Path("pylock.toml"), [ahead])  # type: ignore[arg-type]
+    assert [(r.name, r.version) for r in answer.closure] == [("pw-a", "1.0"), ("pw-b", "2.0")]
+    assert answer.files is not None
+    assert answer.files["pw-a"] == []
+    assert [f.filename for f in answer.files["pw-b"]] == ["pw_b-2.0-py3-none-any.whl"]
+
+
 def test_a_pylock_prewheel_cannot_read_is_a_resolution_error() -> None:
     with pytest.raises(ResolutionError, match="pylock"):
         _from_uv("[[packages]]\nversion = 1\n", set(), Path("pylock.toml"))

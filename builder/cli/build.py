@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -14,7 +14,7 @@ from rich.console import Console
 
 from .. import stamp
 from ..pipeline import execute_waves
-from ..stages.plan import Plan, PlanItem, Wave, assemble, plan_waves
+from ..stages.plan import BuildAhead, Plan, PlanItem, Wave, assemble, plan_waves
 from ..wheelhouse import Wheelhouse
 from ._common import guarded_run, load_inputs
 from ._options import build_options
@@ -71,23 +71,24 @@ def command(
                     f"target {t.name} skipped: {t.missing}", style="yellow", highlight=False
                 )
         with Progress(0, quiet=quiet or as_json, console=console) as progress:
-            # The builds of a target start as soon as its closure is resolved.
-            waves = plan_waves(
-                selected,
-                pins,
-                config,
-                wh,
-                allow_unpinned=allow_unpinned,
-                refresh=refresh,
-                progress=progress.note,
-                keep_sources=True,  # the build reuses the sdists the plan read
-            )
-
             # `--package` narrows the builds the waves start, not the plan: its closures (the
             # pins verify installs at) and unpinned members are the whole plan's.
             every: list[PlanItem] = []  # each wave's items, before the narrowing
 
-            def narrowed(waves: Iterable[Wave]) -> Iterator[Wave]:
+            def narrowed(ahead: BuildAhead) -> Iterator[Wave]:
+                # The builds of a target start as soon as its closure is resolved (those of
+                # its top-level sdists before, for the resolver to read their wheels).
+                waves = plan_waves(
+                    selected,
+                    pins,
+                    config,
+                    wh,
+                    allow_unpinned=allow_unpinned,
+                    refresh=refresh,
+                    progress=progress.note,
+                    keep_sources=True,  # the build reuses the sdists the plan read
+                    ahead=ahead,
+                )
                 for wave in waves:
                     every.extend(wave.items)
                     yield wave.only_building(only) if only is not None else wave
@@ -97,7 +98,7 @@ def command(
                 return plan.only_building(only) if only is not None else plan
 
             report = execute_waves(
-                narrowed(waves),
+                narrowed,
                 whole,
                 selected,
                 config,
@@ -109,6 +110,7 @@ def command(
                 requirements=str(requirements),
                 check_reproducible=check_reproducible,
                 planned=lambda plan: progress.planned(len(plan.items)),
+                only=frozenset(only) if only is not None else None,
             )
         data = report.to_json()
         if report.nothing_to_do:

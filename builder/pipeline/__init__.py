@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import scratch
 from ..config import Config
-from ..stages.plan import Plan, PlanItem, Wave, sandbox_policy
+from ..stages.plan import BuildAhead, Plan, PlanItem, Wave, sandbox_policy
 from ..stages.publish import Publisher
 from ..targets import Target
 from ..wheelhouse import Wheelhouse
+from .ahead import Ahead
 from .report import BuildReport, ItemResult, Reporter, SilentReporter
 from .scheduler import Scheduler
 from .steps import Run, Slots
@@ -24,7 +25,7 @@ __all__ = ["BuildReport", "ItemResult", "Reporter", "execute_waves"]
 
 
 def execute_waves(
-    waves: Iterable[Wave],
+    waves: Callable[[BuildAhead], Iterable[Wave]],
     whole: Callable[[list[PlanItem]], Plan],
     targets: Sequence[Target],
     config: Config,
@@ -37,9 +38,12 @@ def execute_waves(
     requirements: str | None = None,
     check_reproducible: bool = False,
     planned: Callable[[Plan], None] | None = None,
+    only: frozenset[str] | None = None,
 ) -> BuildReport:
     """Run the plan as its waves come (`plan.plan_waves`: a wave's builds start while later
     targets still resolve) and publish what it makes: the complete report of the run.
+    `waves` makes the waves with what starts a build ahead of the plan (of the packages
+    `only` names, when it names any: `--package`).
 
     `whole` makes the plan of all the waves' items (`plan.assemble`); `planned` hears it
     when the last wave is in. `jobs` (0: the CPU count) bounds builds and verifications at
@@ -73,6 +77,7 @@ def execute_waves(
             publisher.start(t.accel for t in targets if t.missing is None)
 
     with scratch.session() as work:
+        ahead = Ahead(only)
         run = Run(
             config=config,
             wh=wh,
@@ -86,8 +91,13 @@ def execute_waves(
             retry_failed=retry_failed,
             check_reproducible=check_reproducible,
             closures=closures,
+            ahead=ahead,
         )
-        results = Scheduler(run, ready_on_first(waves), n, planned=planned_all).execute()
+        try:
+            planning = ready_on_first(waves(ahead.for_plan(run)))
+            results = Scheduler(run, planning, n, planned=planned_all).execute()
+        finally:
+            ahead.close()
     (plan,) = done
     publisher.finish(plan.targets)
     return BuildReport(

@@ -45,6 +45,7 @@ from ..wheelfile import (
     set_build_tag,
 )
 from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
+from .ahead import Ahead, fits
 from .grouping import Group
 from .report import ItemResult, Reporter, Status
 
@@ -159,6 +160,8 @@ class Run:
     closures: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     # The sdists this run has fetched and checked, by URL (`fetch_source`).
     fetched: dict[str, Path] = field(default_factory=dict)
+    # The builds started before the plan (`ahead`), which the plan's builds take.
+    ahead: Ahead | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -395,7 +398,8 @@ def build(
     skipped = _failed_before(run, items, key)
     if skipped is not None:
         return skipped
-    with run.wh.lock(f"build-{key.key}"):
+    held = run.ahead.holding(key) if run.ahead is not None else None
+    with held or run.wh.lock(f"build-{key.key}"):
         done = _published_elsewhere(run, items, key)
         if done is not None:
             return done
@@ -460,6 +464,12 @@ def _build_here(
     remote = _from_remote(run, item, key, work, record)
     if remote is not None:
         return remote
+    early = run.ahead.take(run, key, log_file) if run.ahead and prebuilt is None else None
+    if isinstance(early, PrewheelError):
+        return failed(run, items, record, _as_step(early, log_file), time.monotonic())
+    if early is not None and fits(early, item):
+        prebuilt = early
+        work.mkdir(parents=True, exist_ok=True)
     try:  # fetched before a slot is taken: what it holds orders the builds
         sdist = fetch_source(run, item) if prebuilt is None else None
     except WheelhouseWriteError:
@@ -468,9 +478,10 @@ def _build_here(
         return failed(run, items, record, _as_step(exc, log_file), time.monotonic())
     weight = native_bytes(sdist) if sdist is not None else 0
     count = run.slots.acquire(run.config.package(item.name).heavy, weight=weight, key=key.key)
-    # The clock starts with the build, not with the wait for a slot.
-    t0 = time.monotonic()
-    record = record.slot_taken()
+    # The clock starts with the build, not with the wait for a slot (a wheel built before:
+    # with that build, not with its repair).
+    t0 = time.monotonic() - (prebuilt.seconds if prebuilt is not None else 0.0)
+    record = record.slot_taken(prebuilt.started if prebuilt is not None else None)
     try:
         tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt, sdist)
         if run.check_reproducible:
@@ -565,26 +576,12 @@ def _make(
 ) -> tuple[Path, BuildResult, BuildRecord]:
     from .. import elf
     from ..stages import sbom
-    from ..stages.build import build_wheel
     from ..stages.repair import repair_wheel
 
-    t0 = time.monotonic()
+    t0 = time.monotonic() - (prebuilt.seconds if prebuilt is not None else 0.0)
     if prebuilt is None:
         sdist = sdist or fetch_source(run, item)
-        run.reporter.step(item, "build")
-        built = build_wheel(
-            sdist=sdist,
-            target=item.target,
-            config=run.config,
-            pkg=run.config.package(item.name),
-            workdir=work,
-            log_file=log_file,
-            cuda=key.accel_specific and item.target.toolkit is not None,
-            framework=dict(item.runtime_pins),
-            policy=run.policy,
-            zig_cache=run.wh.root / "cache" / "zig",
-            wheel_cache=run.wh.root / "cache" / "uv",
-        )
+        built = compile_sdist(run, item, key, work, log_file, sdist)
     else:
         built = prebuilt
     if built.env is not None:
@@ -637,8 +634,37 @@ def _make(
         sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
         grafted=repaired.grafted,
         platforms=_platforms(tagged.name),
+        finished=built.finished,
     ).with_sbom(f"{dist_info_name(tagged)}/{sbom.MEMBER}", json.loads(doc))
     return tagged, built, record
+
+
+def compile_sdist(
+    run: Run,
+    item: PlanItem,
+    key: CacheKey,
+    work: Path,
+    log_file: Path,
+    sdist: Path,
+) -> BuildResult:
+    """The wheel of `sdist` as its backend builds it for `item`'s target, under `key`, in
+    `work`, its build dependencies from the wheelhouse's shared wheel cache."""
+    from ..stages.build import build_wheel
+
+    run.reporter.step(item, "build")
+    return build_wheel(
+        sdist=sdist,
+        target=item.target,
+        config=run.config,
+        pkg=run.config.package(item.name),
+        workdir=work,
+        log_file=log_file,
+        cuda=key.accel_specific and item.target.toolkit is not None,
+        framework=dict(item.runtime_pins),
+        policy=run.policy,
+        zig_cache=run.wh.root / "cache" / "zig",
+        wheel_cache=run.wh.root / "cache" / "uv",
+    )
 
 
 def _platforms(wheel: str) -> tuple[str, ...]:

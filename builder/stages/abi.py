@@ -19,7 +19,6 @@ Each finding names the extension and the symbol.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
 from collections.abc import Iterable
@@ -33,6 +32,7 @@ from .. import elf, tools
 from ..cmd import clean_env, probe, run
 from ..errors import StepError, ToolMissingError
 from ..targets import Interpreter
+from ..threads import once
 from ..wheelfile import is_abi3, is_pure
 
 Kind: TypeAlias = Literal["removed-api", "ssize-t", "abi3"]
@@ -146,7 +146,7 @@ _EXPORTS_PROBE = (
 )
 
 
-@functools.cache
+@once
 def interpreter_exports(python: Path) -> frozenset[str] | None:
     """Every symbol the interpreter exports to extensions: its executable's and, for a shared
     build, libpython's dynamic symbols. None when they cannot be read."""

@@ -9,7 +9,6 @@ network off.
 from __future__ import annotations
 
 import contextvars
-import functools
 import importlib.metadata
 import json
 import os
@@ -34,6 +33,7 @@ from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
+from ..threads import once
 from ..wheelfile import ZIP_EPOCH
 from . import buildenv
 
@@ -74,6 +74,10 @@ class BuildResult:
     # The fixed path the build saw its work directory at, and the real one: a RUNPATH into
     # the build tree names the fixed path, which repair reads at the real one.
     paths: tuple[str, str] | None = None
+    seconds: float = 0.0  # how long it took, from unpacking the sdist to the wheel
+    # Built ahead of the plan: when it took its slot and gave it back (UTC).
+    started: str | None = None
+    finished: str | None = None
 
 
 def has_native_sources(src: Path) -> bool:
@@ -109,8 +113,9 @@ def build_wheel(
     downloaded once. Without uv, `python -m venv` and pip do it.
     """
     assert target.interpreter is not None
+    started = time.monotonic()
     limit = pkg.timeout or config.build_timeout
-    deadline = time.monotonic() + limit
+    deadline = started + limit
     src = unpack_sdist(sdist, workdir / "src")
     epoch = max(newest_mtime(sdist) or ZIP_EPOCH, ZIP_EPOCH)
     fixed = _fixed_path(sdist, pkg.name, target.name)
@@ -262,6 +267,7 @@ def build_wheel(
         cuda_sources=any(src.rglob("*.cu")),
         epoch=epoch,
         paths=(fixed, str(workdir.resolve())),
+        seconds=time.monotonic() - started,
     )
 
 
@@ -332,7 +338,7 @@ def with_flags(
     return out
 
 
-@functools.cache
+@once
 def interpreter_cflags(python: Path) -> str | None:
     """The CFLAGS the interpreter was built with, which setuptools compiles extensions with."""
     script = "import sysconfig; print(sysconfig.get_config_var('CFLAGS') or '')"
@@ -348,7 +354,7 @@ def _fixed_path(sdist: Path, fallback: str, target: str) -> str:
     return buildenv.fixed_build_path(name, str(version), target)
 
 
-@functools.cache
+@once
 def interpreter_prefix(python: Path) -> str | None:
     """The interpreter's installation prefix, whose header paths a build may record."""
     out = probe([python, "-c", "import sys; print(sys.base_prefix)"])

@@ -33,6 +33,7 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from .. import scratch
 from ..errors import PrewheelError
 from ..records import AccelDecision
 from ..upstream import UpstreamFile
@@ -265,8 +266,10 @@ def _build_requires(text: str) -> tuple[str, ...]:
 class SourceScanner:
     """Scans sdists for the plan: fetched into `wheelhouse/sources` (the build reuses them),
     scanned once per sha256, remembered in `wheelhouse/cache/sdist-scan/`. With `keep`
-    false (`prewheel plan` where no wheelhouse exists yet: a plan creates none), each sdist
-    is fetched into a temporary directory and its scan kept in memory only."""
+    false (`prewheel plan` where no wheelhouse exists yet: a plan creates none; a build
+    ahead of the plan, `plan_waves`), each sdist is fetched into the run's kept files (the
+    build takes it from there) or else a temporary directory, and its scan kept in memory
+    only."""
 
     def __init__(self, wh: Wheelhouse, *, keep: bool = True) -> None:
         self.wh = wh
@@ -289,9 +292,8 @@ class SourceScanner:
                 return digest, cached
         with tempfile.TemporaryDirectory(prefix="prewheel-sdist-") as tmp:
             try:
-                path, digest = fetch(
-                    sdist, hashes, self.wh.root / "sources" if self.keep else Path(tmp)
-                )
+                into = self.wh.root / "sources" if self.keep else scratch.kept_files()
+                path, digest = fetch(sdist, hashes, into or Path(tmp))
             except PrewheelError as exc:
                 if digest is None:
                     raise

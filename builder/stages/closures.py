@@ -38,7 +38,7 @@ from ..threads import in_threads
 from ..upstream import UpstreamFile, Validator, page_validator, project_page, unchanged
 from ..wheelhouse import Wheelhouse, atomic_write_json
 from . import constraints
-from .resolve import Answer, Resolved, resolve_closure
+from .resolve import Answer, BuiltAhead, Resolved, resolve_closure
 
 Progress: TypeAlias = Callable[[str], None]
 Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
@@ -216,10 +216,12 @@ def resolve_cached(
     refresh: bool,
     progress: Progress = _quiet,
     write: bool | None = None,
+    ahead: Callable[[], BuiltAhead] | None = None,
 ) -> Closure:
     """The closure and each member's upstream files: from the wheelhouse's cache while it
     holds (`refresh` resolves again anyway), else resolved and cached (`write`; by default
-    when the wheelhouse exists: `plan` alone creates none)."""
+    when the wheelhouse exists: `plan` alone creates none). A resolution starts the builds
+    `ahead` of it at once (the resolver reads their wheels when it needs package code run)."""
     key = resolution_key(target, pins, config)
     path = wh.root / "cache" / f"resolve-{key}.json"
     with _lock(key):
@@ -228,7 +230,8 @@ def resolve_cached(
         found = None if refresh else _cached(path, target=target, progress=progress)
         if found is None:
             keep = write if write is not None else wh.root.is_dir()
-            fresh = _resolve(target, pins, config, wh, progress, validators=keep)
+            built = ahead() if ahead is not None else None
+            fresh = _resolve(target, pins, config, wh, progress, validators=keep, ahead=built)
             if keep:
                 _write(path, fresh, pins)
             found = fresh[:2]
@@ -244,6 +247,7 @@ def _resolve(
     say: Progress,
     *,
     validators: bool,
+    ahead: BuiltAhead | None = None,
 ) -> Resolution:
     """The closure, its members' files, and (`validators`: for a resolution to be kept) the
     validators of their pages."""
@@ -257,6 +261,7 @@ def _resolve(
         policy=sandbox_policy(config, wh),
         timeout=config.resolve_timeout,
         resolver=config.resolver,
+        ahead=ahead,
     )
     closure = answer.closure
     # A closure the config's `requires` refuse is bad input: refused before it is cached.

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from typing import Any, Literal, TypeAlias
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeAlias
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.tags import Tag
@@ -23,16 +25,20 @@ from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filen
 from packaging.version import Version
 
 from ..config import Config
-from ..errors import RequirementsError, ResolutionError
+from ..errors import PrewheelError, RequirementsError, ResolutionError
 from ..records import AccelDecision, CacheKey
 from ..requirements import Pin, unpinned
 from ..targets import Target
+from ..threads import in_threads
 from ..upstream import UpstreamFile
 from ..wheelhouse import Wheelhouse
 from . import accel, classify, constraints
 from .classify import SdistScan, SourceScanner
-from .closures import Closure, resolve_cached, sandbox_policy, upstream_files
+from .closures import PAGE_THREADS, Closure, resolve_cached, sandbox_policy, upstream_files
 from .keys import compute
+
+if TYPE_CHECKING:  # the build library loads only when something is built
+    from .build import BuildResult
 
 __all__ = ["Closure", "resolve_cached", "sandbox_policy", "upstream_files"]
 
@@ -41,10 +47,24 @@ ACTIONS: tuple[Action, ...] = ("cached", "download", "build", "skip")
 Progress: TypeAlias = Callable[[str], None]
 # An sdist's sha256 and what it says about CUDA (classify.SourceScanner; a fake in tests).
 Scanner: TypeAlias = Callable[[UpstreamFile, frozenset[str]], tuple[str, SdistScan]]
+# How long a resolution waits for the builds ahead of it at most; those still running are
+# read from their sdists' metadata hooks as before, and the plan's build still takes them.
+AHEAD_WAIT = 30.0
+AHEAD_POLL = 0.1
 
 
 def _quiet(_: str) -> None:
     pass
+
+
+class BuildAhead(Protocol):
+    """Builds started before their target's closure is resolved (the pipeline's `Ahead`)."""
+
+    def start(self, item: PlanItem) -> Future[BuildResult] | None:
+        """Build `item` now: its wheel, when it comes; None when it is left to the plan."""
+
+    def idle(self) -> bool:
+        """Whether the builds started leave a `--jobs` slot free (none waits for one)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -427,12 +447,17 @@ def plan_waves(
     refresh: bool = False,
     progress: Progress = _quiet,
     keep_sources: bool | None = None,
+    ahead: BuildAhead | None = None,
 ) -> Iterator[Wave]:
     """The plan for `targets`, wave by wave; `progress` hears what is being resolved (it
     takes seconds). Each sdist to build is read to decide whether it is accelerator-specific:
     kept in the wheelhouse (`keep_sources`; by default when one exists) for the build to
     reuse, as are the resolutions (`closures`). A resolution that fails raises when its wave
-    is due (the first target's error first), naming a pin upstream lacks if one does."""
+    is due (the first target's error first), naming a pin upstream lacks if one does.
+
+    With `ahead`, a resolution of the first interpreter's targets starts the builds of their
+    top-level sdists (`start_ahead`) and, where it needs package code run, reads their
+    wheels instead."""
     check_pins(pins, allow_unpinned=allow_unpinned)
     usable = [t for t in targets if t.missing is None]
     keep = wh.root.is_dir() if keep_sources is None else keep_sources
@@ -441,6 +466,14 @@ def plan_waves(
         assert t.interpreter is not None
         by_interpreter.setdefault(str(t.interpreter.path), []).append(t)
     scanner = SourceScanner(wh, keep=keep)
+    first = next(iter(by_interpreter.values()), [])
+    early = SourceScanner(wh, keep=False)  # nothing reaches the wheelhouse before the plan
+
+    def built(t: Target) -> Callable[[], Callable[[], list[Path]]] | None:
+        if ahead is None or t not in first:
+            return None
+        return functools.partial(start_ahead, t, pins, config, wh, ahead, early, len(first))
+
     pool = ThreadPoolExecutor(max_workers=max(1, len(usable)), thread_name_prefix="resolve")
     try:
         # Each resolver waits on the index and its own subprocess most of the time.
@@ -455,6 +488,7 @@ def plan_waves(
                 refresh=refresh,
                 progress=progress,
                 write=keep,
+                ahead=built(t),
             )
             for t in usable
         }
@@ -477,6 +511,77 @@ def plan_waves(
     finally:
         # A run that stops (an error, a signal) does not wait for the other resolutions.
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def start_ahead(
+    target: Target,
+    pins: list[Pin],
+    config: Config,
+    wh: Wheelhouse,
+    ahead: BuildAhead,
+    scan: Scanner,
+    sharing: int,
+) -> Callable[[], list[Path]]:
+    """Start building `target`'s top-level sdists before its closure is resolved (planned
+    in a thread of their own, beside the resolver's first attempt); what it returns waits
+    for their wheels, for the resolver to read their metadata instead of running each
+    sdist's metadata hooks in a build environment of its own: no sdist is prepared twice,
+    and the builds start seconds sooner. It waits `AHEAD_WAIT` seconds at most (a long
+    build does not hold the rest of the plan back); a build that fails is not read.
+
+    Only exact pins without markers, planned as the whole plan would (`plan_item`), with the
+    other pins standing in for the closure: a build requirement that is also pinned is a
+    framework installed at its pin, as it will be in the closure. Where accelerators
+    (`sharing` targets of one interpreter) may hold a framework at different builds, the
+    plan decides: a guess would be a build thrown away."""
+    pinned: dict[str, str] = {
+        canonicalize_name(p.name): p.version for p in pins if p.version and not p.marker
+    }
+    upstreams = config.upstreams(target.accel)
+
+    def item(pin: Pin) -> PlanItem | None:
+        assert pin.version is not None
+        try:
+            found = upstream_files(upstreams, pin.name) or []
+            mine = [f for f in found if f.version == Version(pin.version)]
+            planned = plan_item(target, canonicalize_name(pin.name), pin.version, pin.hashes,
+                                config, wh, files=mine, requested=True, scan=scan,
+                                closure=pinned)  # fmt: skip
+        except PrewheelError:
+            return None  # the plan says what is wrong with it
+        if planned.action != "build" or planned.key is None:
+            return None
+        if sharing > 1 and planned.key.inputs.framework:
+            return None
+        return planned
+
+    def start() -> list[Future[BuildResult]]:
+        if constraints.conflicts(target, pinned, config, pins):
+            return []  # the pins break a `requires`: bad input, whatever the closure holds
+        mine = [p for p in pins if canonicalize_name(p.name) in pinned]
+        items = [i for i in in_threads(item, mine, PAGE_THREADS) if i is not None]
+        return [f for f in map(ahead.start, items) if f is not None]
+
+    def wheels() -> list[Path]:
+        """The wheels built by the time every build is done, or a slot is free while some
+        still compile (resolving the rest from their hooks is better than an idle slot), or
+        `AHEAD_WAIT` has passed."""
+        futures = started.result()
+        deadline = time.monotonic() + AHEAD_WAIT
+        pending = set(futures)
+        while pending and time.monotonic() < deadline:
+            pending = wait(pending, timeout=AHEAD_POLL)[1]
+            if pending and len(pending) < len(futures) and ahead.idle():
+                break
+        ok = [f for f in futures if f.done() and not f.cancelled() and f.exception() is None]
+        return [f.result().wheel for f in ok]
+
+    if target.toolchain == "zig":  # its builds share a cache in the wheelhouse
+        return list
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead-plan")
+    started = pool.submit(contextvars.copy_context().run, start)
+    pool.shutdown(wait=False)  # the thread ends with `start`
+    return wheels
 
 
 def assemble(targets: list[Target], pins: list[Pin], items: list[PlanItem]) -> Plan:

@@ -11,9 +11,10 @@ import re
 import sys
 import tempfile
 import urllib.parse
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -32,6 +33,12 @@ if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
+
+
+# The wheels of some of the pins, built before resolving (`plan.plan_waves`): the resolver
+# reads their metadata instead of running the sdists' metadata hooks. Called (it may wait for
+# the builds) only when the resolution needs package code run.
+BuiltAhead: TypeAlias = Callable[[], list[Path]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +66,7 @@ def resolve_closure(
     policy: Policy,
     timeout: float,
     resolver: str = "uv",
+    ahead: BuiltAhead | None = None,
 ) -> Answer:
     """The closure of `pins` for `target`, with its own interpreter: `uv pip compile
     --python` (seconds) or `pip install --dry-run --ignore-installed --report` (the
@@ -73,19 +81,21 @@ def resolve_closure(
     resolvers run an sdist's build hooks to read its metadata when the index has none
     (PEP 658), so they run in the sandbox: no network but the upstream index through
     `IndexProxy`, no secrets, nothing writable but their own directory, and `timeout`
-    seconds at most.
+    seconds at most. Where the pins' own wheels were built `ahead`, the resolver reads those
+    (`--find-links`) instead of preparing their metadata: when no other sdist is in the way,
+    uv then resolves with no package code run at all.
     """
     assert resolver in RESOLVERS, resolver  # the config checked it
     if resolver == "uv":
         try:
-            return _resolve_once(target, pins, upstreams, policy, timeout, "uv")
+            return _resolve_once(target, pins, upstreams, policy, timeout, "uv", ahead)
         except _UvFailed as exc:
             log.warning(
                 "uv could not resolve for %s (%s); pip's resolver tries instead",
                 target.name,
                 exc,
             )
-    return _resolve_once(target, pins, upstreams, policy, timeout, "pip")
+    return _resolve_once(target, pins, upstreams, policy, timeout, "pip", ahead)
 
 
 class _UvFailed(Exception):
@@ -99,6 +109,7 @@ def _resolve_once(
     policy: Policy,
     timeout: float,
     resolver: str,
+    ahead: BuiltAhead | None,
 ) -> Answer:
     assert target.interpreter is not None
     stamp.volatile(f"{resolver} to resolve the closure for {target.name}")
@@ -108,22 +119,30 @@ def _resolve_once(
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
         out = Path(tmp) / ("pylock.toml" if uv else "report.json")
+        requested = {canonicalize_name(p.name) for p in pins}
+        links: list[Path] = []
         try:
             if uv is not None and _without_builds(uv, target, upstreams, reqs, out, timeout):
-                text = out.read_text(encoding="utf-8")
-                return _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
-            # The sandbox only now: the attempt above runs no package code, and finding what
+                return _from_uv(out.read_text(encoding="utf-8"), requested, out)
+            links = sorted({w.parent for w in ahead()}) if ahead is not None else []
+            if (
+                uv is not None
+                and links
+                and _without_builds(uv, target, upstreams, reqs, out, timeout, links)
+            ):
+                return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
+            # The sandbox only now: the attempts above run no package code, and finding what
             # isolation this machine allows starts processes of its own.
             box = policy.box(
                 Path(tmp),
-                readable=interpreter_paths(target.interpreter.path),
+                readable=[*interpreter_paths(target.interpreter.path), *links],
                 index_socket=Path(tmp) / "index.sock",
             )
             urls = box.index_urls(upstreams)
             if uv is not None:
-                argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp))
+                argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp), links)
             else:
-                argv = _pip_argv(target.interpreter.pip(), urls, reqs, out)
+                argv = _pip_argv(target.interpreter.pip(), urls, reqs, out, links)
             socket = box.index_socket
             proxy = (
                 IndexProxy(upstreams, socket, keep=scratch.kept_files())
@@ -159,7 +178,7 @@ def _resolve_once(
             ) from exc
         text = out.read_text(encoding="utf-8")
     if uv is not None:
-        answer = _from_uv(text, {canonicalize_name(p.name) for p in pins}, out)
+        answer = _from_uv(text, requested, out, links)
         if proxy is None:  # uv read the upstream index itself: its URLs are the upstream's
             return answer
         # In the sandbox uv read the index through the proxy: the URLs it wrote name the
@@ -185,14 +204,21 @@ def _upstream_files(answer: Answer, proxy: IndexProxy) -> Answer:
 
 
 def _without_builds(
-    uv: Path, target: Target, upstreams: tuple[str, ...], reqs: Path, out: Path, timeout: float
+    uv: Path,
+    target: Target,
+    upstreams: tuple[str, ...],
+    reqs: Path,
+    out: Path,
+    timeout: float,
+    links: Sequence[Path] = (),
 ) -> bool:
-    """First, `uv pip compile --no-build` straight against the index: it runs no package
-    code (an sdist whose metadata needs a build fails it), so it needs no sandbox and reads
-    the index with uv's own connections. True when that resolved everything; any failure
-    leaves the answer to the sandboxed resolution, which may run metadata hooks."""
+    """First, `uv pip compile --no-build` straight against the index (and the wheels built
+    ahead in `links`): it runs no package code (an sdist whose metadata needs a build fails
+    it), so it needs no sandbox and reads the index with uv's own connections. True when
+    that resolved everything; any failure leaves the answer to the sandboxed resolution,
+    which may run metadata hooks."""
     assert target.interpreter is not None
-    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, None)
+    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, None, links)
     try:
         run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
     except CommandTimeout:
@@ -207,7 +233,13 @@ def _without_builds(
     return True
 
 
-def _pip_argv(pip: list[str], urls: list[str], reqs: Path, report: Path) -> list[str]:
+def _find_links(links: Sequence[Path]) -> list[str]:
+    return [a for d in links for a in ("--find-links", str(d))]
+
+
+def _pip_argv(
+    pip: list[str], urls: list[str], reqs: Path, report: Path, links: Sequence[Path] = ()
+) -> list[str]:
     return [
         *pip,
         "install",
@@ -219,13 +251,20 @@ def _pip_argv(pip: list[str], urls: list[str], reqs: Path, report: Path) -> list
         "--index-url",
         urls[0],
         *(a for u in urls[1:] for a in ("--extra-index-url", u)),
+        *_find_links(links),
         "-r",
         str(reqs),
     ]
 
 
 def _uv_argv(
-    uv: Path, python: Path, urls: list[str], reqs: Path, out: Path, tmp: Path | None
+    uv: Path,
+    python: Path,
+    urls: list[str],
+    reqs: Path,
+    out: Path,
+    tmp: Path | None,
+    links: Sequence[Path] = (),
 ) -> list[str]:
     """`uv pip compile` as close to pip's resolution as uv goes: no config files, the
     target's interpreter (its markers), every index one pool (`unsafe-best-match`, pip's
@@ -247,6 +286,7 @@ def _uv_argv(
         *(a for u in urls[1:] for a in ("--extra-index-url", u)),
         "--index-strategy",
         "unsafe-best-match",
+        *_find_links(links),
         *(("--cache-dir", str(tmp / "uv-cache")) if tmp is not None else ("--no-cache",)),
         "--no-header",
         "--no-annotate",
@@ -269,9 +309,12 @@ def _from_pip(report: dict[str, Any]) -> list[Resolved]:
     ]
 
 
-def _from_uv(text: str, requested: set[NormalizedName], where: Path) -> Answer:
+def _from_uv(
+    text: str, requested: set[NormalizedName], where: Path, links: Sequence[Path] = ()
+) -> Answer:
     """The packages of uv's pylock, each with its files; a pin of the input is
-    `requested`, as in pip's report."""
+    `requested`, as in pip's report. A wheel built ahead (in `links`) is not an upstream
+    file: left out, its member's files are read from its page."""
     try:
         packages = tomllib.loads(text).get("packages", [])
         closure: list[Resolved] = []
@@ -282,16 +325,18 @@ def _from_uv(text: str, requested: set[NormalizedName], where: Path) -> Answer:
                 raise ResolutionError(f"uv locked {name} without a version (a direct URL?)")
             closure.append(Resolved(name=name, version=pkg["version"], requested=name in requested))
             entries = [*pkg.get("wheels", []), *([pkg["sdist"]] if "sdist" in pkg else [])]
-            found = [_lock_file(e) for e in entries]
+            found = [_lock_file(e, links) for e in entries]
             files[name] = [f for f in found if f is not None]
     except (tomllib.TOMLDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise ResolutionError(f"uv wrote a pylock prewheel cannot read ({where}): {exc}") from exc
     return Answer(closure=closure, files=files)
 
 
-def _lock_file(entry: dict[str, Any]) -> UpstreamFile | None:
+def _lock_file(entry: dict[str, Any], links: Sequence[Path] = ()) -> UpstreamFile | None:
     url = entry.get("url")
     if not isinstance(url, str):
+        return None
+    if url.startswith("file:") and _local(url).parent in links:
         return None
     name = entry.get("name") or urllib.parse.unquote(url.rsplit("/", 1)[-1])
     return file_from_lock(name, url, entry.get("hashes", {}).get("sha256"))
@@ -362,3 +407,7 @@ def _hash_lines(output: str) -> str:
     keep = ("Expected", "Got", " from ", "Hash mismatch", "Computed", "sha256:")
     lines = [ln.strip() for ln in output.splitlines() if any(k in ln for k in keep)]
     return re.sub(r"\s+", " ", " / ".join(lines))[:600] or _reason(output)
+
+
+def _local(url: str) -> Path:
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))

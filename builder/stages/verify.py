@@ -12,7 +12,6 @@ whichever installer ran.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from ..config import Smoke
 from ..errors import CommandError, StepError, ToolMissingError
 from ..sandbox import Policy, Sandbox, interpreter_paths
 from ..targets import Target
+from ..threads import once
 from ..wheelfile import top_level_modules
 
 SMOKE_TIMEOUT = 300.0
@@ -312,7 +312,7 @@ def wheel_files(wheel: Path, find_links: Iterable[Path]) -> list[str]:
     return out
 
 
-@functools.cache
+@once
 def interpreter_tags(python: Path) -> frozenset[str] | None:
     """Every tag `python` accepts, as pip computes them on this host: pip's own copy of
     `packaging.tags` (the interpreter's pip, else the pip of prewheel's environment, which

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import shutil
 from collections.abc import Mapping
 
 from .. import stamp
 from ..cmd import probe
+from ..threads import once
 
 
-@functools.cache
+@once
 def version_line(exe: str) -> str | None:
     """The first line of `exe --version` (`gcc (Debian 12.2.0-14) 12.2.0`)."""
     out = probe([exe, "--version"])

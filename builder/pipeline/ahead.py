@@ -1,0 +1,195 @@
+"""Builds ahead of the plan: a target's top-level sdists, started before its closure is resolved.
+
+Resolving needs each sdist's metadata, and an sdist without a wheel gives it only through its
+build hooks, run in a build environment of their own: every sdist was prepared twice, once to
+resolve and once to build, and no build started before the resolution ended. A build ahead
+is the build step of its cache key run early (`plan.start_ahead` asks for it); the resolver
+reads its wheel's metadata instead, and the plan's build of the same key takes the wheel and
+goes on with repair, verification and publishing (its record's `started` and
+`build_finished` are the build's slot, its duration the build's and the repair's). A wheel
+the plan does not take (its key turned out different) is dropped.
+
+Nothing of a build ahead reaches the wheelhouse's content before the plan takes it: the
+sdist and the log live in the run's scratch directory, so input the plan refuses publishes
+and records nothing (only the shared wheel cache may keep the build dependencies it
+fetched). The build's lock on its key is taken at once and held until the plan's build
+takes it over: another builder sharing the wheelhouse still builds each key once.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from packaging.utils import canonicalize_name
+
+from .. import locks, scratch
+from ..archive import native_bytes
+from ..atomic import atomic_copy
+from ..cmd import check_stop
+from ..errors import PrewheelError
+from ..log import working_on
+from ..records import CacheKey, utcnow
+from ..stages.fetch import fetch
+from ..stages.plan import PlanItem
+
+if TYPE_CHECKING:
+    from ..stages.build import BuildResult
+    from .steps import Run
+
+
+THREADS = 32  # builds ahead at once: each waits for a `--jobs` slot, most of them asleep
+
+
+class Ahead:
+    """The builds ahead of one run, by cache key (`only`: of these packages, `--package`)."""
+
+    def __init__(self, only: frozenset[str] | None = None) -> None:
+        self.only = only
+        self._lock = threading.Lock()
+        self._builds: dict[str, Future[BuildResult]] = {}
+        self._held: dict[str, locks.Taken] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._queued = 0  # started, not yet in a slot (fetching, waiting for one)
+        self._compiling = 0
+
+    def for_plan(self, run: Run) -> Planned:
+        """What the plan starts builds ahead with, in `run`."""
+        return Planned(ahead=self, run=run)
+
+    def start(self, run: Run, item: PlanItem) -> Future[BuildResult] | None:
+        """Start building `item` (once per key); None when it is left to the plan: a
+        package `--package` leaves out, a failure kept under its key, another builder on
+        it, or a `--cache-from` index that may hold it."""
+        key = item.key
+        if item.action != "build" or key is None or item.file is None or run.cache_from:
+            return None
+        if self.only is not None and item.name not in self.only:
+            return None
+        with self._lock:
+            if key.key in self._builds:
+                return self._builds[key.key]
+            prev = run.wh.read_record(key.key)
+            if prev is not None and prev.result == "failed" and not run.retry_failed:
+                return None
+            try:
+                held = run.wh.take_lock(f"build-{key.key}")
+            except OSError:  # a wheelhouse that cannot be written: the plan's build says so
+                return None
+            if not held.taken or run.wh.staged(key.key) is not None:
+                held.give_up()
+                return None
+            self._held[key.key] = held
+            if self._pool is None:  # each waits for a slot: `Slots` orders them, heaviest first
+                self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ahead")
+            self._queued += 1
+            future = self._pool.submit(contextvars.copy_context().run, self._build, run, item, key)
+            self._builds[key.key] = future
+            return future
+
+    def idle(self, run: Run) -> bool:
+        """Whether the builds ahead leave a slot free: none of them waits for one, and fewer
+        compile than there are slots. Until then the resolver waits for their wheels; after,
+        the free slot is better spent resolving the rest from their hooks than idle."""
+        with self._lock:
+            return self._queued == 0 and self._compiling < run.slots.n
+
+    def holding(self, key: CacheKey) -> locks.Taken | None:
+        """The lock on `key` a build ahead took, handed over (leaving its block releases
+        it)."""
+        with self._lock:
+            return self._held.pop(key.key, None)
+
+    def take(self, run: Run, key: CacheKey, log_file: Path) -> BuildResult | PrewheelError | None:
+        """The build ahead under `key`, waited for: its wheel, or what failed it, its log
+        copied to `log_file` (the plan's build goes on writing there); None when there is
+        none."""
+        with self._lock:
+            future = self._builds.pop(key.key, None)
+        if future is None:
+            return None
+        run.slots.withdraw(key.key)  # no build of its own to wait for: others may go
+        outcome: BuildResult | PrewheelError
+        try:
+            outcome = future.result()
+        except PrewheelError as exc:
+            outcome = exc
+        early = _log_file(run, key)
+        if early.is_file():
+            atomic_copy(early, log_file)  # a full disk: WheelhouseWriteError, no part left
+            early.unlink()
+        if isinstance(outcome, PrewheelError):
+            outcome.message = outcome.message.replace(str(early), str(log_file))
+            if getattr(outcome, "log", None) is not None:
+                outcome.log = str(log_file)  # type: ignore[attr-defined]
+        return outcome
+
+    def close(self) -> None:
+        """Wait for the builds ahead still running (before the run's scratch directory goes)
+        and give up every lock not taken over: a lock file a build ahead made is removed,
+        so a run that stops on bad input leaves no lock behind."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            held, self._held = list(self._held.values()), {}
+        for lock in held:
+            lock.give_up()
+
+    def _build(self, run: Run, item: PlanItem, key: CacheKey) -> BuildResult:
+        from .steps import compile_sdist
+
+        assert item.file is not None
+        counted = "queued"
+        try:
+            with working_on(item.name):
+                check_stop()
+                kept = scratch.kept_files() or run.work / "ahead"
+                sdist = fetch(item.file, item.hashes, kept)[0]
+                heavy = run.config.package(item.name).heavy
+                count = run.slots.acquire(heavy, weight=native_bytes(sdist), key=key.key)
+                with self._lock:
+                    self._queued -= 1
+                    self._compiling += 1
+                    counted = "compiling"
+                try:
+                    began = utcnow()
+                    work = run.work / "ahead" / key.short
+                    built = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
+                    return replace(built, started=began, finished=utcnow())
+                finally:
+                    run.slots.release(count)
+        finally:
+            with self._lock:
+                if counted == "queued":
+                    self._queued -= 1
+                else:
+                    self._compiling -= 1
+
+
+@dataclass(frozen=True, kw_only=True)
+class Planned:
+    """The builds ahead as the plan sees them (`plan.BuildAhead`), in one run."""
+
+    ahead: Ahead
+    run: Run
+
+    def start(self, item: PlanItem) -> Future[BuildResult] | None:
+        return self.ahead.start(self.run, item)
+
+    def idle(self) -> bool:
+        return self.ahead.idle(self.run)
+
+
+def fits(built: BuildResult, item: PlanItem) -> bool:
+    """Whether a wheel built ahead is the one the plan's build would make: every build
+    requirement it installed that the target's closure pins is at that pin."""
+    deps = {canonicalize_name(n): v for n, v in built.build_deps.items()}
+    return all(deps.get(canonicalize_name(n), v) == v for n, v in item.runtime_pins)
+
+
+def _log_file(run: Run, key: CacheKey) -> Path:
+    return run.work / "ahead" / f"{key.short}.log"

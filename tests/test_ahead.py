@@ -1,0 +1,146 @@
+"""Builds ahead of the plan (`pipeline.ahead`, `plan.start_ahead`): a target's top-level sdists
+are built before its closure is resolved, and the resolver reads their wheels' metadata
+instead of running each sdist's metadata hook; the plan's build takes the wheel. The lock on
+the key is taken at once and handed over; given up, it leaves no lock file behind."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from clitools import prewheel
+from conftest import WriteConfig
+from test_decisions import target
+from upstream import Upstream
+
+from builder import locks
+from builder.stages.build import BuildResult
+from builder.stages.plan import PlanItem
+
+# A dependency only setup.py knows (`dynamic`), and a metadata hook that refuses to run:
+# setuptools runs `prepare_metadata_for_build_wheel` as `setup.py dist_info`.
+REFUSING = {
+    "pyproject.toml": (
+        '[build-system]\nrequires = ["setuptools>=61"]\nbuild-backend = "setuptools.build_meta"'
+        '\n\n[project]\nname = "pw-ahead"\nversion = "1.0"\ndynamic = ["dependencies"]\n'
+    ),
+    "PKG-INFO": "Metadata-Version: 2.1\nName: pw-ahead\nVersion: 1.0\n",
+    "setup.py": (
+        "import sys\n"
+        "if 'dist_info' in sys.argv:\n"
+        "    sys.exit('pw-ahead: the metadata hook ran')\n"
+        "from setuptools import setup\n"
+        "setup(install_requires=['pw-haswheel==1.0'])\n"
+    ),
+    "pw_ahead/__init__.py": "VALUE = 1\n",
+}
+
+
+def test_the_resolver_reads_the_wheel_built_ahead_instead_of_the_metadata_hook(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """The sdist's metadata hook would fail the resolution (uv's, then pip's): run with the
+    wheel built ahead, it is never called; the closure is the wheel's (its dependency, which
+    only setup.py names, is in it), and the plan's build took that wheel, its log going on
+    in the wheelhouse."""
+    upstream.add_sdist("pw-ahead", "1.0", REFUSING)
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-ahead==1.0\n")
+    wh = tmp_path / "wh"
+    proc = prewheel(
+        "build", "-r", reqs, "-c", write_config(tmp_path), "--wheelhouse", wh, "--json",
+        "--allow-unpinned",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "the metadata hook ran" not in proc.stderr + proc.stdout
+    got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert got == {"pw-ahead": "built", "pw-haswheel": "downloaded"}, got
+    (log,) = wh.glob("logs/pw-ahead-1.0-*.log")
+    text = log.read_text()
+    assert 0 <= text.find(" build_wheel ") < text.find("--offline"), "build, then verify"
+
+
+def test_a_wheel_built_ahead_is_taken_only_with_the_closures_build_requirements() -> None:
+    """A build requirement the closure pins must be what the wheel was built with (a
+    framework an extension compiles against); others, and the build tools, do not count."""
+    from builder.pipeline.ahead import fits
+
+    built = BuildResult(
+        wheel=Path("x.whl"), build_deps={"setuptools": "80.0", "Numpy": "2.1.0"},
+        has_native_sources=True,
+    )  # fmt: skip
+    item = PlanItem(target=target(), name="pw-x", version="1.0", action="build", reason="")  # type: ignore[arg-type]
+    assert fits(built, item)
+    assert fits(built, replace(item, runtime_pins=(("numpy", "2.1.0"),)))
+    assert not fits(built, replace(item, runtime_pins=(("numpy", "1.26.4"),)))
+    assert fits(built, replace(item, runtime_pins=(("idna", "3.1"),)))
+
+
+def test_a_lock_given_up_leaves_no_file_and_its_waiter_takes_the_new_one(tmp_path: Path) -> None:
+    path = tmp_path / ".locks" / "build-k.lock"
+    taken = locks.Taken(path)
+    assert taken.taken and taken.made and path.exists()
+    with locks.attempt(path) as free:
+        assert not free
+    got = threading.Event()
+    release = threading.Event()
+
+    def waiter() -> None:
+        with locks.hold(path):
+            got.set()
+            release.wait(30)
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    assert not got.wait(0.3), "took a lock that is held"
+    taken.give_up()
+    assert got.wait(10), "the waiter never took the lock"
+    # It holds the lock of the file now at the path: nobody else takes that one meanwhile.
+    assert path.exists()
+    with locks.attempt(path) as free:
+        assert not free
+    release.set()
+    t.join(10)
+    with locks.attempt(path) as free:
+        assert free
+
+    # A lock on a file that was there before is released, never removed.
+    kept = locks.Taken(path)
+    assert kept.taken and not kept.made
+    kept.give_up()
+    assert path.exists()
+
+
+def test_a_probe_asked_by_threads_at_once_runs_once() -> None:
+    """Builds ahead start side by side, each asking the same probes first (the sandbox this
+    machine allows, the compiler's version): one process per probe, not one per build (the
+    sandbox's warning was printed twice)."""
+    from builder.threads import once
+
+    calls: list[int] = []
+    go = threading.Event()
+    out: list[int] = []
+
+    @once
+    def probe(x: int) -> int:
+        calls.append(x)
+        go.wait(10)
+        if x < 0:
+            raise ValueError(x)
+        return x * 2
+
+    threads = [threading.Thread(target=lambda: out.append(probe(1))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    go.set()
+    for t in threads:
+        t.join(10)
+    assert calls == [1] and out == [2, 2, 2, 2]
+    assert probe(2) == 4 and calls == [1, 2]
+    for _ in range(2):  # an error is not kept: asked again, it runs again
+        with pytest.raises(ValueError):
+            probe(-1)
+    assert calls == [1, 2, -1, -1]
