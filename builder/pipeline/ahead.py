@@ -36,10 +36,10 @@ from ..log import working_on
 from ..records import CacheKey, utcnow
 from ..stages.fetch import fetch
 from ..stages.plan import PlanItem
+from .steps import Run, compile_sdist
 
 if TYPE_CHECKING:
     from ..stages.build import BuildResult
-    from .steps import Run
 
 
 THREADS = 32  # builds ahead at once: each waits for a `--jobs` slot, most of them asleep
@@ -104,10 +104,12 @@ class Ahead:
         with self._lock:
             return self._held.pop(key.key, None)
 
-    def take(self, run: Run, key: CacheKey, log_file: Path) -> BuildResult | PrewheelError | None:
+    def take(
+        self, run: Run, item: PlanItem, key: CacheKey, log_file: Path
+    ) -> BuildResult | PrewheelError | None:
         """The build ahead under `key`, waited for: its wheel, or what failed it, its log
         copied to `log_file` (the plan's build goes on writing there); None when there is
-        none."""
+        none, or its wheel is not the one `item` needs (`fits`: built again)."""
         with self._lock:
             future = self._builds.pop(key.key, None)
         if future is None:
@@ -126,7 +128,8 @@ class Ahead:
             outcome.message = outcome.message.replace(str(early), str(log_file))
             if getattr(outcome, "log", None) is not None:
                 outcome.log = str(log_file)  # type: ignore[attr-defined]
-        return outcome
+            return outcome
+        return outcome if fits(outcome, item) else None
 
     def close(self) -> None:
         """Wait for the builds ahead still running (before the run's scratch directory goes)
@@ -140,8 +143,6 @@ class Ahead:
             lock.give_up()
 
     def _build(self, run: Run, item: PlanItem, key: CacheKey) -> BuildResult:
-        from .steps import compile_sdist
-
         assert item.file is not None
         counted = "queued"
         try:

@@ -7,6 +7,7 @@ package it works on).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -18,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from packaging.utils import parse_wheel_filename
 
@@ -45,7 +46,6 @@ from ..wheelfile import (
     set_build_tag,
 )
 from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
-from .ahead import Ahead, fits
 from .grouping import Group
 from .report import ItemResult, Reporter, Status
 
@@ -141,6 +141,19 @@ class Slots:
             self.cond.notify_all()
 
 
+class BuiltAhead(Protocol):
+    """The builds started ahead of the plan (`ahead.Ahead`), as a build step takes them."""
+
+    def holding(self, key: CacheKey) -> contextlib.AbstractContextManager[object] | None:
+        """The lock on `key` a build ahead took, handed over."""
+
+    def take(
+        self, run: Run, item: PlanItem, key: CacheKey, log_file: Path
+    ) -> BuildResult | PrewheelError | None:
+        """The wheel built ahead under `key` for `item`, or what failed it; None when none
+        was, or it is not the one `item` needs."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Run:
     """What every step of one run shares."""
@@ -161,7 +174,7 @@ class Run:
     # The sdists this run has fetched and checked, by URL (`fetch_source`).
     fetched: dict[str, Path] = field(default_factory=dict)
     # The builds started before the plan (`ahead`), which the plan's builds take.
-    ahead: Ahead | None = None
+    ahead: BuiltAhead | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -464,10 +477,10 @@ def _build_here(
     remote = _from_remote(run, item, key, work, record)
     if remote is not None:
         return remote
-    early = run.ahead.take(run, key, log_file) if run.ahead and prebuilt is None else None
+    early = run.ahead.take(run, item, key, log_file) if run.ahead and prebuilt is None else None
     if isinstance(early, PrewheelError):
         return failed(run, items, record, _as_step(early, log_file), time.monotonic())
-    if early is not None and fits(early, item):
+    if early is not None:
         prebuilt = early
         work.mkdir(parents=True, exist_ok=True)
     try:  # fetched before a slot is taken: what it holds orders the builds
