@@ -38,7 +38,7 @@ from ..threads import in_threads
 from ..upstream import UpstreamFile, Validator, page_validator, project_page, unchanged
 from ..wheelhouse import Wheelhouse, atomic_write_json
 from . import constraints
-from .resolve import Answer, BuiltAhead, Resolved, resolve_closure
+from .resolve import AheadWheels, Answer, Resolved, resolve_closure
 
 Progress: TypeAlias = Callable[[str], None]
 Closure: TypeAlias = tuple[list[Resolved], dict[str, list[UpstreamFile]]]
@@ -216,7 +216,7 @@ def resolve_cached(
     refresh: bool,
     progress: Progress = _quiet,
     write: bool | None = None,
-    ahead: Callable[[], BuiltAhead] | None = None,
+    ahead: Callable[[], AheadWheels] | None = None,
 ) -> Closure:
     """The closure and each member's upstream files: from the wheelhouse's cache while it
     holds (`refresh` resolves again anyway), else resolved and cached (`write`; by default
@@ -247,7 +247,7 @@ def _resolve(
     say: Progress,
     *,
     validators: bool,
-    ahead: BuiltAhead | None = None,
+    ahead: AheadWheels | None = None,
 ) -> Resolution:
     """The closure, its members' files, and (`validators`: for a resolution to be kept) the
     validators of their pages."""

@@ -577,7 +577,7 @@ def start_ahead(
         return [f.result().wheel for f in ok]
 
     if target.toolchain == "zig":  # its builds share a cache in the wheelhouse
-        return list
+        return lambda: []
     pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead-plan")
     started = pool.submit(contextvars.copy_context().run, start)
     pool.shutdown(wait=False)  # the thread ends with `start`

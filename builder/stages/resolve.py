@@ -38,7 +38,7 @@ else:  # pragma: no cover
 # The wheels of some of the pins, built before resolving (`plan.plan_waves`): the resolver
 # reads their metadata instead of running the sdists' metadata hooks. Called (it may wait for
 # the builds) only when the resolution needs package code run.
-BuiltAhead: TypeAlias = Callable[[], list[Path]]
+AheadWheels: TypeAlias = Callable[[], list[Path]]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,7 @@ def resolve_closure(
     policy: Policy,
     timeout: float,
     resolver: str = "uv",
-    ahead: BuiltAhead | None = None,
+    ahead: AheadWheels | None = None,
 ) -> Answer:
     """The closure of `pins` for `target`, with its own interpreter: `uv pip compile
     --python` (seconds) or `pip install --dry-run --ignore-installed --report` (the
@@ -109,7 +109,7 @@ def _resolve_once(
     policy: Policy,
     timeout: float,
     resolver: str,
-    ahead: BuiltAhead | None,
+    ahead: AheadWheels | None,
 ) -> Answer:
     assert target.interpreter is not None
     stamp.volatile(f"{resolver} to resolve the closure for {target.name}")
