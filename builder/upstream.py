@@ -18,7 +18,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
@@ -38,6 +37,7 @@ from .atomic import write_error
 from .cmd import check_stop
 from .errors import HashMismatchError, UpstreamError
 from .simple import JSON_TYPE, LinkParser
+from .threads import once
 
 ACCEPT = f"{JSON_TYPE}, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
 TIMEOUT = 60
@@ -316,33 +316,15 @@ def project_page(index_url: str, project: str) -> tuple[tuple[UpstreamFile, ...]
     return files, _validator(url, answer)
 
 
-_NOTED: dict[tuple[str, str], Future[Validator]] = {}
-_NOTED_LOCK = threading.Lock()
-
-
+@once
 def page_validator(index_url: str, project: str) -> Validator:
     """The validator of `project`'s page, its files not parsed: what a cached resolution
     whose files came from the resolver's own answer keeps (a page of a big project lists
     tens of thousands of files). Read once per run: the targets resolved side by side share
-    most of their closures, and a page two of them ask for at once is read once."""
-    key = (index_url, project)
-    with _NOTED_LOCK:
-        noted = _NOTED.get(key)
-        if noted is None:
-            noted = _NOTED[key] = Future()
-            mine = True
-        else:
-            mine = False
-    if mine:
-        try:
-            url = _project_url(index_url, project)
-            noted.set_result(_validator(url, _read_page(url)))
-        except BaseException as exc:
-            with _NOTED_LOCK:
-                del _NOTED[key]  # a failed read is not remembered
-            noted.set_exception(exc)
-            raise
-    return noted.result()
+    most of their closures, and a page two of them ask for at once is read once (a failed
+    read is not remembered)."""
+    url = _project_url(index_url, project)
+    return _validator(url, _read_page(url))
 
 
 # A Last-Modified this close to the response's Date may hide a change made in the same second

@@ -31,7 +31,7 @@ from .. import locks, scratch
 from ..archive import native_bytes
 from ..atomic import atomic_copy
 from ..cmd import check_stop
-from ..errors import PrewheelError
+from ..errors import PrewheelError, StepError
 from ..log import working_on
 from ..records import CacheKey, utcnow
 from ..stages.fetch import fetch
@@ -126,8 +126,8 @@ class Ahead:
             early.unlink()
         if isinstance(outcome, PrewheelError):
             outcome.message = outcome.message.replace(str(early), str(log_file))
-            if getattr(outcome, "log", None) is not None:
-                outcome.log = str(log_file)  # type: ignore[attr-defined]
+            if isinstance(outcome, StepError) and outcome.log is not None:
+                outcome.log = str(log_file)
             return outcome
         return outcome if fits(outcome, item) else None
 
@@ -144,7 +144,7 @@ class Ahead:
 
     def _build(self, run: Run, item: PlanItem, key: CacheKey) -> BuildResult:
         assert item.file is not None
-        counted = "queued"
+        in_slot = False
         try:
             with working_on(item.name):
                 check_stop()
@@ -155,7 +155,7 @@ class Ahead:
                 with self._lock:
                     self._queued -= 1
                     self._compiling += 1
-                    counted = "compiling"
+                    in_slot = True
                 try:
                     began = utcnow()
                     work = run.work / "ahead" / key.short
@@ -165,10 +165,10 @@ class Ahead:
                     run.slots.release(count)
         finally:
             with self._lock:
-                if counted == "queued":
-                    self._queued -= 1
-                else:
+                if in_slot:
                     self._compiling -= 1
+                else:
+                    self._queued -= 1
 
 
 @dataclass(frozen=True, kw_only=True)
