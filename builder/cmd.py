@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from . import scratch
-from .errors import CommandError, CommandTimeout, Interrupted
+from .errors import CommandCancelled, CommandError, CommandTimeout, Interrupted
 from .log import get_logger
 
 
@@ -50,6 +50,7 @@ log = get_logger("cmd")
 TAIL_LINES = 40
 CONTAIN = Path(__file__).resolve().parent / "_contain.py"
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a command's tree
+CANCEL_POLL = 0.05  # seconds between looks at a command's `cancel`
 OUTPUT_KEPT = 1 << 20  # the most output `run` returns (the log file has all of it)
 
 # Children still running, so a stop can end every process tree at once.
@@ -129,11 +130,13 @@ def run(
     timeout: float | None = None,
     check: bool = True,
     sandbox: Confinement | None = None,
+    cancel: threading.Event | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv`, appending its output to `log_file`; raise CommandError on failure.
 
     With `sandbox`, the command is package code: it runs in that sandbox, with the sandbox's
-    environment (`env` must be None) and memory limit.
+    environment (`env` must be None) and memory limit. Once `cancel` is set, the command's
+    tree is ended and `CommandCancelled` raised.
     """
     args = [os.fspath(a) for a in argv]
     memory = None
@@ -168,11 +171,11 @@ def run(
             raise CommandError(f"{step}: cannot start {args[0]}: {exc}", step=step) from exc
         with _active_lock:
             _active.add(proc)
-        timed_out = False
+        timed_out = cancelled = False
         try:
             if _stop.is_set():  # asked to stop while it started
                 _kill_group(proc)
-            proc.wait(timeout=timeout)
+            cancelled = _wait(proc, timeout, cancel)
         except subprocess.TimeoutExpired:
             timed_out = True
             _kill_group(proc)
@@ -188,6 +191,8 @@ def run(
             out.write(f"[exit {proc.returncode} after {elapsed:.1f}s]\n\n".encode())
     check_stop()  # a command ended by a stop is not a failure of its package
     result = subprocess.CompletedProcess(args, proc.returncode, text, "")
+    if cancelled:
+        raise CommandCancelled(f"{step}: {args[0]} was stopped, its answer not needed", step=step)
     if timed_out:
         raise CommandTimeout(
             f"{step} timed out after {timeout:.0f}s: {args[0]}",
@@ -206,6 +211,26 @@ def run(
             tail=tail(text),
         )
     return result
+
+
+def _wait(
+    proc: subprocess.Popen[bytes], timeout: float | None, cancel: threading.Event | None
+) -> bool:
+    """Wait for `proc` (`TimeoutExpired` past `timeout`); True when `cancel` ended it first."""
+    if cancel is None:
+        proc.wait(timeout=timeout)
+        return False
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            proc.wait(timeout=CANCEL_POLL)
+            return False
+        except subprocess.TimeoutExpired:
+            if cancel.is_set():
+                _kill_group(proc)
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                raise
 
 
 def _output(log_file: Path | None, pretty: str) -> tuple[IO[bytes], int]:

@@ -90,6 +90,11 @@ class CommandTimeout(CommandError):
     """A subprocess ran past its time limit and was killed with its whole process group."""
 
 
+class CommandCancelled(CommandError):
+    """A subprocess whose answer was no longer needed, killed with its whole process group
+    (its caller set the `cancel` it was run with)."""
+
+
 class HashMismatchError(StepError):
     """Downloaded bytes do not match the hash the index or the lock promised."""
 

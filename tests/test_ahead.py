@@ -63,6 +63,56 @@ def test_the_resolver_reads_the_wheel_built_ahead_instead_of_the_metadata_hook(
     assert 0 <= text.find(" build_wheel ") < text.find("--offline"), "build, then verify"
 
 
+def slow(name: str, build_s: float) -> dict[str, str]:
+    """An sdist whose build takes `build_s` seconds and whose metadata hook, if it ever runs,
+    hangs for a minute and then fails."""
+    module = name.replace("-", "_")
+    return {
+        "pyproject.toml": (
+            '[build-system]\nrequires = ["setuptools>=61"]\n'
+            'build-backend = "setuptools.build_meta"\n\n'
+            f'[project]\nname = "{name}"\nversion = "1.0"\ndynamic = ["dependencies"]\n'
+        ),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        "setup.py": (
+            "import sys, time\n"
+            "if 'dist_info' in sys.argv:\n"
+            "    time.sleep(60)\n"
+            f"    sys.exit('{name}: the metadata hook ran')\n"
+            "if 'bdist_wheel' in sys.argv:\n"
+            f"    time.sleep({build_s})\n"
+            "from setuptools import setup\n"
+            "setup(install_requires=['pw-haswheel==1.0'])\n"
+        ),
+        f"{module}/__init__.py": "VALUE = 1\n",
+    }
+
+
+def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """Two builds ahead in two slots; the quick one is done first, so a slot is free while
+    the slow one still builds. The resolver then starts the sandboxed resolution (the slow
+    sdist's metadata hook) beside it, but the build is done first: uv resolves from both
+    wheels, and the hook, which would hang past the resolution's time limit, is stopped. It
+    used to be left to the hook: the resolution timed out, exit 2."""
+    upstream.add_sdist("pw-quick", "1.0", slow("pw-quick", 0))
+    upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-quick==1.0\npw-slow==1.0\n")
+    wh = tmp_path / "wh"
+    proc = prewheel(
+        "--debug", "build", "-r", reqs, "-c", write_config(tmp_path, build={"timeout": 30}),
+        "--wheelhouse", wh,
+        "--json", "--allow-unpinned", "--jobs", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    assert "the metadata hook ran" not in proc.stderr + proc.stdout
+    assert "the builds ahead were done first" in proc.stderr, "no race: the hook was not run"
+    got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert got == {"pw-quick": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
+
+
 def test_a_wheel_built_ahead_is_taken_only_with_the_closures_build_requirements() -> None:
     """A build requirement the closure pins must be what the wheel was built with (a
     framework an extension compiles against); others, and the build tools, do not count."""

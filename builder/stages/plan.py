@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
@@ -50,7 +51,7 @@ Scanner: TypeAlias = Callable[[UpstreamFile, frozenset[str]], tuple[str, SdistSc
 # How long a resolution waits for the builds ahead of it at most; those still running are
 # read from their sdists' metadata hooks as before, and the plan's build still takes them.
 AHEAD_WAIT = 30.0
-AHEAD_POLL = 0.1
+AHEAD_POLL = 0.05
 
 
 def _quiet(_: str) -> None:
@@ -469,7 +470,7 @@ def plan_waves(
     first = next(iter(by_interpreter.values()), [])
     early = SourceScanner(wh, keep=False)  # nothing reaches the wheelhouse before the plan
 
-    def built(t: Target) -> Callable[[], Callable[[], list[Path]]] | None:
+    def built(t: Target) -> Callable[[], Waiting] | None:
         if ahead is None or t not in first:
             return None
         return functools.partial(start_ahead, t, pins, config, wh, ahead, early, len(first))
@@ -521,13 +522,14 @@ def start_ahead(
     ahead: BuildAhead,
     scan: Scanner,
     sharing: int,
-) -> Callable[[], list[Path]]:
+) -> Waiting:
     """Start building `target`'s top-level sdists before its closure is resolved (planned
     in a thread of their own, beside the resolver's first attempt); what it returns waits
     for their wheels, for the resolver to read their metadata instead of running each
     sdist's metadata hooks in a build environment of its own: no sdist is prepared twice,
     and the builds start seconds sooner. It waits `AHEAD_WAIT` seconds at most (a long
-    build does not hold the rest of the plan back); a build that fails is not read.
+    build does not hold the rest of the plan back), and where a slot is free while some
+    still compile the resolver races them (`Waiting`); a build that fails is not read.
 
     Only exact pins without markers, planned as the whole plan would (`plan_item`), with the
     other pins standing in for the closure: a build requirement that is also pinned is a
@@ -562,26 +564,50 @@ def start_ahead(
         items = [i for i in in_threads(item, mine, PAGE_THREADS) if i is not None]
         return [f for f in map(ahead.start, items) if f is not None]
 
-    def wheels() -> list[Path]:
+    if target.toolchain == "zig":  # its builds share a cache in the wheelhouse
+        return Waiting(None, ahead)
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead-plan")
+    started = pool.submit(contextvars.copy_context().run, start)
+    pool.shutdown(wait=False)  # the thread ends with `start`
+    return Waiting(started, ahead)
+
+
+class Waiting:
+    """The resolver's side of the builds ahead (`resolve.AheadWheels`): their wheels, waited
+    for. A build that fails is not read."""
+
+    def __init__(self, started: Future[list[Future[BuildResult]]] | None, ahead: BuildAhead):
+        self._started = started
+        self._ahead = ahead
+
+    def _builds(self) -> list[Future[BuildResult]]:
+        return self._started.result() if self._started is not None else []
+
+    def ready(self) -> list[Path]:
         """The wheels built by the time every build is done, or a slot is free while some
-        still compile (resolving the rest from their hooks is better than an idle slot), or
-        `AHEAD_WAIT` has passed."""
-        futures = started.result()
+        still compile (the resolver then races them, `resolve._racing`), or `AHEAD_WAIT` has
+        passed."""
+        futures = self._builds()
         deadline = time.monotonic() + AHEAD_WAIT
         pending = set(futures)
         while pending and time.monotonic() < deadline:
             pending = wait(pending, timeout=AHEAD_POLL)[1]
-            if pending and len(pending) < len(futures) and ahead.idle():
+            if pending and len(pending) < len(futures) and self._ahead.idle():
                 break
-        ok = [f for f in futures if f.done() and not f.cancelled() and f.exception() is None]
-        return [f.result().wheel for f in ok]
+        return self.built()
 
-    if target.toolchain == "zig":  # its builds share a cache in the wheelhouse
-        return lambda: []
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ahead-plan")
-    started = pool.submit(contextvars.copy_context().run, start)
-    pool.shutdown(wait=False)  # the thread ends with `start`
-    return wheels
+    def built(self) -> list[Path]:
+        done = [f for f in self._builds() if f.done() and not f.cancelled()]
+        return [f.result().wheel for f in done if f.exception() is None]
+
+    def pending(self) -> bool:
+        return not all(f.done() for f in self._builds())
+
+    def wait_all(self, until: threading.Event) -> bool:
+        pending = {f for f in self._builds() if not f.done()}
+        while pending and not until.is_set():
+            pending = wait(pending, timeout=AHEAD_POLL)[1]
+        return not pending
 
 
 def assemble(targets: list[Target], pins: list[Pin], items: list[PlanItem]) -> Plan:

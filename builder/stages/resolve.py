@@ -6,15 +6,19 @@ not be read from the index again."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import json
 import re
 import sys
 import tempfile
+import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Protocol
 
 from packaging.utils import NormalizedName, canonicalize_name
 
@@ -35,10 +39,23 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 
-# The wheels of some of the pins, built before resolving (`plan.plan_waves`): the resolver
-# reads their metadata instead of running the sdists' metadata hooks. Called (it may wait for
-# the builds) only when the resolution needs package code run.
-AheadWheels: TypeAlias = Callable[[], list[Path]]
+class AheadWheels(Protocol):
+    """The wheels of some of the pins, built before resolving (`plan.start_ahead`): the
+    resolver reads their metadata instead of running the sdists' metadata hooks. Asked (it
+    may wait for the builds) only when the resolution needs package code run."""
+
+    def ready(self) -> list[Path]:
+        """The wheels built by the time every build is done, or a slot is free while some
+        still compile, or a while has passed."""
+
+    def built(self) -> list[Path]:
+        """The wheels built by now (no waiting)."""
+
+    def pending(self) -> bool:
+        """Whether some build is still under way."""
+
+    def wait_all(self, until: threading.Event) -> bool:
+        """Wait for the last build; False where `until` is set first."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,37 +137,33 @@ def _resolve_once(
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
         out = Path(tmp) / ("pylock.toml" if uv else "report.json")
         requested = {canonicalize_name(p.name) for p in pins}
-        links: list[Path] = []
+
+        def without_builds(links: Sequence[Path]) -> Answer | None:
+            if uv is None or not _without_builds(uv, target, upstreams, reqs, out, timeout, links):
+                return None
+            return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
+
+        def sandboxed(links: Sequence[Path], cancel: threading.Event | None) -> Answer:
+            sandbox_out = out.with_name("pylock.sandboxed.toml" if uv else "report.json")
+            return _in_sandbox(target, upstreams, policy, timeout, uv, reqs, sandbox_out,
+                               requested, links, cancel)  # fmt: skip
+
         try:
-            if uv is not None and _without_builds(uv, target, upstreams, reqs, out, timeout):
-                return _from_uv(out.read_text(encoding="utf-8"), requested, out)
-            links = sorted({w.parent for w in ahead()}) if ahead is not None else []
-            if (
-                uv is not None
-                and links
-                and _without_builds(uv, target, upstreams, reqs, out, timeout, links)
-            ):
-                return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
-            # The sandbox only now: the attempts above run no package code, and finding what
-            # isolation this machine allows starts processes of its own.
-            box = policy.box(
-                Path(tmp),
-                readable=[*interpreter_paths(target.interpreter.path), *links],
-                index_socket=Path(tmp) / "index.sock",
-            )
-            urls = box.index_urls(upstreams)
-            if uv is not None:
-                argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, Path(tmp), links)
-            else:
-                argv = _pip_argv(target.interpreter.pip(), urls, reqs, out, links)
-            socket = box.index_socket
-            proxy = (
-                IndexProxy(upstreams, socket, keep=scratch.kept_files())
-                if socket and box.proxied
-                else None
-            )
-            with proxy or contextlib.nullcontext():
-                run(argv, step="resolve", cwd=Path(tmp), timeout=timeout, sandbox=box)
+            answer = without_builds([])
+            if answer is not None or ahead is None:
+                return answer or sandboxed([], None)
+            links = _link_dirs(ahead.ready())
+            answer = without_builds(links) if links else None
+            if answer is not None:
+                return answer
+            now = _link_dirs(ahead.built())
+            if uv is not None and now != links and not ahead.pending():
+                answer = without_builds(now)  # the last were done while that ran
+                if answer is not None:
+                    return answer
+            if uv is None or not ahead.pending():
+                return sandboxed(now, None)
+            return _racing(functools.partial(sandboxed, now), ahead, without_builds)
         except CommandTimeout as exc:
             raise ResolutionError(
                 f"resolving for {target.name} ran past its time limit of {timeout:.0f}s and was "
@@ -176,15 +189,87 @@ def _resolve_once(
                 f"{_reason(exc.tail)}{_subprocess_output(exc.tail)}",
                 hint="check that every pin exists on the upstream index for this Python",
             ) from exc
-        text = out.read_text(encoding="utf-8")
+
+
+def _link_dirs(wheels: list[Path]) -> list[Path]:
+    return sorted({w.parent for w in wheels})
+
+
+def _racing(
+    sandboxed: Callable[[threading.Event], Answer],
+    ahead: AheadWheels,
+    without_builds: Callable[[Sequence[Path]], Answer | None],
+) -> Answer:
+    """The sandboxed resolution, started at once beside the builds ahead that still compile
+    (a slot is free), raced against them: where they are all done first and their wheels let
+    uv resolve without builds, that answer, and the sandboxed resolution (the metadata hooks
+    of the sdists not built yet: seconds) is stopped; else the sandboxed answer."""
+    cancel = threading.Event()
+    done = threading.Event()
+
+    def resolve() -> Answer:
+        try:
+            return sandboxed(cancel)
+        finally:
+            done.set()
+
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="resolve")
+    try:
+        racing = pool.submit(contextvars.copy_context().run, resolve)
+        if ahead.wait_all(until=done) and not done.is_set():
+            answer = without_builds(_link_dirs(ahead.built()))
+            if answer is not None:
+                log.debug("the builds ahead were done first: the metadata hooks were stopped")
+                return answer
+        return racing.result()
+    finally:
+        cancel.set()  # an answer not needed (or an error): its process tree ends
+        pool.shutdown(wait=True)
+
+
+def _in_sandbox(
+    target: Target,
+    upstreams: tuple[str, ...],
+    policy: Policy,
+    timeout: float,
+    uv: Path | None,
+    reqs: Path,
+    out: Path,
+    requested: set[NormalizedName],
+    links: Sequence[Path],
+    cancel: threading.Event | None,
+) -> Answer:
+    """The resolution that may run package code (metadata hooks), in the sandbox (the
+    attempts without builds run none, and finding what isolation this machine allows starts
+    processes of its own): it reads the index through `IndexProxy` where the sandbox has no
+    network, and the wheels built ahead in `links`."""
+    assert target.interpreter is not None
+    tmp = out.parent
+    box = policy.box(
+        tmp,
+        readable=[*interpreter_paths(target.interpreter.path), *links],
+        index_socket=tmp / "index.sock",
+    )
+    urls = box.index_urls(upstreams)
     if uv is not None:
-        answer = _from_uv(text, requested, out, links)
-        if proxy is None:  # uv read the upstream index itself: its URLs are the upstream's
-            return answer
-        # In the sandbox uv read the index through the proxy: the URLs it wrote name the
-        # proxy's address, gone now; the proxy knows the upstream file each one stood for.
-        return _upstream_files(answer, proxy)
-    return Answer(closure=_from_pip(json.loads(text)), files=None)
+        argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, tmp, links)
+    else:
+        argv = _pip_argv(target.interpreter.pip(), urls, reqs, out, links)
+    socket = box.index_socket
+    proxy = (
+        IndexProxy(upstreams, socket, keep=scratch.kept_files()) if socket and box.proxied else None
+    )
+    with proxy or contextlib.nullcontext():
+        run(argv, step="resolve", cwd=tmp, timeout=timeout, sandbox=box, cancel=cancel)
+    text = out.read_text(encoding="utf-8")
+    if uv is None:
+        return Answer(closure=_from_pip(json.loads(text)), files=None)
+    answer = _from_uv(text, requested, out, links)
+    if proxy is None:  # uv read the upstream index itself: its URLs are the upstream's
+        return answer
+    # In the sandbox uv read the index through the proxy: the URLs it wrote name the
+    # proxy's address, gone now; the proxy knows the upstream file each one stood for.
+    return _upstream_files(answer, proxy)
 
 
 def _upstream_files(answer: Answer, proxy: IndexProxy) -> Answer:
