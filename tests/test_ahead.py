@@ -113,6 +113,39 @@ def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     assert got == {"pw-quick": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
 
 
+def test_a_command_cancelled_ends_its_whole_tree(tmp_path: Path) -> None:
+    """The race's loser: `cmd.run(cancel=)` ends the command and what it started (a metadata
+    hook is uv's grandchild) and says so, not as a failure of the package."""
+    import os
+    import sys
+    import time
+
+    from builder.cmd import run
+    from builder.errors import CommandCancelled
+
+    pid_file = tmp_path / "grandchild.pid"
+    code = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(pid_file)!r}, 'w').write(str(p.pid))\n"
+        "time.sleep(60)\n"
+    )
+    cancel = threading.Event()
+    threading.Timer(1.0, cancel.set).start()
+    t0 = time.monotonic()
+    with pytest.raises(CommandCancelled):
+        run([sys.executable, "-c", code], step="resolve", timeout=120, cancel=cancel)
+    assert time.monotonic() - t0 < 30, "not stopped when cancelled"
+    grandchild = int(pid_file.read_text())
+    for _ in range(100):
+        if not Path(f"/proc/{grandchild}").exists():
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(grandchild, 9)
+        pytest.fail("the command's child outlived the cancel")
+
+
 def test_a_wheel_built_ahead_is_taken_only_with_the_closures_build_requirements() -> None:
     """A build requirement the closure pins must be what the wheel was built with (a
     framework an extension compiles against); others, and the build tools, do not count."""

@@ -144,14 +144,17 @@ def _resolve_once(
             return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
 
         def sandboxed(links: Sequence[Path], cancel: threading.Event | None) -> Answer:
-            sandbox_out = out.with_name("pylock.sandboxed.toml" if uv else "report.json")
-            return _in_sandbox(target, upstreams, policy, timeout, uv, reqs, sandbox_out,
-                               requested, links, cancel)  # fmt: skip
+            # Its own answer's file: a race's attempt without builds writes `out` meanwhile.
+            own = out.with_name("pylock.sandboxed.toml") if uv else out
+            return _in_sandbox(target, upstreams, policy, timeout, uv, reqs, own, requested,
+                               links, cancel)  # fmt: skip
 
         try:
             answer = without_builds([])
-            if answer is not None or ahead is None:
-                return answer or sandboxed([], None)
+            if answer is not None:
+                return answer
+            if ahead is None:
+                return sandboxed([], None)
             links = _link_dirs(ahead.ready())
             answer = without_builds(links) if links else None
             if answer is not None:
