@@ -496,7 +496,7 @@ def _build_here(
     t0 = time.monotonic() - (prebuilt.seconds if prebuilt is not None else 0.0)
     record = record.slot_taken(prebuilt.started if prebuilt is not None else None)
     try:
-        tagged, built, record = _make(run, item, key, work, log_file, record, prebuilt, sdist)
+        tagged, built, record = _make(run, item, key, work, log_file, record, t0, prebuilt, sdist)
         if run.check_reproducible:
             record = record.reproduced(_reproduce(run, item, key, tagged, log_file, record))
     except WheelhouseWriteError:
@@ -551,7 +551,7 @@ def _reproduce(
         fh.write("\nprewheel: --check-reproducible: the second build, in a fresh environment\n")
     work = run.work / f"again-{key.short}"
     try:
-        second, _, _ = _make(run, item, key, work, log_file, record, None)
+        second, _, _ = _make(run, item, key, work, log_file, record, time.monotonic(), None)
     except PrewheelError as exc:
         return Reproduction(
             identical=False, sha256="", detail=f"the second build failed: {exc.message}",
@@ -584,14 +584,16 @@ def _make(
     work: Path,
     log_file: Path,
     record: BuildRecord,
+    t0: float,
     prebuilt: BuildResult | None,
     sdist: Path | None = None,
 ) -> tuple[Path, BuildResult, BuildRecord]:
+    """The repaired, tagged wheel of `item` (built here unless `prebuilt`), its build and its
+    record; the record's duration runs from `t0`, when the build began (monotonic)."""
     from .. import elf
     from ..stages import sbom
     from ..stages.repair import repair_wheel
 
-    t0 = time.monotonic() - (prebuilt.seconds if prebuilt is not None else 0.0)
     if prebuilt is None:
         sdist = sdist or fetch_source(run, item)
         built = compile_sdist(run, item, key, work, log_file, sdist)

@@ -583,17 +583,21 @@ class Waiting:
     def _builds(self) -> list[Future[BuildResult]]:
         return self._started.result() if self._started is not None else []
 
+    def _wait(self, stop: Callable[[int], bool]) -> bool:
+        """Wait for the builds until every one is done or `stop` (given how many are left)
+        says enough; whether every one is."""
+        pending = {f for f in self._builds() if not f.done()}
+        while pending and not stop(len(pending)):
+            pending = wait(pending, timeout=AHEAD_POLL)[1]
+        return not pending
+
     def ready(self) -> list[Path]:
         """The wheels built by the time every build is done, or a slot is free while some
         still compile (the resolver then races them, `resolve._racing`), or `AHEAD_WAIT` has
         passed."""
-        futures = self._builds()
+        n = len(self._builds())
         deadline = time.monotonic() + AHEAD_WAIT
-        pending = set(futures)
-        while pending and time.monotonic() < deadline:
-            pending = wait(pending, timeout=AHEAD_POLL)[1]
-            if pending and len(pending) < len(futures) and self._ahead.idle():
-                break
+        self._wait(lambda left: time.monotonic() >= deadline or (left < n and self._ahead.idle()))
         return self.built()
 
     def built(self) -> list[Path]:
@@ -604,10 +608,7 @@ class Waiting:
         return not all(f.done() for f in self._builds())
 
     def wait_all(self, until: threading.Event) -> bool:
-        pending = {f for f in self._builds() if not f.done()}
-        while pending and not until.is_set():
-            pending = wait(pending, timeout=AHEAD_POLL)[1]
-        return not pending
+        return self._wait(lambda _: until.is_set())
 
 
 def assemble(targets: list[Target], pins: list[Pin], items: list[PlanItem]) -> Plan:
