@@ -2,6 +2,7 @@
 starts one way out, to prewheel's index proxy.
 
     python -I -S _forward.py --socket PATH -- COMMAND... (with @PORT@ in it)
+    python -I -S _forward.py -- COMMAND...   # the loopback interface up, then COMMAND itself
 
 The sandbox has no network, so pip cannot reach the upstream index while it resolves (and
 runs `setup.py` of sdists to prepare their metadata). This forwarder listens on 127.0.0.1 inside
@@ -11,7 +12,10 @@ not this relay, decides what may pass: GETs of the upstream index's pages and of
 pages link. `@PORT@` in COMMAND becomes the port; the exit status is COMMAND's.
 
 Under `unshare --net` the loopback interface starts down; it is brought up first (bubblewrap
-does that itself). Standard library only; imports nothing from `builder`.
+does that itself). Without `--socket` it does only that and becomes COMMAND (exec): package code
+under `unshare --net` sees a loopback interface, as under bubblewrap (a test that binds
+127.0.0.1, or netifaces' smoke test, fails without it). Standard library only; imports
+nothing from `builder`.
 """
 
 from __future__ import annotations
@@ -79,8 +83,16 @@ def serve(listener: socket.socket, path: str) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) >= 2 and argv[0] == "--":
+        with contextlib.suppress(OSError):  # no loopback: the command finds that out itself
+            loopback_up()
+        try:
+            os.execvp(argv[1], argv[1:])
+        except OSError as exc:
+            print(f"cannot run {argv[1]}: {exc.strerror}", file=sys.stderr)
+            return 127
     if len(argv) < 4 or argv[0] != "--socket" or argv[2] != "--":
-        print("usage: _forward.py --socket PATH -- COMMAND...", file=sys.stderr)
+        print("usage: _forward.py [--socket PATH] -- COMMAND...", file=sys.stderr)
         return 2
     path, command = argv[1], argv[3:]
     if len(os.fsencode(path)) > SUN_PATH_MAX:  # a deep TMPDIR: reach it through a dir fd

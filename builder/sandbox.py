@@ -18,7 +18,8 @@ can (`Isolation.mode`):
 
 - `bwrap`: bubblewrap, all of the above;
 - `netns`: no bubblewrap (or it cannot make its namespaces): `unshare --net` takes the network
-  away; HOME and TMPDIR point at private directories, but the filesystem stays as it is;
+  away (its loopback brought up by `_forward.py`, as bubblewrap does); HOME and TMPDIR point at
+  private directories, but the filesystem stays as it is;
 - `none`: neither works (not root and no user namespaces): only the fixed environment, the
   private HOME and TMPDIR, the time and memory limits and the process containment.
 
@@ -273,6 +274,8 @@ class Sandbox:
             inner = [sys.executable, "-I", "-S", str(FORWARD), "--socket", sock, "--", *inner]
         if self.isolation.mode == "netns":
             assert self.isolation.unshare is not None
+            if not self.proxied:  # the forwarder brings the loopback up itself
+                inner = [sys.executable, "-I", "-S", str(FORWARD), "--", *inner]
             return [self.isolation.unshare, "--net", "--", *inner]
         if self.isolation.mode == "none":
             return inner

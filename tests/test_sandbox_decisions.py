@@ -83,7 +83,9 @@ def test_the_index_socket_and_the_forwarder(tmp_path: Path) -> None:
 
 def test_weaker_modes(tmp_path: Path) -> None:
     netns = _box(tmp_path, "netns")
-    assert netns.wrap(["true"], None) == ["/usr/bin/unshare", "--net", "--", "true"]
+    argv = netns.wrap(["true"], None)
+    assert argv[:3] == ["/usr/bin/unshare", "--net", "--"] and argv[-2:] == ["--", "true"]
+    assert argv[argv.index("-S") + 1].endswith("_forward.py")  # the loopback brought up
     env = netns.environment()
     assert env["HOME"] == str(netns.workdir / ".home")
     assert env["TMPDIR"] == str(netns.workdir / ".tmp")

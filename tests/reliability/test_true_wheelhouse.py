@@ -115,10 +115,18 @@ def test_check_finds_strays_and_repair_puts_them_right(
 def test_without_bubblewrap_the_build_works_and_says_so_once(
     upstream: Upstream, tmp_path: Path, mode: str
 ) -> None:
-    """`[build] sandbox` below bubblewrap: what a machine without it gets."""
+    """`[build] sandbox` below bubblewrap: what a machine without it gets. Package code still
+    finds a loopback interface, as under bubblewrap (netifaces' smoke test asks for it):
+    `unshare --net` alone leaves it down."""
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("pw-pure==1.0\npw-cext==1.0\n")
-    config = module_config(tmp_path, upstream.url, build={"sandbox": mode})
+    loopback = (  # bind alone passes with the interface down; connect does not
+        "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 0))\ns.listen()\n"
+        "socket.create_connection(s.getsockname()).close()\n"
+    )
+    config = module_config(
+        tmp_path, upstream.url, build={"sandbox": mode}, packages={"pw-pure": {"smoke": loopback}}
+    )
     wh = tmp_path / "wh"
     proc = prewheel("build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json")
     assert proc.returncode == 0, proc.stderr
