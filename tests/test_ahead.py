@@ -95,7 +95,8 @@ def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     the slow one still builds. The resolver then starts the sandboxed resolution (the slow
     sdist's metadata hook) beside it, but the build is done first: uv resolves from both
     wheels, and the hook, which would hang past the resolution's time limit, is stopped. It
-    used to be left to the hook: the resolution timed out, exit 2."""
+    used to be left to the hook: the resolution timed out, exit 2. The race starts as soon as
+    the slot is free: no attempt to resolve without pw-slow's wheel is made first."""
     upstream.add_sdist("pw-quick", "1.0", slow("pw-quick", 0))
     upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
     reqs = tmp_path / "requirements.txt"
@@ -109,6 +110,9 @@ def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     assert proc.returncode == 0, proc.stderr + proc.stdout
     assert "the metadata hook ran" not in proc.stderr + proc.stdout
     assert "the builds ahead were done first" in proc.stderr, "no race: the hook was not run"
+    # One attempt without builds failed: the first. None was made while pw-slow still built:
+    # it could not succeed without pw-slow's wheel, and held up the race by its own run.
+    assert proc.stderr.count("resolving without builds did not do") == 1, proc.stderr
     got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
     assert got == {"pw-quick": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
 

@@ -156,17 +156,14 @@ def _resolve_once(
             if ahead is None:
                 return sandboxed([], None)
             links = _link_dirs(ahead.ready())
+            if uv is not None and ahead.pending():
+                # No attempt without builds now: it would need the wheels still compiling
+                # (their sdists are why the first one failed), so it would fail, late.
+                return _racing(functools.partial(sandboxed, links), ahead, without_builds)
             answer = without_builds(links) if links else None
             if answer is not None:
                 return answer
-            now = _link_dirs(ahead.built())
-            if uv is not None and now != links and not ahead.pending():
-                answer = without_builds(now)  # the last were done while that ran
-                if answer is not None:
-                    return answer
-            if uv is None or not ahead.pending():
-                return sandboxed(now, None)
-            return _racing(functools.partial(sandboxed, now), ahead, without_builds)
+            return sandboxed(_link_dirs(ahead.built()), None)
         except CommandTimeout as exc:
             raise ResolutionError(
                 f"resolving for {target.name} ran past its time limit of {timeout:.0f}s and was "
