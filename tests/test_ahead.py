@@ -117,6 +117,37 @@ def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     assert got == {"pw-quick": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
 
 
+def test_a_wheel_built_ahead_is_repaired_in_its_slot_while_the_resolution_waits(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """pw-cext (C) is built ahead beside pw-slow; its repair (auditwheel) runs in its slot as
+    soon as it is built, while the resolution still waits for pw-slow, not after the
+    resolution with the verifications. Once: the plan's build takes the repaired wheel."""
+    upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-cext==1.0\npw-slow==1.0\n")
+    wh = tmp_path / "wh"
+    proc = prewheel(
+        "--debug", "build", "-r", reqs, "-c", write_config(tmp_path, build={"timeout": 30}),
+        "--wheelhouse", wh, "--json", "--allow-unpinned", "--jobs", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert got == {"pw-cext": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
+    err = proc.stderr
+    repaired = err.find("auditwheel repair")
+    assert "[pw-cext]" in err[err.rfind("\n", 0, repaired) : repaired], "pw-cext repaired first"
+    assert 0 <= repaired < err.find("the builds ahead were done first"), err
+    (log,) = wh.glob("logs/pw-cext-1.0-*.log")
+    text = log.read_text()
+    assert text.count("auditwheel repair") == 1, text
+    assert text.find("auditwheel repair") < text.find("--offline"), "repaired, then verified"
+    records = [json.loads(r.read_text()) for r in wh.glob("builds/*.json")]
+    (record,) = [r for r in records if r["name"] == "pw-cext"]
+    assert record["result"] == "ok", record
+    assert any(p.startswith("manylinux") for p in record["platforms"]), record["platforms"]
+
+
 def test_a_command_cancelled_ends_its_whole_tree(tmp_path: Path) -> None:
     """The race's loser: `cmd.run(cancel=)` ends the command and what it started (a metadata
     hook is uv's grandchild) and says so, not as a failure of the package."""

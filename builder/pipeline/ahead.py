@@ -5,9 +5,12 @@ build hooks, run in a build environment of their own: every sdist was prepared t
 resolve and once to build, and no build started before the resolution ended. A build ahead
 is the build step of its cache key run early (`plan.start_ahead` asks for it); the resolver
 reads its wheel's metadata instead, and the plan's build of the same key takes the wheel and
-goes on with repair, verification and publishing (its record's `started` and
-`build_finished` are the build's slot, its duration the build's and the repair's). A wheel
-the plan does not take (its key turned out different) is dropped.
+goes on with verification and publishing (its record's `started` and `build_finished` are
+the build's slot, its duration the build's and the repair's). The repair is done ahead too,
+in the build's slot once its wheel is handed to the resolver (`steps.repair_ahead`), so that
+it fills the cores while the other builds and the resolution run, instead of all coming
+after the resolution; not where the plan's checks come first (an accelerator's key, a wheel
+that links CUDA). A wheel the plan does not take (its key turned out different) is dropped.
 
 Nothing of a build ahead reaches the wheelhouse's content before the plan takes it: the
 sdist and the log live in the run's scratch directory, so input the plan refuses publishes
@@ -31,12 +34,12 @@ from .. import locks, scratch
 from ..archive import native_bytes
 from ..atomic import atomic_copy
 from ..cmd import check_stop
-from ..errors import PrewheelError, StepError
+from ..errors import PrewheelError, StepError, WheelhouseWriteError
 from ..log import working_on
 from ..records import CacheKey, utcnow
 from ..stages.fetch import fetch
 from ..stages.plan import PlanItem
-from .steps import Run, compile_sdist
+from .steps import Early, Run, Tagged, compile_sdist, repair_ahead
 
 if TYPE_CHECKING:
     from ..stages.build import BuildResult
@@ -52,6 +55,7 @@ class Ahead:
         self.only = only
         self._lock = threading.Lock()
         self._builds: dict[str, Future[BuildResult]] = {}
+        self._repairs: dict[str, Future[Tagged | PrewheelError | None]] = {}
         self._held: dict[str, locks.Taken] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._queued = 0  # started, not yet in a slot (fetching, waiting for one)
@@ -87,9 +91,13 @@ class Ahead:
             if self._pool is None:  # each waits for a slot: `Slots` orders them, heaviest first
                 self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ahead")
             self._queued += 1
-            future = self._pool.submit(contextvars.copy_context().run, self._build, run, item, key)
-            self._builds[key.key] = future
-            return future
+            # Set by the build itself: the wheel as soon as it is built, then its repair.
+            built: Future[BuildResult] = Future()
+            repaired: Future[Tagged | PrewheelError | None] = Future()
+            self._builds[key.key], self._repairs[key.key] = built, repaired
+            context = contextvars.copy_context()
+            self._pool.submit(context.run, self._build, run, item, key, built, repaired)
+            return built
 
     def idle(self, run: Run) -> bool:
         """Whether the builds ahead leave a slot free: none of them waits for one, and fewer
@@ -106,13 +114,15 @@ class Ahead:
 
     def take(
         self, run: Run, item: PlanItem, key: CacheKey, log_file: Path
-    ) -> BuildResult | PrewheelError | None:
-        """The build ahead under `key`, waited for: its wheel, or what failed it, its log
-        copied to `log_file` (the plan's build goes on writing there); None when there is
-        none, or its wheel is not the one `item` needs (`fits`: built again)."""
+    ) -> Early | PrewheelError | None:
+        """The build ahead under `key`, waited for (and its repair): its wheel, or what
+        failed it, its log copied to `log_file` (the plan's build goes on writing there);
+        None when there is none, or its wheel is not the one `item` needs (`fits`: built
+        again)."""
         with self._lock:
             future = self._builds.pop(key.key, None)
-        if future is None:
+            repair = self._repairs.pop(key.key, None)
+        if future is None or repair is None:
             return None
         run.slots.withdraw(key.key)  # no build of its own to wait for: others may go
         outcome: BuildResult | PrewheelError
@@ -120,16 +130,19 @@ class Ahead:
             outcome = future.result()
         except PrewheelError as exc:
             outcome = exc
+        tagged = repair.result()
         early = _log_file(run, key)
         if early.is_file():
             atomic_copy(early, log_file)  # a full disk: WheelhouseWriteError, no part left
             early.unlink()
+        for error in (outcome, tagged):
+            if isinstance(error, PrewheelError):
+                error.message = error.message.replace(str(early), str(log_file))
+                if isinstance(error, StepError) and error.log is not None:
+                    error.log = str(log_file)
         if isinstance(outcome, PrewheelError):
-            outcome.message = outcome.message.replace(str(early), str(log_file))
-            if isinstance(outcome, StepError) and outcome.log is not None:
-                outcome.log = str(log_file)
             return outcome
-        return outcome if fits(outcome, item) else None
+        return Early(built=outcome, tagged=tagged) if fits(outcome, item) else None
 
     def close(self) -> None:
         """Wait for the builds ahead still running (before the run's scratch directory goes)
@@ -139,10 +152,23 @@ class Ahead:
             self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             held, self._held = list(self._held.values()), {}
+            for f in self._builds.values():
+                f.cancel()  # a build the shutdown cancelled never sets its own
+            for r in self._repairs.values():
+                r.cancel()
         for lock in held:
             lock.give_up()
 
-    def _build(self, run: Run, item: PlanItem, key: CacheKey) -> BuildResult:
+    def _build(
+        self,
+        run: Run,
+        item: PlanItem,
+        key: CacheKey,
+        built: Future[BuildResult],
+        repaired: Future[Tagged | PrewheelError | None],
+    ) -> None:
+        """Build `item` in a slot, hand its wheel to `built` (the resolver reads it), then
+        repair it in the same slot (`repaired`)."""
         assert item.file is not None
         in_slot = False
         try:
@@ -159,10 +185,19 @@ class Ahead:
                 try:
                     began = utcnow()
                     work = run.work / "ahead" / key.short
-                    built = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
-                    return replace(built, started=began, finished=utcnow())
+                    wheel = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
+                    wheel = replace(wheel, started=began, finished=utcnow())
+                    built.set_result(wheel)
+                    repaired.set_result(_repair(run, item, key, work, wheel))
                 finally:
                     run.slots.release(count)
+        except BaseException as exc:  # the plan's build raises it, or (repair) repairs again
+            if not built.done():
+                built.set_exception(exc)
+            if not repaired.done():
+                repaired.set_result(None)
+            if not isinstance(exc, Exception):
+                raise
         finally:
             with self._lock:
                 if in_slot:
@@ -190,6 +225,19 @@ def fits(built: BuildResult, item: PlanItem) -> bool:
     requirement it installed that the target's closure pins is at that pin."""
     deps = {canonicalize_name(n): v for n, v in built.build_deps.items()}
     return all(deps.get(canonicalize_name(n), v) == v for n, v in item.runtime_pins)
+
+
+def _repair(
+    run: Run, item: PlanItem, key: CacheKey, work: Path, built: BuildResult
+) -> Tagged | PrewheelError | None:
+    """The repair of a wheel built ahead, or what failed it (the plan's build reports it
+    as its own); None where it is left to the plan."""
+    try:
+        return repair_ahead(run, item, key, work, _log_file(run, key), built)
+    except WheelhouseWriteError:
+        raise
+    except PrewheelError as exc:
+        return exc
 
 
 def _log_file(run: Run, key: CacheKey) -> Path:

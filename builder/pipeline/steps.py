@@ -50,7 +50,9 @@ from .grouping import Group
 from .report import ItemResult, Reporter, Status
 
 if TYPE_CHECKING:  # the build library and pyelftools load only when something is built
+    from .. import elf
     from ..stages.build import BuildResult
+    from ..stages.repair import Repaired
 
 log = get_logger("steps")
 
@@ -149,9 +151,31 @@ class BuiltAhead(Protocol):
 
     def take(
         self, run: Run, item: PlanItem, key: CacheKey, log_file: Path
-    ) -> BuildResult | PrewheelError | None:
-        """The wheel built ahead under `key` for `item`, or what failed it; None when none
-        was, or it is not the one `item` needs."""
+    ) -> Early | PrewheelError | None:
+        """The wheel built ahead under `key` for `item` (repaired too, where that was done in
+        the build's slot), or what failed its build; None when none was, or it is not the
+        one `item` needs."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tagged:
+    """A built wheel repaired and tagged under its key (`repair_and_tag`): its shared
+    objects as read before the repair, and how long the repair took."""
+
+    wheel: Path
+    elves: list[elf.ElfInfo]
+    repaired: Repaired
+    sbom: bytes  # the SBOM document the wheel holds
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Early:
+    """A build ahead as the plan's build takes it: the wheel, and where the build's slot
+    went on to repair it, the repaired wheel or what failed the repair."""
+
+    built: BuildResult
+    tagged: Tagged | PrewheelError | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -480,8 +504,9 @@ def _build_here(
     early = run.ahead.take(run, item, key, log_file) if run.ahead and prebuilt is None else None
     if isinstance(early, PrewheelError):
         return failed(run, items, record, _as_step(early, log_file), time.monotonic())
+    tagged = None
     if early is not None:
-        prebuilt = early
+        prebuilt, tagged = early.built, early.tagged
         work.mkdir(parents=True, exist_ok=True)
     try:  # fetched before a slot is taken: what it holds orders the builds
         sdist = fetch_source(run, item) if prebuilt is None else None
@@ -494,11 +519,17 @@ def _build_here(
     # The clock starts with the build, not with the wait for a slot (a wheel built before:
     # with that build, not with its repair).
     t0 = time.monotonic() - (prebuilt.seconds if prebuilt is not None else 0.0)
+    if isinstance(tagged, Tagged):
+        t0 -= tagged.seconds
     record = record.slot_taken(prebuilt.started if prebuilt is not None else None)
     try:
-        tagged, built, record = _make(run, item, key, work, log_file, record, t0, prebuilt, sdist)
+        if isinstance(tagged, PrewheelError):
+            raise tagged  # the repair in the build's slot failed: as it would have here
+        wheel, built, record = _make(
+            run, item, key, work, log_file, record, t0, prebuilt, sdist, tagged=tagged
+        )
         if run.check_reproducible:
-            record = record.reproduced(_reproduce(run, item, key, tagged, log_file, record))
+            record = record.reproduced(_reproduce(run, item, key, wheel, log_file, record))
     except WheelhouseWriteError:
         raise
     except PrewheelError as exc:
@@ -507,10 +538,10 @@ def _build_here(
         run.slots.release(count)
     return Candidate(
         key=key,
-        wheel=tagged,
+        wheel=wheel,
         record=record.with_build_deps(built.build_deps),
         started=t0,
-        warnings=_warnings(built, tagged, record.sizes) + _unreproduced(record),
+        warnings=_warnings(built, wheel, record.sizes) + _unreproduced(record),
     )
 
 
@@ -587,12 +618,14 @@ def _make(
     t0: float,
     prebuilt: BuildResult | None,
     sdist: Path | None = None,
+    *,
+    tagged: Tagged | None = None,
 ) -> tuple[Path, BuildResult, BuildRecord]:
-    """The repaired, tagged wheel of `item` (built here unless `prebuilt`), its build and its
-    record; the record's duration runs from `t0`, when the build began (monotonic)."""
+    """The repaired, tagged wheel of `item` (built here unless `prebuilt`; repaired here
+    unless `tagged`), its build and its record; the record's duration runs from `t0`, when
+    the build began (monotonic)."""
     from .. import elf
     from ..stages import sbom
-    from ..stages.repair import repair_wheel
 
     if prebuilt is None:
         sdist = sdist or fetch_source(run, item)
@@ -601,13 +634,60 @@ def _make(
         built = prebuilt
     if built.env is not None:
         record = record.with_build_env(built.env)
-    elves = [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)  # read once
+    elves = tagged.elves if tagged else [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)
     linked = accel.cuda_links(elves)
     if linked and not key.accel_specific:
         run.publisher.record(key.key, record.found_links_cuda(linked))
         raise accel.LinksCuda(linked, built)
     code = accel.device_code(elves)
     _check_accelerator(item, key, built, linked, code, log_file)
+    if tagged is None:
+        tagged = repair_and_tag(run, item, key, work, log_file, built, elves)
+    record = record.built(
+        links_cuda=linked,
+        external_libraries=tagged.repaired.external_libraries,
+        duration=time.monotonic() - t0,
+        device_code=code,
+        sizes=sizes(built.wheel, tagged.wheel, [e.path for e in elves], key.inputs.repair.strip),
+        grafted=tagged.repaired.grafted,
+        platforms=_platforms(tagged.wheel.name),
+        finished=built.finished,
+    ).with_sbom(f"{dist_info_name(tagged.wheel)}/{sbom.MEMBER}", json.loads(tagged.sbom))
+    return tagged.wheel, built, record
+
+
+def repair_ahead(
+    run: Run, item: PlanItem, key: CacheKey, work: Path, log_file: Path, built: BuildResult
+) -> Tagged | None:
+    """`repair_and_tag` right after a build ahead, in its slot, where nothing the plan
+    decides first can refuse the wheel before its repair: not for an accelerator's key
+    (its device code is checked first), nor for a wheel that links CUDA (the plan moves it
+    to the accelerators' keys). None there: the plan's build repairs it."""
+    from .. import elf
+
+    if key.accel_specific:
+        return None
+    elves = [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)
+    if accel.cuda_links(elves):
+        return None
+    return repair_and_tag(run, item, key, work, log_file, built, elves)
+
+
+def repair_and_tag(
+    run: Run,
+    item: PlanItem,
+    key: CacheKey,
+    work: Path,
+    log_file: Path,
+    built: BuildResult,
+    elves: list[elf.ElfInfo],
+) -> Tagged:
+    """`built.wheel` repaired to the target's policy and given its key's build tag and its
+    SBOM, in `work`."""
+    from ..stages import sbom
+    from ..stages.repair import repair_wheel
+
+    t = time.monotonic()
     run.reporter.step(item, "repair")
     repaired = repair_wheel(
         built.wheel,
@@ -628,12 +708,12 @@ def _make(
             sdist=item.file.filename if item.file else None,
             sdist_url=item.file.url if item.file else None,
             build_deps=built.build_deps,
-            tools=record.tools,
+            tools=tool_versions(),
             grafted=repaired.grafted,
             epoch=built.epoch,
         )
     )
-    tagged = set_build_tag(
+    wheel = set_build_tag(
         repaired.wheel,
         build_tag(key),
         work,
@@ -641,17 +721,9 @@ def _make(
         extra={sbom.MEMBER: doc},
         platforms=repaired.platforms,
     )
-    record = record.built(
-        links_cuda=linked,
-        external_libraries=repaired.external_libraries,
-        duration=time.monotonic() - t0,
-        device_code=code,
-        sizes=sizes(built.wheel, tagged, [e.path for e in elves], key.inputs.repair.strip),
-        grafted=repaired.grafted,
-        platforms=_platforms(tagged.name),
-        finished=built.finished,
-    ).with_sbom(f"{dist_info_name(tagged)}/{sbom.MEMBER}", json.loads(doc))
-    return tagged, built, record
+    return Tagged(
+        wheel=wheel, elves=elves, repaired=repaired, sbom=doc, seconds=time.monotonic() - t
+    )
 
 
 def compile_sdist(
