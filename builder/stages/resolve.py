@@ -132,14 +132,22 @@ def _resolve_once(
     stamp.volatile(f"{resolver} to resolve the closure for {target.name}")
     scratch.clean_stale()  # what killed runs left
     uv = tools.require(tools.UV) if resolver == "uv" else None
-    with tempfile.TemporaryDirectory(prefix="resolve-") as tmp:
+    # The attempts without builds share a uv cache for this resolution (the interpreter's
+    # description, and the pages where the index lets them be kept), apart from the
+    # sandboxed resolution's directory: package code there must not write what they read.
+    with (
+        tempfile.TemporaryDirectory(prefix="resolve-") as tmp,
+        tempfile.TemporaryDirectory(prefix="resolve-cache-") as cache,
+    ):
         reqs = Path(tmp) / "requirements.txt"
         reqs.write_text("".join(p.requirement + "\n" for p in pins), encoding="utf-8")
         out = Path(tmp) / ("pylock.toml" if uv else "report.json")
         requested = {canonicalize_name(p.name) for p in pins}
 
         def without_builds(links: Sequence[Path]) -> Answer | None:
-            if uv is None or not _without_builds(uv, target, upstreams, reqs, out, timeout, links):
+            if uv is None or not _without_builds(
+                uv, target, upstreams, reqs, out, Path(cache), timeout, links
+            ):
                 return None
             return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
 
@@ -252,7 +260,7 @@ def _in_sandbox(
     )
     urls = box.index_urls(upstreams)
     if uv is not None:
-        argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, tmp, links)
+        argv = _uv_argv(uv, target.interpreter.path, urls, reqs, out, tmp / "uv-cache", links)
     else:
         argv = _pip_argv(target.interpreter.pip(), urls, reqs, out, links)
     socket = box.index_socket
@@ -294,6 +302,7 @@ def _without_builds(
     upstreams: tuple[str, ...],
     reqs: Path,
     out: Path,
+    cache: Path,
     timeout: float,
     links: Sequence[Path] = (),
 ) -> bool:
@@ -303,7 +312,7 @@ def _without_builds(
     that resolved everything; any failure leaves the answer to the sandboxed resolution,
     which may run metadata hooks."""
     assert target.interpreter is not None
-    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, None, links)
+    argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, cache, links)
     try:
         run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
     except CommandTimeout:
@@ -348,14 +357,14 @@ def _uv_argv(
     urls: list[str],
     reqs: Path,
     out: Path,
-    tmp: Path | None,
+    cache: Path,
     links: Sequence[Path] = (),
 ) -> list[str]:
     """`uv pip compile` as close to pip's resolution as uv goes: no config files, the
     target's interpreter (its markers), every index one pool (`unsafe-best-match`, pip's
-    rule), no interpreter downloads, a cache of its own for this resolution (in `tmp`; none:
-    uv's own temporary one, which it removes faster than this process would); a pylock
-    out, whose files (URLs, sha256) spare reading the members' pages again."""
+    rule), no interpreter downloads, a cache of this resolution's own (`cache`, never a
+    longer-lived one: each resolution reads the index anew); a pylock out, whose files
+    (URLs, sha256) spare reading the members' pages again."""
     return [
         str(uv),
         "pip",
@@ -372,7 +381,8 @@ def _uv_argv(
         "--index-strategy",
         "unsafe-best-match",
         *_find_links(links),
-        *(("--cache-dir", str(tmp / "uv-cache")) if tmp is not None else ("--no-cache",)),
+        "--cache-dir",
+        str(cache),
         "--no-header",
         "--no-annotate",
         "--format",
