@@ -148,6 +148,27 @@ def test_a_wheel_built_ahead_is_repaired_in_its_slot_while_the_resolution_waits(
     assert any(p.startswith("manylinux") for p in record["platforms"]), record["platforms"]
 
 
+def test_the_longest_build_ahead_takes_the_first_slot_whichever_sdist_came_first(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """One slot, two builds ahead: pw-pure (listed first, its sdist the smallest, so it is
+    ready first) and pw-cext (C source). The slot goes to pw-cext: a build ahead is expected
+    from its start, and a lighter one waits for it to ask. First come, first served, the
+    longest build started last."""
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text("pw-pure==1.0\npw-cext==1.0\n")
+    wh = tmp_path / "wh"
+    proc = prewheel(
+        "--debug", "build", "-r", reqs, "-c", write_config(tmp_path), "--wheelhouse", wh,
+        "--json", "--allow-unpinned", "--jobs", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert got == {"pw-pure": "built", "pw-cext": "built"}, got
+    venvs = [ln for ln in proc.stderr.splitlines() if " venv " in ln and "/ahead/" in ln]
+    assert [ln.split("] $")[0].rsplit("[", 1)[1] for ln in venvs] == ["pw-cext", "pw-pure"]
+
+
 def test_a_command_cancelled_ends_its_whole_tree(tmp_path: Path) -> None:
     """The race's loser: `cmd.run(cancel=)` ends the command and what it started (a metadata
     hook is uv's grandchild) and says so, not as a failure of the package."""

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 
 THREADS = 32  # builds ahead at once: each waits for a `--jobs` slot, most of them asleep
+UNWEIGHED = 1 << 62  # the weight a build ahead is expected with before its sdist is read
 
 
 class Ahead:
@@ -91,6 +92,10 @@ class Ahead:
             if self._pool is None:  # each waits for a slot: `Slots` orders them, heaviest first
                 self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ahead")
             self._queued += 1
+            # Its weight is known once its sdist is here: until it asks for a slot, a lighter
+            # build ahead waits for it (`Slots`), so the longest builds take the first slots
+            # whichever sdist came first.
+            run.slots.expect(key.key, UNWEIGHED)
             # Set by the build itself: the wheel as soon as it is built, then its repair.
             built: Future[BuildResult] = Future()
             repaired: Future[Tagged | PrewheelError | None] = Future()
@@ -199,6 +204,8 @@ class Ahead:
             if not isinstance(exc, Exception):
                 raise
         finally:
+            if not in_slot:
+                run.slots.withdraw(key.key)  # it will not ask: none waits for it
             with self._lock:
                 if in_slot:
                     self._compiling -= 1
