@@ -117,12 +117,14 @@ def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     assert got == {"pw-quick": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
 
 
-def test_a_wheel_built_ahead_is_repaired_in_its_slot_while_the_resolution_waits(
+def test_a_wheel_built_ahead_is_repaired_and_checked_in_its_slot_while_the_resolution_waits(
     upstream: Upstream, write_config: WriteConfig, tmp_path: Path
 ) -> None:
-    """pw-cext (C) is built ahead beside pw-slow; its repair (auditwheel) runs in its slot as
-    soon as it is built, while the resolution still waits for pw-slow, not after the
-    resolution with the verifications. Once: the plan's build takes the repaired wheel."""
+    """pw-cext (C, requiring nothing) is built ahead beside pw-slow; its repair (auditwheel)
+    and its checks (ISA, ABI, install, import) run in its slot as soon as it is built, while
+    the resolution still waits for pw-slow, not after the resolution. Once: the plan takes
+    the repaired, checked wheel. pw-slow requires pw-haswheel: its install waits for the
+    closure."""
     upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
     reqs = tmp_path / "requirements.txt"
     reqs.write_text("pw-cext==1.0\npw-slow==1.0\n")
@@ -137,14 +139,18 @@ def test_a_wheel_built_ahead_is_repaired_in_its_slot_while_the_resolution_waits(
     err = proc.stderr
     repaired = err.find("auditwheel repair")
     assert "[pw-cext]" in err[err.rfind("\n", 0, repaired) : repaired], "pw-cext repaired first"
-    assert 0 <= repaired < err.find("the builds ahead were done first"), err
+    resolved = err.find("the builds ahead were done first")
+    assert 0 <= repaired < resolved, err
+    installs = [ln for ln in err.splitlines() if " --offline " in ln]
+    assert [ln.split("] $")[0].rsplit("[", 1)[1] for ln in installs] == ["pw-cext", "pw-slow"]
+    assert err.find(installs[0]) < resolved < err.find(installs[1]), err
     (log,) = wh.glob("logs/pw-cext-1.0-*.log")
     text = log.read_text()
-    assert text.count("auditwheel repair") == 1, text
+    assert text.count("auditwheel repair") == 1 and text.count(" --offline ") == 1, text
     assert text.find("auditwheel repair") < text.find("--offline"), "repaired, then verified"
     records = [json.loads(r.read_text()) for r in wh.glob("builds/*.json")]
     (record,) = [r for r in records if r["name"] == "pw-cext"]
-    assert record["result"] == "ok", record
+    assert record["result"] == "ok" and record["checks"] == ["isa", "abi", "import"], record
     assert any(p.startswith("manylinux") for p in record["platforms"]), record["platforms"]
 
 

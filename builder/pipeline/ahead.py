@@ -5,12 +5,15 @@ build hooks, run in a build environment of their own: every sdist was prepared t
 resolve and once to build, and no build started before the resolution ended. A build ahead
 is the build step of its cache key run early (`plan.start_ahead` asks for it); the resolver
 reads its wheel's metadata instead, and the plan's build of the same key takes the wheel and
-goes on with verification and publishing (its record's `started` and `build_finished` are
-the build's slot, its duration the build's and the repair's). The repair is done ahead too,
-in the build's slot once its wheel is handed to the resolver (`steps.repair_ahead`), so that
-it fills the cores while the other builds and the resolution run, instead of all coming
-after the resolution; not where the plan's checks come first (an accelerator's key, a wheel
-that links CUDA). A wheel the plan does not take (its key turned out different) is dropped.
+publishes it (its record's `started` and `build_finished` are the build's slot, its
+duration the build's and the repair's). The repair is done ahead too, in the build's slot
+once its wheel is handed to the resolver (`steps.repair_ahead`), so that it fills the cores
+while the other builds and the resolution run, instead of all coming after the resolution;
+not where the plan's checks come first (an accelerator's key, a wheel that links CUDA). So
+are the checks (ISA, ABI, install, import, smoke: `steps.check_ahead`) of a wheel that
+requires nothing, which installs alone whatever the closure; the plan's verification of the
+others installs them with the closure. A wheel the plan does not take (its key turned out
+different) is dropped.
 
 Nothing of a build ahead reaches the wheelhouse's content before the plan takes it: the
 sdist and the log live in the run's scratch directory, so input the plan refuses publishes
@@ -39,7 +42,7 @@ from ..log import working_on
 from ..records import CacheKey, utcnow
 from ..stages.fetch import fetch
 from ..stages.plan import PlanItem
-from .steps import Early, Run, Tagged, compile_sdist, repair_ahead
+from .steps import Checked, Early, Run, Tagged, check_ahead, compile_sdist, repair_ahead
 
 if TYPE_CHECKING:
     from ..stages.build import BuildResult
@@ -47,6 +50,10 @@ if TYPE_CHECKING:
 
 THREADS = 32  # builds ahead at once: each waits for a `--jobs` slot, most of them asleep
 UNWEIGHED = 1 << 62  # the weight a build ahead is expected with before its sdist is read
+
+# What a build ahead's slot does after the build: the repair (or what failed it) and the
+# checks; None for what it leaves to the plan.
+After = tuple[Tagged | PrewheelError | None, Checked | None]
 
 
 class Ahead:
@@ -56,7 +63,7 @@ class Ahead:
         self.only = only
         self._lock = threading.Lock()
         self._builds: dict[str, Future[BuildResult]] = {}
-        self._repairs: dict[str, Future[Tagged | PrewheelError | None]] = {}
+        self._repairs: dict[str, Future[After]] = {}
         self._held: dict[str, locks.Taken] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._queued = 0  # started, not yet in a slot (fetching, waiting for one)
@@ -66,43 +73,60 @@ class Ahead:
         """What the plan starts builds ahead with, in `run`."""
         return Planned(ahead=self, run=run)
 
-    def start(self, run: Run, item: PlanItem) -> Future[BuildResult] | None:
-        """Start building `item` (once per key); None when it is left to the plan: a
-        package `--package` leaves out, a failure kept under its key, another builder on
-        it, or a `--cache-from` index that may hold it."""
+    def start(self, run: Run, items: list[PlanItem]) -> list[Future[BuildResult]]:
+        """Start building `items` (once per key): each one's wheel, when it comes; not for
+        one left to the plan (`_claim`). Each is expected by the slots before any starts:
+        its weight is known once its sdist is here, and until it asks for a slot a lighter
+        build waits for it (`Slots`), so the longest builds take the first slots whichever
+        sdist came first."""
+        out: list[Future[BuildResult]] = []
+        jobs: list[tuple[PlanItem, CacheKey, Future[BuildResult], Future[After]]] = []
+        with self._lock:
+            for item in items:
+                claimed = self._claim(run, item)
+                if isinstance(claimed, Future):
+                    out.append(claimed)
+                elif claimed is not None:
+                    run.slots.expect(claimed.key, UNWEIGHED)
+                    # Set by the build itself: the wheel once built, then its repair.
+                    built: Future[BuildResult] = Future()
+                    repaired: Future[After] = Future()
+                    self._builds[claimed.key], self._repairs[claimed.key] = built, repaired
+                    self._queued += 1
+                    jobs.append((item, claimed, built, repaired))
+                    out.append(built)
+            if jobs and self._pool is None:  # each waits for a slot: `Slots` orders them
+                self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ahead")
+        for item, key, built, repaired in jobs:
+            assert self._pool is not None
+            context = contextvars.copy_context()
+            self._pool.submit(context.run, self._build, run, item, key, built, repaired)
+        return out
+
+    def _claim(self, run: Run, item: PlanItem) -> CacheKey | Future[BuildResult] | None:
+        """`item`'s key with its lock taken, to build it ahead; the build already started
+        under it; or None when it is left to the plan: a package `--package` leaves out, a
+        failure kept under its key, another builder on it, or a `--cache-from` index that
+        may hold it."""
         key = item.key
         if item.action != "build" or key is None or item.file is None or run.cache_from:
             return None
         if self.only is not None and item.name not in self.only:
             return None
-        with self._lock:
-            if key.key in self._builds:
-                return self._builds[key.key]
-            prev = run.wh.read_record(key.key)
-            if prev is not None and prev.result == "failed" and not run.retry_failed:
-                return None
-            try:
-                held = run.wh.take_lock(f"build-{key.key}")
-            except OSError:  # a wheelhouse that cannot be written: the plan's build says so
-                return None
-            if not held.taken or run.wh.staged(key.key) is not None:
-                held.give_up()
-                return None
-            self._held[key.key] = held
-            if self._pool is None:  # each waits for a slot: `Slots` orders them, heaviest first
-                self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ahead")
-            self._queued += 1
-            # Its weight is known once its sdist is here: until it asks for a slot, a lighter
-            # build ahead waits for it (`Slots`), so the longest builds take the first slots
-            # whichever sdist came first.
-            run.slots.expect(key.key, UNWEIGHED)
-            # Set by the build itself: the wheel as soon as it is built, then its repair.
-            built: Future[BuildResult] = Future()
-            repaired: Future[Tagged | PrewheelError | None] = Future()
-            self._builds[key.key], self._repairs[key.key] = built, repaired
-            context = contextvars.copy_context()
-            self._pool.submit(context.run, self._build, run, item, key, built, repaired)
-            return built
+        if key.key in self._builds:
+            return self._builds[key.key]
+        prev = run.wh.read_record(key.key)
+        if prev is not None and prev.result == "failed" and not run.retry_failed:
+            return None
+        try:
+            held = run.wh.take_lock(f"build-{key.key}")
+        except OSError:  # a wheelhouse that cannot be written: the plan's build says so
+            return None
+        if not held.taken or run.wh.staged(key.key) is not None:
+            held.give_up()
+            return None
+        self._held[key.key] = held
+        return key
 
     def idle(self, run: Run) -> bool:
         """Whether the builds ahead leave a slot free: none of them waits for one, and fewer
@@ -135,19 +159,21 @@ class Ahead:
             outcome = future.result()
         except PrewheelError as exc:
             outcome = exc
-        tagged = repair.result()
+        tagged, checked = repair.result()
         early = _log_file(run, key)
         if early.is_file():
             atomic_copy(early, log_file)  # a full disk: WheelhouseWriteError, no part left
             early.unlink()
-        for error in (outcome, tagged):
+        for error in (outcome, tagged, checked.found if checked else None):
             if isinstance(error, PrewheelError):
                 error.message = error.message.replace(str(early), str(log_file))
                 if isinstance(error, StepError) and error.log is not None:
                     error.log = str(log_file)
         if isinstance(outcome, PrewheelError):
             return outcome
-        return Early(built=outcome, tagged=tagged) if fits(outcome, item) else None
+        if not fits(outcome, item):
+            return None
+        return Early(built=outcome, tagged=tagged, checked=checked)
 
     def close(self) -> None:
         """Wait for the builds ahead still running (before the run's scratch directory goes)
@@ -170,10 +196,10 @@ class Ahead:
         item: PlanItem,
         key: CacheKey,
         built: Future[BuildResult],
-        repaired: Future[Tagged | PrewheelError | None],
+        repaired: Future[After],
     ) -> None:
         """Build `item` in a slot, hand its wheel to `built` (the resolver reads it), then
-        repair it in the same slot (`repaired`)."""
+        repair and check it in the same slot (`repaired`)."""
         assert item.file is not None
         in_slot = False
         try:
@@ -193,14 +219,14 @@ class Ahead:
                     wheel = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
                     wheel = replace(wheel, started=began, finished=utcnow())
                     built.set_result(wheel)
-                    repaired.set_result(_repair(run, item, key, work, wheel))
+                    repaired.set_result(_after(run, item, key, work, wheel))
                 finally:
                     run.slots.release(count)
         except BaseException as exc:  # the plan's build raises it, or (repair) repairs again
             if not built.done():
                 built.set_exception(exc)
             if not repaired.done():
-                repaired.set_result(None)
+                repaired.set_result((None, None))
             if not isinstance(exc, Exception):
                 raise
         finally:
@@ -220,8 +246,8 @@ class Planned:
     ahead: Ahead
     run: Run
 
-    def start(self, item: PlanItem) -> Future[BuildResult] | None:
-        return self.ahead.start(self.run, item)
+    def start(self, items: list[PlanItem]) -> list[Future[BuildResult]]:
+        return self.ahead.start(self.run, items)
 
     def idle(self) -> bool:
         return self.ahead.idle(self.run)
@@ -234,17 +260,19 @@ def fits(built: BuildResult, item: PlanItem) -> bool:
     return all(deps.get(canonicalize_name(n), v) == v for n, v in item.runtime_pins)
 
 
-def _repair(
-    run: Run, item: PlanItem, key: CacheKey, work: Path, built: BuildResult
-) -> Tagged | PrewheelError | None:
+def _after(run: Run, item: PlanItem, key: CacheKey, work: Path, built: BuildResult) -> After:
     """The repair of a wheel built ahead, or what failed it (the plan's build reports it
-    as its own); None where it is left to the plan."""
+    as its own), and its checks where they need nothing the plan decides; None for what
+    is left to the plan."""
     try:
-        return repair_ahead(run, item, key, work, _log_file(run, key), built)
+        tagged = repair_ahead(run, item, key, work, _log_file(run, key), built)
     except WheelhouseWriteError:
         raise
     except PrewheelError as exc:
-        return exc
+        return exc, None
+    if tagged is None:
+        return None, None
+    return tagged, check_ahead(run, item, key, tagged, _log_file(run, key))
 
 
 def _log_file(run: Run, key: CacheKey) -> Path:

@@ -176,6 +176,9 @@ class Early:
 
     built: BuildResult
     tagged: Tagged | PrewheelError | None = None
+    # The checks of the repaired wheel, where they need nothing the plan decides (it
+    # requires nothing): the target's name, and what they found or what failed them.
+    checked: Checked | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -212,6 +215,7 @@ class Candidate:
     warnings: tuple[str, ...]
     remote: str | None = None  # the --cache-from index it came from, instead of a build
     adopted: bool = False  # built by another builder sharing the wheelhouse, not here
+    checked: Checked | None = None  # verified already, for one target (a build ahead)
 
     @property
     def shared_by_targets(self) -> bool:
@@ -504,9 +508,9 @@ def _build_here(
     early = run.ahead.take(run, item, key, log_file) if run.ahead and prebuilt is None else None
     if isinstance(early, PrewheelError):
         return failed(run, items, record, _as_step(early, log_file), time.monotonic())
-    tagged = None
+    tagged = checked = None
     if early is not None:
-        prebuilt, tagged = early.built, early.tagged
+        prebuilt, tagged, checked = early.built, early.tagged, early.checked
         work.mkdir(parents=True, exist_ok=True)
     try:  # fetched before a slot is taken: what it holds orders the builds
         sdist = fetch_source(run, item) if prebuilt is None else None
@@ -542,6 +546,7 @@ def _build_here(
         record=record.with_build_deps(built.build_deps),
         started=t0,
         warnings=_warnings(built, wheel, record.sizes) + _unreproduced(record),
+        checked=checked if isinstance(tagged, Tagged) and tagged.wheel == wheel else None,
     )
 
 
@@ -872,69 +877,114 @@ class Verified:
 
 
 def verify(run: Run, items: Group, cand: Candidate, links: list[Path]) -> Verified:
-    """Check the candidate as the runtime will use it: the ABI checks (no install needed),
-    then install into a fresh venv with no compiler and the target's closure at the plan's
-    pins, import, and the smoke test where there is one. Raises StepError."""
-    from ..stages import abi
-    from ..stages import verify as stage
-
+    """Check the candidate as the runtime will use it (`check`), in a `--jobs` slot; or
+    what a build ahead's checks found for this target, where they ran in its slot."""
     item = items[0]
-    target = item.target
-    assert target.interpreter is not None
-    pkg = run.config.package(item.name)
-    log_file = run.wh.root / cand.record.log
-    workdir = run.work / f"verify-{cand.key.short}-{target.name}"
-    checks: list[str] = []
-    report: IsaReport | None = None
-    notes: tuple[str, ...] = ()
+    if cand.checked is not None and cand.checked.target == item.target.name:
+        if isinstance(cand.checked.found, PrewheelError):
+            raise cand.checked.found
+        return cand.checked.found
     # A verification (venv, install, import) is work like a build: --jobs bounds both.
     count = run.slots.acquire(False, first=True)
     try:
-        if not is_pure(cand.wheel):
-            run.reporter.step(item, "isa")
-            scan = isa.scan_wheel(cand.wheel, target.isa)
-            notes = isa.check(
-                scan, package=item.name, dispatch_allowed=pkg.isa_dispatch, log=str(log_file)
-            )
-            report = IsaReport(
-                baseline=target.isa,
-                dispatch=pkg.isa_dispatch,
-                above=tuple((o.path, o.classes) for o in scan.objects),
-            )
-            checks.append("isa")
-        if pkg.abi_check and not is_pure(cand.wheel):
-            run.reporter.step(item, "abi")
-            found = abi.check_wheel(
-                cand.wheel, interpreter=target.interpreter, workdir=workdir, log_file=log_file
-            )
-            if found:
-                raise abi.findings_error(found, item.name, log_file)
-            checks.append("abi")
-        run.reporter.step(item, "verify")
-        closure = run.closures.get(target.name, {})
-        uv_found = tools.find("uv") is not None
-        venv = stage.install(
-            cand.wheel,
-            target=target,
-            find_links=links,
-            constraints=constraints.constraints_file(target, closure, run.config),
-            workdir=workdir,
-            log_file=log_file,
-            policy=run.policy,
-            installer=stage.choose_installer(run.config.verify_installer, uv_found=uv_found),
-            cache=run.work / "verify-cache",
-        )
-        imported = stage.import_modules(
-            venv, cand.wheel, name=item.name, import_names=pkg.import_names, log_file=log_file
-        )
-        checks.append("import")
-        smoke = run.config.smoke_for(item.name)
-        if smoke is not None:
-            run.reporter.step(item, "smoke")
-            stage.smoke_test(venv, smoke, name=item.name, log_file=log_file)
-            checks.append("smoke")
+        closure = run.closures.get(item.target.name, {})
+        return check(run, item, cand.wheel, cand.key, run.wh.root / cand.record.log, links, closure)
     finally:
         run.slots.release(count)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checked:
+    """The checks of one wheel for one target, run before the plan needed them."""
+
+    target: str
+    found: Verified | PrewheelError
+
+
+def check_ahead(
+    run: Run, item: PlanItem, key: CacheKey, tagged: Tagged, log_file: Path
+) -> Checked | None:
+    """`check` right after a build ahead's repair, in its slot, where the plan can change
+    nothing of it: a wheel that requires nothing installs alone whatever the closure (its
+    constraints only pin what it would pull in). None where it requires something (or its
+    metadata cannot be read): the plan's verification installs it with the closure."""
+    from ..wheelfile import requires_names
+
+    if requires_names(tagged.wheel) != set():
+        return None
+    try:
+        found: Verified | PrewheelError = check(run, item, tagged.wheel, key, log_file, [], {})
+    except WheelhouseWriteError:
+        raise
+    except PrewheelError as exc:
+        found = exc
+    return Checked(target=item.target.name, found=found)
+
+
+def check(
+    run: Run,
+    item: PlanItem,
+    wheel: Path,
+    key: CacheKey,
+    log_file: Path,
+    links: list[Path],
+    closure: Mapping[str, str],
+) -> Verified:
+    """The ISA and ABI checks (no install needed), then an install into a fresh venv with
+    no compiler and `closure` (the target's, at the plan's pins), an import, and the smoke
+    test where there is one. Raises StepError."""
+    from ..stages import abi
+    from ..stages import verify as stage
+
+    target = item.target
+    assert target.interpreter is not None
+    pkg = run.config.package(item.name)
+    workdir = run.work / f"verify-{key.short}-{target.name}"
+    checks: list[str] = []
+    report: IsaReport | None = None
+    notes: tuple[str, ...] = ()
+    if not is_pure(wheel):
+        run.reporter.step(item, "isa")
+        scan = isa.scan_wheel(wheel, target.isa)
+        notes = isa.check(
+            scan, package=item.name, dispatch_allowed=pkg.isa_dispatch, log=str(log_file)
+        )
+        report = IsaReport(
+            baseline=target.isa,
+            dispatch=pkg.isa_dispatch,
+            above=tuple((o.path, o.classes) for o in scan.objects),
+        )
+        checks.append("isa")
+    if pkg.abi_check and not is_pure(wheel):
+        run.reporter.step(item, "abi")
+        found = abi.check_wheel(
+            wheel, interpreter=target.interpreter, workdir=workdir, log_file=log_file
+        )
+        if found:
+            raise abi.findings_error(found, item.name, log_file)
+        checks.append("abi")
+    run.reporter.step(item, "verify")
+    uv_found = tools.find("uv") is not None
+    venv = stage.install(
+        wheel,
+        target=target,
+        find_links=links,
+        constraints=constraints.constraints_file(target, closure, run.config),
+        workdir=workdir,
+        log_file=log_file,
+        policy=run.policy,
+        installer=stage.choose_installer(run.config.verify_installer, uv_found=uv_found),
+        cache=run.work / "verify-cache",
+    )
+    imported = stage.import_modules(
+        venv, wheel, name=item.name, import_names=pkg.import_names, log_file=log_file
+    )
+    checks.append("import")
+    smoke = run.config.smoke_for(item.name)
+    if smoke is not None:
+        run.reporter.step(item, "smoke")
+        stage.smoke_test(venv, smoke, name=item.name, log_file=log_file)
+        checks.append("smoke")
     return Verified(imported=tuple(imported), checks=tuple(checks), isa=report, notes=notes)
 
 

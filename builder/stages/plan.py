@@ -61,8 +61,9 @@ def _quiet(_: str) -> None:
 class BuildAhead(Protocol):
     """Builds started before their target's closure is resolved (the pipeline's `Ahead`)."""
 
-    def start(self, item: PlanItem) -> Future[BuildResult] | None:
-        """Build `item` now: its wheel, when it comes; None when it is left to the plan."""
+    def start(self, items: list[PlanItem]) -> list[Future[BuildResult]]:
+        """Build `items` now: each one's wheel, when it comes; none for one left to the
+        plan."""
 
     def idle(self) -> bool:
         """Whether the builds started leave a `--jobs` slot free (none waits for one)."""
@@ -562,7 +563,7 @@ def start_ahead(
             return []  # the pins break a `requires`: bad input, whatever the closure holds
         mine = [p for p in pins if canonicalize_name(p.name) in pinned]
         items = [i for i in in_threads(item, mine, PAGE_THREADS) if i is not None]
-        return [f for f in map(ahead.start, items) if f is not None]
+        return ahead.start(items)
 
     if target.toolchain == "zig":  # its builds share a cache in the wheelhouse
         return Waiting(None, ahead)
