@@ -387,3 +387,56 @@ def test_installed_wheels_are_held_against_the_tags_pip_accepts(tmp_path: Path) 
     assert refused_wheels(found, files, None) == [
         "the target interpreter's tags (packaging.tags) could not be computed"
     ]
+
+
+def _symbols_by_pyelftools(data: bytes) -> DynamicSymbols:
+    """The reference: `.dynsym` as pyelftools (auditwheel's reader) reads it."""
+    import io
+
+    from elftools.elf.elffile import ELFFile
+    from elftools.elf.sections import SymbolTableSection
+
+    undefined: set[str] = set()
+    defined: set[str] = set()
+    dynsym = ELFFile(io.BytesIO(data)).get_section_by_name(".dynsym")
+    assert isinstance(dynsym, SymbolTableSection)
+    for sym in dynsym.iter_symbols():
+        bind = sym["st_info"]["bind"]
+        if not sym.name or bind not in ("STB_GLOBAL", "STB_WEAK", "STB_GNU_UNIQUE"):
+            continue
+        if sym["st_shndx"] == "SHN_UNDEF":
+            if bind != "STB_WEAK":
+                undefined.add(sym.name)
+        elif sym["st_other"]["visibility"] in ("STV_DEFAULT", "STV_PROTECTED"):
+            defined.add(sym.name)
+    return DynamicSymbols(undefined=frozenset(undefined), defined=frozenset(defined))
+
+
+def test_dynamic_symbols_are_what_pyelftools_reads() -> None:
+    """`elf.dynamic_symbols` reads `.dynsym` with struct: the same symbols as pyelftools
+    finds, on the interpreter (thousands of exports), libpython where it is shared, and the
+    extension modules of this environment (undefined symbols, weak ones, hidden ones)."""
+    import sys
+    import sysconfig
+
+    from elftools.common.exceptions import ELFError
+
+    from builder.elf import dynamic_symbols
+
+    libdir = Path(sysconfig.get_config_var("LIBDIR") or "/nonexistent")
+    library = sysconfig.get_config_var("LDLIBRARY") or ""
+    objects = [Path(sys.executable).resolve(), libdir / library]
+    objects += sorted(Path(sysconfig.get_paths()["platlib"]).rglob("*.so"))[:25]
+    objects += sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("lib-dynload/*.so"))[:25]
+    seen = 0
+    for path in objects:
+        if not path.is_file() or path.read_bytes()[:4] != b"\x7fELF":
+            continue
+        data = path.read_bytes()
+        assert dynamic_symbols(data) == _symbols_by_pyelftools(data), path
+        seen += 1
+    assert seen >= 10, objects
+    with pytest.raises(ELFError):
+        dynamic_symbols(b"not an ELF object at all")
+    with pytest.raises(ELFError):
+        dynamic_symbols(Path(sys.executable).resolve().read_bytes()[:100])
