@@ -6,6 +6,7 @@ the key is taken at once and handed over; given up, it leaves no lock file behin
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 from dataclasses import replace
 from pathlib import Path
@@ -88,6 +89,23 @@ def slow(name: str, build_s: float) -> dict[str, str]:
     }
 
 
+def _build(
+    tmp_path: Path, write_config: WriteConfig, pins: str, jobs: int, **build: object
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """`prewheel --debug build` of `pins` with `jobs` slots: what it said, and the
+    wheelhouse; it must succeed."""
+    reqs = tmp_path / "requirements.txt"
+    reqs.write_text(pins)
+    wh = tmp_path / "wh"
+    config = write_config(tmp_path, **({"build": build} if build else {}))
+    proc = prewheel(
+        "--debug", "build", "-r", reqs, "-c", config, "--wheelhouse", wh, "--json",
+        "--allow-unpinned", "--jobs", str(jobs),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    return proc, wh
+
+
 def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     upstream: Upstream, write_config: WriteConfig, tmp_path: Path
 ) -> None:
@@ -99,15 +117,7 @@ def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     the slot is free: no attempt to resolve without pw-slow's wheel is made first."""
     upstream.add_sdist("pw-quick", "1.0", slow("pw-quick", 0))
     upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
-    reqs = tmp_path / "requirements.txt"
-    reqs.write_text("pw-quick==1.0\npw-slow==1.0\n")
-    wh = tmp_path / "wh"
-    proc = prewheel(
-        "--debug", "build", "-r", reqs, "-c", write_config(tmp_path, build={"timeout": 30}),
-        "--wheelhouse", wh,
-        "--json", "--allow-unpinned", "--jobs", "2",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    proc, _ = _build(tmp_path, write_config, "pw-quick==1.0\npw-slow==1.0\n", 2, timeout=30)
     assert "the metadata hook ran" not in proc.stderr + proc.stdout
     assert "the builds ahead were done first" in proc.stderr, "no race: the hook was not run"
     # One attempt without builds failed: the first. None was made while pw-slow still built:
@@ -126,14 +136,7 @@ def test_a_wheel_built_ahead_is_repaired_and_checked_in_its_slot_while_the_resol
     the repaired, checked wheel. pw-slow requires pw-haswheel: its install waits for the
     closure."""
     upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
-    reqs = tmp_path / "requirements.txt"
-    reqs.write_text("pw-cext==1.0\npw-slow==1.0\n")
-    wh = tmp_path / "wh"
-    proc = prewheel(
-        "--debug", "build", "-r", reqs, "-c", write_config(tmp_path, build={"timeout": 30}),
-        "--wheelhouse", wh, "--json", "--allow-unpinned", "--jobs", "2",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    proc, wh = _build(tmp_path, write_config, "pw-cext==1.0\npw-slow==1.0\n", 2, timeout=30)
     got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
     assert got == {"pw-cext": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
     err = proc.stderr
@@ -161,14 +164,7 @@ def test_the_longest_build_ahead_takes_the_first_slot_whichever_sdist_came_first
     ready first) and pw-cext (C source). The slot goes to pw-cext: a build ahead is expected
     from its start, and a lighter one waits for it to ask. First come, first served, the
     longest build started last."""
-    reqs = tmp_path / "requirements.txt"
-    reqs.write_text("pw-pure==1.0\npw-cext==1.0\n")
-    wh = tmp_path / "wh"
-    proc = prewheel(
-        "--debug", "build", "-r", reqs, "-c", write_config(tmp_path), "--wheelhouse", wh,
-        "--json", "--allow-unpinned", "--jobs", "1",
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr + proc.stdout
+    proc, _ = _build(tmp_path, write_config, "pw-pure==1.0\npw-cext==1.0\n", 1)
     got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
     assert got == {"pw-pure": "built", "pw-cext": "built"}, got
     venvs = [ln for ln in proc.stderr.splitlines() if " venv " in ln and "/ahead/" in ln]

@@ -216,10 +216,10 @@ class Ahead:
                 try:
                     began = utcnow()
                     work = run.work / "ahead" / key.short
-                    wheel = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
-                    wheel = replace(wheel, started=began, finished=utcnow())
-                    built.set_result(wheel)
-                    repaired.set_result(_after(run, item, key, work, wheel))
+                    result = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
+                    result = replace(result, started=began, finished=utcnow())
+                    built.set_result(result)
+                    repaired.set_result(_after(run, item, key, work, result))
                 finally:
                     run.slots.release(count)
         except BaseException as exc:  # the plan's build raises it, or (repair) repairs again

@@ -639,7 +639,10 @@ def _make(
         built = prebuilt
     if built.env is not None:
         record = record.with_build_env(built.env)
-    elves = tagged.elves if tagged else [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)
+    if tagged is not None:  # repaired in the build's slot: its objects as read there
+        elves = tagged.elves
+    else:
+        elves = [] if is_pure(built.wheel) else elf.wheel_elves(built.wheel)  # read once
     linked = accel.cuda_links(elves)
     if linked and not key.accel_specific:
         run.publisher.record(key.key, record.found_links_cuda(linked))
