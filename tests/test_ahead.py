@@ -135,7 +135,7 @@ def test_a_wheel_built_ahead_is_repaired_and_checked_in_its_slot_while_the_resol
     the resolution still waits for pw-slow, not after the resolution. Once: the plan takes
     the repaired, checked wheel. pw-slow requires pw-haswheel: its install waits for the
     closure."""
-    upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
+    upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 8))  # longer than pw-cext's all
     proc, wh = _build(tmp_path, write_config, "pw-cext==1.0\npw-slow==1.0\n", 2, timeout=30)
     got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
     assert got == {"pw-cext": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got

@@ -42,7 +42,17 @@ from ..log import working_on
 from ..records import CacheKey, utcnow
 from ..stages.fetch import fetch
 from ..stages.plan import PlanItem
-from .steps import Checked, Early, Run, Tagged, check_ahead, compile_sdist, repair_ahead
+from .steps import (
+    Checked,
+    Early,
+    Run,
+    Tagged,
+    check_ahead,
+    compile_sdist,
+    discard,
+    repair_ahead,
+    verify_dir,
+)
 
 if TYPE_CHECKING:
     from ..stages.build import BuildResult
@@ -219,9 +229,18 @@ class Ahead:
                     result = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
                     result = replace(result, started=began, finished=utcnow())
                     built.set_result(result)
-                    repaired.set_result(_after(run, item, key, work, result))
+                    after = _after(run, item, key, work, result)
                 finally:
                     run.slots.release(count)
+                # What the plan will not read, removed before it may take the rest: the
+                # build's environment and tree once repaired, the venv once checked (else
+                # the plan's verification makes it anew in the same place).
+                tagged, checked = after
+                if isinstance(tagged, Tagged):
+                    discard(work / "env", work / "src")
+                if checked is not None:
+                    discard(verify_dir(run, key, item.target))
+                repaired.set_result(after)
         except BaseException as exc:  # the plan's build raises it, or (repair) repairs again
             if not built.done():
                 built.set_exception(exc)
