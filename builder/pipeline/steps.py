@@ -46,6 +46,7 @@ from ..wheelfile import (
     is_pure,
     is_shared_object,
     member_sizes,
+    requires_names,
     set_build_tag,
 )
 from ..wheelhouse import CatalogEntry, Wheelhouse, atomic_copy
@@ -938,8 +939,6 @@ def check_ahead(
     nothing of it: a wheel that requires nothing installs alone whatever the closure (its
     constraints only pin what it would pull in). None where it requires something (or its
     metadata cannot be read): the plan's verification installs it with the closure."""
-    from ..wheelfile import requires_names
-
     if requires_names(tagged.wheel) != set():
         return None
     try:
