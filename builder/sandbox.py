@@ -198,6 +198,9 @@ class Sandbox:
     env: Mapping[str, str] = field(default_factory=dict)
     writable: tuple[Path, ...] = ()
     readable: tuple[Path, ...] = ()  # shown read-only even under a hidden directory
+    # Directories shown read-only at a place inside `workdir` (source, place), over what is
+    # there: a build environment that builds share appears as the build's own (bubblewrap).
+    mounted: tuple[tuple[Path, Path], ...] = ()
     hidden: tuple[Path, ...] = ()  # never shown: the wheelhouse
     memory: int | None = None  # RLIMIT_AS, bytes, per process
     index_socket: Path | None = None  # the index proxy; pip's index URL is `index_url()`
@@ -316,6 +319,8 @@ class Sandbox:
             for p in _existing(self.readable):
                 if p.resolve().is_relative_to(work) and p.resolve() != work:
                     args += ["--ro-bind", str(p), f"{self.alias}/{p.resolve().relative_to(work)}"]
+        for source, place in self.mounted:
+            args += ["--ro-bind", str(source), self.seen(str(place))]
         if self.proxied:
             assert self.index_socket is not None
             args += ["--bind", str(self.index_socket), INDEX_SOCKET]

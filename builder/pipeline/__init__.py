@@ -14,6 +14,7 @@ from .. import scratch
 from ..config import Config
 from ..stages.plan import BuildAhead, Plan, PlanItem, Wave, sandbox_policy
 from ..stages.publish import Publisher
+from ..stages.sharedenv import SharedEnvs
 from ..targets import Target
 from ..wheelhouse import Wheelhouse
 from .ahead import Ahead
@@ -92,6 +93,7 @@ def execute_waves(
             check_reproducible=check_reproducible,
             closures=closures,
             ahead=ahead,
+            envs=SharedEnvs(work / "envs"),
         )
         try:
             planning = ready_on_first(waves(ahead.for_plan(run)))

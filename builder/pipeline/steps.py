@@ -38,6 +38,7 @@ from ..stages.fetch import fetch
 from ..stages.keys import build_tag
 from ..stages.plan import PlanItem
 from ..stages.publish import Publisher
+from ..stages.sharedenv import SharedEnvs
 from ..targets import Target
 from ..targets import policy as policies
 from ..wheelfile import (
@@ -206,6 +207,8 @@ class Run:
     fetched: dict[str, Path] = field(default_factory=dict)
     # The builds started before the plan (`ahead`), which the plan's builds take.
     ahead: BuiltAhead | None = None
+    # The build environments builds share (None: each build makes its own).
+    envs: SharedEnvs | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -600,7 +603,8 @@ def _reproduce(
         fh.write("\nprewheel: --check-reproducible: the second build, in a fresh environment\n")
     work = run.work / f"again-{key.short}"
     try:
-        second, _, _ = _make(run, item, key, work, log_file, record, time.monotonic(), None)
+        fresh = replace(run, envs=None)  # its own build environment, made anew
+        second, _, _ = _make(fresh, item, key, work, log_file, record, time.monotonic(), None)
     except PrewheelError as exc:
         return Reproduction(
             identical=False, sha256="", detail=f"the second build failed: {exc.message}",
@@ -772,6 +776,7 @@ def compile_sdist(
         policy=run.policy,
         zig_cache=run.wh.root / "cache" / "zig",
         wheel_cache=run.wh.root / "cache" / "uv",
+        envs=run.envs,
     )
 
 

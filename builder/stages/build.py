@@ -36,6 +36,7 @@ from ..targets import Target
 from ..threads import once
 from ..wheelfile import ZIP_EPOCH
 from . import buildenv
+from .sharedenv import SharedEnv, SharedEnvs
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
 # log of the build that raised them, not on the terminal.
@@ -97,6 +98,7 @@ def build_wheel(
     framework: Mapping[str, str] | None = None,
     zig_cache: Path | None = None,
     wheel_cache: Path | None = None,
+    envs: SharedEnvs | None = None,
 ) -> BuildResult:
     """Build `sdist` for `target` in `workdir`; raise StepError with the log on failure.
 
@@ -110,7 +112,8 @@ def build_wheel(
     With uv (found in prewheel's environment), `uv venv` makes the environment and `uv pip
     install` fills it from `wheel_cache`, a wheel cache shared by every build of this run and
     of later runs (in the wheelhouse, which the sandbox hides): a build dependency is
-    downloaded once. Without uv, `python -m venv` and pip do it.
+    downloaded once. Without uv, `python -m venv` and pip do it. With `envs`, under
+    bubblewrap, builds whose environments would hold the same share one (`sharedenv`).
     """
     assert target.interpreter is not None
     started = time.monotonic()
@@ -135,11 +138,16 @@ def build_wheel(
             timeout=60,
         )
     env_dir = workdir / "env"
+    env_python = env_dir / "bin" / "python"
     uv = tools.find("uv")
-    if uv is not None:
-        env_python = uv_venv(uv, target.interpreter.path, env_dir, log_file=log_file)
+    # Shown read-only to the build (bubblewrap): the environment may be one builds share.
+    sandboxed = policy.isolation.mode == "bwrap"
+    if not sandboxed:
+        envs = None
+    if envs is None:
+        _new_env(uv, target.interpreter.path, env_dir, log_file)
     else:
-        env_python = venv(target.interpreter.path, env_dir, step="build-env", log_file=log_file)
+        env_dir.mkdir(parents=True)  # where the shared one is shown
     # The sandbox fixes the environment; of the caller's, only the search paths and the
     # CUDA variables go in, for buildenv to take CUDA off them (or point them at one toolkit).
     environment = buildenv.for_build(
@@ -166,7 +174,6 @@ def build_wheel(
     # bubblewrap hides the other toolkits itself; elsewhere a mount namespace of their own.
     # It also shows the build environment read-only, so its files can be hard links into the
     # shared wheel cache: the backend cannot write through them. Elsewhere they are copies.
-    sandboxed = box.isolation.mode == "bwrap"
     if sandboxed:
         box = replace(
             box, hidden=(*box.hidden, *environment.hidden), readable=(*box.readable, env_dir)
@@ -181,9 +188,10 @@ def build_wheel(
     pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted((framework or {}).items())))
     upstreams = config.upstreams(target.accel)
 
-    def install(reqs: Sequence[str], tag: str) -> None:
+    def install(env_dir: Path, reqs: Sequence[str], tag: str) -> None:
         if not reqs:
             return
+        env_python = env_dir / "bin" / "python"
         given = config.build_constraints
         constraints = ["-c", str(Path(given).resolve())] if given else []
         timeout = max(1.0, deadline - time.monotonic())
@@ -234,13 +242,39 @@ def build_wheel(
             ),
         )
 
+    def environment_of(steps: Sequence[tuple[Sequence[str], str]]) -> None:
+        """The build's environment holding `steps` (requirements, tag) installed in turn: its
+        own, or the shared one shown at its place."""
+        nonlocal box
+        if envs is None:
+            install(env_dir, *steps[-1])
+            return
+
+        def make(path: Path) -> dict[str, str]:
+            _new_env(uv, interp.path, path, log_file)
+            for reqs, tag in steps:
+                install(path, reqs, tag)
+            return installed(path)
+
+        key = (interp.path, tuple((tuple(sorted(r)), t) for r, t in steps), pins.read_text(),
+               config.build_constraints, tuple(upstreams), wheel_cache, uv is not None)  # fmt: skip
+        env = envs.get(key, make, this_build)
+        if env.made_by != this_build:
+            _log_shared(log_file, env)
+        deps.clear()
+        deps.update(env.installed)
+        box = replace(box, readable=(*box.readable, env.path), mounted=((env.path, env_dir),))
+
+    this_build = f"the build of {sdist.name} for {target.name}"
     settings = dict(pkg.config_settings) or None
     _build_log.set(log_file)
     try:
         builder = ProjectBuilder(src, python_executable=str(env_python), runner=runner)
-        install([*builder.build_system_requires, *pkg.build_requires], "system")
-        extra = builder.get_requires_for_build("wheel", settings)
-        install(sorted(extra - set(builder.build_system_requires)), "backend")
+        system = [*builder.build_system_requires, *pkg.build_requires]
+        environment_of([(system, "system")])
+        extra = sorted(builder.get_requires_for_build("wheel", settings) - set(system))
+        if extra:
+            environment_of([(system, "system"), (extra, "backend")])
         out = Path(builder.build("wheel", workdir / "dist", settings))
     except BuildBackendException as exc:
         inner = exc.exception
@@ -269,6 +303,25 @@ def build_wheel(
         paths=(fixed, str(workdir.resolve())),
         seconds=time.monotonic() - started,
     )
+
+
+def _new_env(uv: Path | None, python: Path, dest: Path, log_file: Path) -> None:
+    """A fresh venv at `dest` for build dependencies: with uv where prewheel has it."""
+    if uv is not None:
+        uv_venv(uv, python, dest, log_file=log_file)
+    else:
+        venv(python, dest, step="build-env", log_file=log_file)
+
+
+def _log_shared(log_file: Path, env: SharedEnv) -> None:
+    """Where a build's shared environment came from, in its log (its commands are in the log
+    of the build that made it)."""
+    held = ", ".join(f"{n}=={v}" for n, v in sorted(env.installed.items()))
+    with log_file.open("a", encoding="utf-8") as fh:
+        fh.write(
+            f"prewheel: build environment shared, made by {env.made_by} (its log shows how): "
+            f"{held}\n\n"
+        )
 
 
 def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path, step: str = "build-env") -> Path:

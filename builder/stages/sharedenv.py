@@ -1,0 +1,86 @@
+"""Build environments that the builds of one run share.
+
+Under bubblewrap a build sees its environment read-only, so two builds whose environments
+would hold the same thing (the same interpreter, the same build requirements installed the
+same way) can use one: the first build that needs it makes it (a venv, then an install that
+asks the index), the others wait for it and then neither create a venv nor ask the index.
+On the 4-pin set each build after the first saved 0.3-0.5 s, most of it CPU, plus the
+removal of its environment's ~1,000 files.
+
+A build sees the shared environment at its own `env` directory (a read-only mount over an
+empty one), so its paths, logs and outputs are what a private environment gives. Where
+package code could write into its environment (no bubblewrap), or where a build must start
+from a fresh one (`--check-reproducible`'s second build), builds make their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import threading
+from collections.abc import Callable, Hashable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..cmd import check_stop
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedEnv:
+    """A made environment: where it is, what it holds ({name: version}), and which build
+    made it (whose log holds its venv and install commands)."""
+
+    path: Path
+    installed: Mapping[str, str]
+    made_by: str
+
+
+class SharedEnvs:
+    """The shared build environments of one run, under `root` (in its scratch directory:
+    they go when the run ends)."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+        self._lock = threading.Lock()
+        self._made: dict[str, Future[SharedEnv]] = {}
+
+    def get(
+        self, key: Hashable, make: Callable[[Path], Mapping[str, str]], by: str
+    ) -> SharedEnv:
+        """The environment of `key`: made here by `make(path)` (which returns what it
+        installed) for the build `by` names, or by another build, waited for. A failure is
+        not kept: a build that waited on one that failed makes the environment itself, so
+        its own log says why it failed."""
+        name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+        while True:
+            with self._lock:
+                future = self._made.get(name)
+                mine = future is None
+                if future is None:
+                    future = self._made[name] = Future()
+            if mine:
+                return self._make(name, future, make, by)
+            try:
+                return future.result()
+            except Exception:
+                check_stop()  # a run told to stop does not start the work again
+
+    def _make(
+        self,
+        name: str,
+        future: Future[SharedEnv],
+        make: Callable[[Path], Mapping[str, str]],
+        by: str,
+    ) -> SharedEnv:
+        path = self._root / name
+        shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
+        try:
+            env = SharedEnv(path=path, installed=dict(make(path)), made_by=by)
+        except BaseException as exc:
+            with self._lock:
+                del self._made[name]
+            future.set_exception(exc)
+            raise
+        future.set_result(env)
+        return env
