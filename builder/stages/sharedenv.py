@@ -45,9 +45,7 @@ class SharedEnvs:
         self._lock = threading.Lock()
         self._made: dict[str, Future[SharedEnv]] = {}
 
-    def get(
-        self, key: Hashable, make: Callable[[Path], Mapping[str, str]], by: str
-    ) -> SharedEnv:
+    def get(self, key: Hashable, make: Callable[[Path], Mapping[str, str]], by: str) -> SharedEnv:
         """The environment of `key`: made here by `make(path)` (which returns what it
         installed) for the build `by` names, or by another build, waited for. A failure is
         not kept: a build that waited on one that failed makes the environment itself, so
