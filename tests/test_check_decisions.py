@@ -20,7 +20,8 @@ from builder.errors import ConfigError, ConstraintError
 from builder.records import CacheKey, KeyInputs, Sizes
 from builder.requirements import Pin
 from builder.stages import abi, constraints
-from builder.stages.build import undeclared_functions, with_flags
+from builder.stages.build import with_flags
+from builder.stages.buildfailure import undeclared_functions
 from builder.stages.verify import (
     choose_installer,
     exception_line,

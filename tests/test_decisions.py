@@ -632,7 +632,7 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
     """The failure names the first error in the package's sources, not a feature probe's
     (numpy tests compiler flags with -Werror first, failing in the system's headers)."""
     from builder.errors import CommandError
-    from builder.stages.build import _why_it_failed
+    from builder.stages.buildfailure import why_it_failed
 
     log = tmp_path / "b.log"
     log.write_text(
@@ -646,13 +646,13 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
         "error: command '/usr/bin/gcc' failed with exit code 1\n"
     )
     exc = CommandError(f"build failed (exit 1), see {log}", step="build", log=str(log), tail="")
-    said = _why_it_failed(exc)
+    said = why_it_failed(exc)
     assert said.message == (
         "build failed (exit 1): pkg/core.c:65:26: error: lvalue required as left operand of "
         "assignment"
     )
     log.write_text("$ hook build_wheel\n" + "".join(f"running step {i}\n" for i in range(9)))
-    assert _why_it_failed(exc) is exc, "nothing says why: the failure as it was"
+    assert why_it_failed(exc) is exc, "nothing says why: the failure as it was"
 
 
 @pytest.mark.parametrize(
@@ -696,12 +696,12 @@ def test_a_compile_error_is_named_from_the_packages_own_sources(tmp_path: Path) 
 )
 def test_a_failed_build_says_the_backends_reason(tmp_path: Path, output: str, said: str) -> None:
     from builder.errors import CommandError
-    from builder.stages.build import _why_it_failed
+    from builder.stages.buildfailure import why_it_failed
 
     log = tmp_path / "b.log"
     log.write_text(f"$ hook build_wheel\n{output}[exit 1 after 0.2s]\n")
     exc = CommandError(f"build failed (exit 1), see {log}", step="build", log=str(log), tail="")
-    assert _why_it_failed(exc).message == f"build failed (exit 1): {said}"
+    assert why_it_failed(exc).message == f"build failed (exit 1): {said}"
 
 
 def test_debug_lines_of_the_libraries_prewheel_calls_are_written() -> None:

@@ -12,7 +12,6 @@ import contextvars
 import importlib.metadata
 import json
 import os
-import re
 import shutil
 import time
 import warnings
@@ -27,7 +26,7 @@ from pyproject_hooks import BuildBackendWarning
 
 from .. import tools
 from ..archive import NATIVE_SOURCES, newest_mtime, unpack_sdist
-from ..cmd import clean_env, probe, run, tail, uv_env, venv
+from ..cmd import clean_env, probe, run, uv_env, venv
 from ..config import Config, PackageConfig
 from ..errors import CommandError, CommandTimeout, StepError
 from ..records import BuildEnvRecord
@@ -36,7 +35,8 @@ from ..targets import Target
 from ..threads import once
 from ..wheelfile import ZIP_EPOCH
 from . import buildenv
-from .sharedenv import SharedEnv, SharedEnvs
+from .buildfailure import tail_of, undeclared, why_it_failed
+from .sharedenv import SharedEnvs
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
 # log of the build that raised them, not on the terminal.
@@ -260,7 +260,7 @@ def build_wheel(
                config.build_constraints, tuple(upstreams), wheel_cache, uv is not None)  # fmt: skip
         env = envs.get(key, make, this_build)
         if env.made_by != this_build:
-            _log_shared(log_file, env)
+            env.log_use(log_file)
         deps.clear()
         deps.update(env.installed)
         box = replace(box, readable=(*box.readable, env.path), mounted=((env.path, env_dir),))
@@ -287,9 +287,9 @@ def build_wheel(
                 hint=inner.hint,
             ) from inner
         if isinstance(inner, CommandError):
-            raise _undeclared(inner, log_file, pkg.name) or _why_it_failed(inner) from exc
+            raise undeclared(inner, log_file, pkg.name) or why_it_failed(inner) from exc
         raise StepError(
-            f"build backend failed: {exc}", step="build", log=str(log_file), tail=_tail_of(log_file)
+            f"build backend failed: {exc}", step="build", log=str(log_file), tail=tail_of(log_file)
         ) from exc
     except BuildException as exc:
         raise StepError(f"cannot build: {exc}", step="build", log=str(log_file)) from exc
@@ -311,17 +311,6 @@ def _new_env(uv: Path | None, python: Path, dest: Path, log_file: Path) -> None:
         uv_venv(uv, python, dest, log_file=log_file)
     else:
         venv(python, dest, step="build-env", log_file=log_file)
-
-
-def _log_shared(log_file: Path, env: SharedEnv) -> None:
-    """Where a build's shared environment came from, in its log (its commands are in the log
-    of the build that made it)."""
-    held = ", ".join(f"{n}=={v}" for n, v in sorted(env.installed.items()))
-    with log_file.open("a", encoding="utf-8") as fh:
-        fh.write(
-            f"prewheel: build environment shared, made by {env.made_by} (its log shows how): "
-            f"{held}\n\n"
-        )
 
 
 def uv_venv(uv: Path, python: Path, dest: Path, *, log_file: Path, step: str = "build-env") -> Path:
@@ -416,111 +405,3 @@ def interpreter_prefix(python: Path) -> str | None:
 
 def _c_only(flag: str) -> bool:
     return flag.endswith("implicit-function-declaration")
-
-
-# gcc: "implicit declaration of function 'X'"; clang: "call to undeclared function 'X'".
-_UNDECLARED = re.compile(
-    r"error: (?:implicit declaration of function|call to undeclared function) "
-    r"[\u2018'`\"]?(\w+)"
-)
-
-
-def undeclared_functions(log_text: str) -> list[str]:
-    """The functions a failed C compile called without a declaration, in order of appearance."""
-    return list(dict.fromkeys(m.group(1) for m in _UNDECLARED.finditer(log_text)))
-
-
-def _undeclared(exc: CommandError, log_file: Path, name: str) -> StepError | None:
-    """A build that failed on -Werror=implicit-function-declaration, said as such: usually a
-    C API the target Python removed, which would otherwise have failed at import."""
-    try:
-        found = undeclared_functions(log_file.read_text(errors="replace"))
-    except FileNotFoundError:
-        return None
-    if not found:
-        return None
-    shown = ", ".join(found[:6]) + (f" and {len(found) - 6} more" if len(found) > 6 else "")
-    return StepError(
-        f"the C code calls undeclared functions: {shown} "
-        "(-Werror=implicit-function-declaration; a C API this Python removed?)",
-        step="build",
-        log=exc.log,
-        tail=exc.tail,
-        check="werror",
-        hint=f"a newer release of the package, a patch ([packages.{name}] patches), or "
-        f"[packages.{name}] werror_implicit = false to build anyway (it then fails at import "
-        "or at the ABI check)",
-    )
-
-
-# A compiler's diagnostic: `file.c:209:12: fatal error: longintrepr.h: No such file ...`.
-_COMPILE_ERROR = re.compile(r"^(\S+):\d+(?::\d+)?: (?:fatal )?error: .+$", re.MULTILINE)
-# Where a build's feature probes fail on purpose (numpy's tests of compiler flags break in
-# the system's intrinsics headers and in temporary files): not the package's own error.
-_PROBE_PLACES = ("/usr/", "/opt/", "/tmp/tmp")  # noqa: S108 (names, not files it writes)
-
-
-# When no compiler error says why, the backend's own account: maturin's deepest "Caused
-# by:", the exception a setup.py raised, the linker's missing library, CMake's or meson's
-# error (setuptools' "error: command ... failed" only repeats that a command failed).
-_CAUSED_BY = re.compile(r"^\s*Caused by: (.+)$", re.MULTILINE)
-_EXCEPTION = re.compile(
-    r"^(?!subprocess\.CalledProcessError)[A-Za-z_][\w.]*(?:Error|Exception): .+$", re.MULTILINE
-)
-_TOOL_ERROR = re.compile(
-    r"^(?:\S*ld(?:\.\w+)?: (?:cannot find|error).+|CMake Error.+\n\s*\S.*|ERROR: .+"
-    r"|error: (?!command ).+)$",
-    re.MULTILINE,
-)
-
-
-_SHORT = 5  # lines: a failed hook's whole output, short enough to end with its reason
-
-
-def _why_it_failed(exc: CommandError) -> CommandError | StepError:
-    """A hook that failed, said with why: the compiler's first error line in the package's
-    own sources (the build's last lines are mostly its traceback), else the backend's own
-    error line, else the last line of a short output; else the failure as it was."""
-    text = _last_command_output(Path(exc.log)) if exc.log else exc.tail
-    found = list(_COMPILE_ERROR.finditer(text))
-    if found:
-        own = next((m for m in found if not m.group(1).startswith(_PROBE_PLACES)), found[0])
-        said = own.group(0)
-    else:
-        causes = _CAUSED_BY.findall(text)
-        raised = _EXCEPTION.findall(text)
-        tool = _TOOL_ERROR.search(text)
-        lines = [ln for ln in text.splitlines()[1:] if ln.strip() and not ln.startswith("[exit ")]
-        if causes:
-            said = causes[-1]
-        elif raised:
-            said = raised[-1]
-        elif tool:
-            said = " ".join(tool.group(0).split())
-        elif 0 < len(lines) <= _SHORT:
-            said = lines[-1]  # a hook that said little: a setup.py's SystemExit message
-        else:
-            return exc
-    return StepError(
-        f"{exc.message.removesuffix(f', see {exc.log}')}: {said.strip()[:300]}",
-        step="build",
-        log=exc.log,
-        tail=exc.tail,
-    )
-
-
-def _last_command_output(log_file: Path) -> str:
-    """What the log's last command printed (after its `$ ` line)."""
-    try:
-        text = log_file.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
-    start = text.rfind("\n$ ")
-    return text[start + 1 :] if start >= 0 else text
-
-
-def _tail_of(log_file: Path) -> str:
-    try:
-        return tail(log_file.read_text(errors="replace"))
-    except FileNotFoundError:
-        return ""

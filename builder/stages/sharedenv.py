@@ -35,6 +35,16 @@ class SharedEnv:
     installed: Mapping[str, str]
     made_by: str
 
+    def log_use(self, log_file: Path) -> None:
+        """Whose environment a build used, in its log (its commands are in the log of the
+        build that made it)."""
+        held = ", ".join(f"{n}=={v}" for n, v in sorted(self.installed.items()))
+        with log_file.open("a", encoding="utf-8") as fh:
+            fh.write(
+                f"prewheel: build environment shared, made by {self.made_by} (its log shows "
+                f"how): {held}\n\n"
+            )
+
 
 class SharedEnvs:
     """The shared build environments of one run, under `root` (in its scratch directory:
