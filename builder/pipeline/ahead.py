@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,14 +66,22 @@ UNWEIGHED = 1 << 62  # the weight a build ahead is expected with before its sdis
 After = tuple[Tagged | PrewheelError | None, Checked | None]
 
 
+@dataclass(frozen=True)
+class _Started:
+    """A build ahead, as its thread sets it: the wheel once built (the resolver reads it),
+    then what its slot did after (`After`)."""
+
+    built: Future[BuildResult] = field(default_factory=Future)
+    after: Future[After] = field(default_factory=Future)
+
+
 class Ahead:
     """The builds ahead of one run, by cache key (`only`: of these packages, `--package`)."""
 
     def __init__(self, only: frozenset[str] | None = None) -> None:
         self.only = only
         self._lock = threading.Lock()
-        self._builds: dict[str, Future[BuildResult]] = {}
-        self._repairs: dict[str, Future[After]] = {}
+        self._started: dict[str, _Started] = {}
         self._held: dict[str, locks.Taken] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._queued = 0  # started, not yet in a slot (fetching, waiting for one)
@@ -90,7 +98,7 @@ class Ahead:
         build waits for it (`Slots`), so the longest builds take the first slots whichever
         sdist came first."""
         out: list[Future[BuildResult]] = []
-        jobs: list[tuple[PlanItem, CacheKey, Future[BuildResult], Future[After]]] = []
+        jobs: list[tuple[PlanItem, CacheKey, _Started]] = []
         with self._lock:
             for item in items:
                 claimed = self._claim(run, item)
@@ -98,19 +106,16 @@ class Ahead:
                     out.append(claimed)
                 elif claimed is not None:
                     run.slots.expect(claimed.key, UNWEIGHED)
-                    # Set by the build itself: the wheel once built, then its repair.
-                    built: Future[BuildResult] = Future()
-                    repaired: Future[After] = Future()
-                    self._builds[claimed.key], self._repairs[claimed.key] = built, repaired
+                    started = self._started[claimed.key] = _Started()
                     self._queued += 1
-                    jobs.append((item, claimed, built, repaired))
-                    out.append(built)
+                    jobs.append((item, claimed, started))
+                    out.append(started.built)
             if jobs and self._pool is None:  # each waits for a slot: `Slots` orders them
                 self._pool = ThreadPoolExecutor(THREADS, thread_name_prefix="ahead")
-        for item, key, built, repaired in jobs:
+        for item, key, started in jobs:
             assert self._pool is not None
             context = contextvars.copy_context()
-            self._pool.submit(context.run, self._build, run, item, key, built, repaired)
+            self._pool.submit(context.run, self._build, run, item, key, started)
         return out
 
     def _claim(self, run: Run, item: PlanItem) -> CacheKey | Future[BuildResult] | None:
@@ -123,8 +128,8 @@ class Ahead:
             return None
         if self.only is not None and item.name not in self.only:
             return None
-        if key.key in self._builds:
-            return self._builds[key.key]
+        if key.key in self._started:
+            return self._started[key.key].built
         prev = run.wh.read_record(key.key)
         if prev is not None and prev.result == "failed" and not run.retry_failed:
             return None
@@ -159,10 +164,10 @@ class Ahead:
         None when there is none, or its wheel is not the one `item` needs (`fits`: built
         again)."""
         with self._lock:
-            future = self._builds.pop(key.key, None)
-            repair = self._repairs.pop(key.key, None)
-        if future is None or repair is None:
+            started = self._started.pop(key.key, None)
+        if started is None:
             return None
+        future, repair = started.built, started.after
         run.slots.withdraw(key.key)  # no build of its own to wait for: others may go
         outcome: BuildResult | PrewheelError
         try:
@@ -193,10 +198,9 @@ class Ahead:
             self._pool.shutdown(wait=True, cancel_futures=True)
         with self._lock:
             held, self._held = list(self._held.values()), {}
-            for f in self._builds.values():
-                f.cancel()  # a build the shutdown cancelled never sets its own
-            for r in self._repairs.values():
-                r.cancel()
+            for started in self._started.values():
+                started.built.cancel()  # a build the shutdown cancelled never sets its own
+                started.after.cancel()
         for lock in held:
             lock.give_up()
 
@@ -205,11 +209,10 @@ class Ahead:
         run: Run,
         item: PlanItem,
         key: CacheKey,
-        built: Future[BuildResult],
-        repaired: Future[After],
+        started: _Started,
     ) -> None:
-        """Build `item` in a slot, hand its wheel to `built` (the resolver reads it), then
-        repair and check it in the same slot (`repaired`)."""
+        """Build `item` in a slot, hand its wheel to `started.built` (the resolver reads
+        it), then repair and check it in the same slot (`started.after`)."""
         assert item.file is not None
         in_slot = False
         try:
@@ -228,7 +231,7 @@ class Ahead:
                     work = run.work / "ahead" / key.short
                     result = compile_sdist(run, item, key, work, _log_file(run, key), sdist)
                     result = replace(result, started=began, finished=utcnow())
-                    built.set_result(result)
+                    started.built.set_result(result)
                     after = _after(run, item, key, work, result)
                 finally:
                     run.slots.release(count)
@@ -240,12 +243,12 @@ class Ahead:
                     discard(work / "env", work / "src")
                 if checked is not None:
                     discard(verify_dir(run, key, item.target))
-                repaired.set_result(after)
+                started.after.set_result(after)
         except BaseException as exc:  # the plan's build raises it, or (repair) repairs again
-            if not built.done():
-                built.set_exception(exc)
-            if not repaired.done():
-                repaired.set_result((None, None))
+            if not started.built.done():
+                started.built.set_exception(exc)
+            if not started.after.done():
+                started.after.set_result((None, None))
             if not isinstance(exc, Exception):
                 raise
         finally:
