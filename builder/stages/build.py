@@ -185,7 +185,8 @@ def build_wheel(
     deps: dict[str, str] = {}
     interp = target.interpreter
     pins = workdir / "framework-pins.txt"
-    pins.write_text("".join(f"{n}=={v}\n" for n, v in sorted((framework or {}).items())))
+    pinned = "".join(f"{n}=={v}\n" for n, v in sorted((framework or {}).items()))
+    pins.write_text(pinned)
     upstreams = config.upstreams(target.accel)
 
     def install(env_dir: Path, reqs: Sequence[str], tag: str) -> None:
@@ -256,7 +257,7 @@ def build_wheel(
                 install(path, reqs, tag)
             return installed(path)
 
-        key = (interp.path, tuple((tuple(sorted(r)), t) for r, t in steps), pins.read_text(),
+        key = (interp.path, tuple((tuple(sorted(r)), t) for r, t in steps), pinned,
                config.build_constraints, tuple(upstreams), wheel_cache, uv is not None)  # fmt: skip
         env = envs.get(key, make, this_build)
         if env.made_by != this_build:
