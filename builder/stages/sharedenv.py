@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import threading
 from collections.abc import Callable, Hashable, Mapping
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..cmd import check_stop
+from ..threads import PerKey
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,43 +51,17 @@ class SharedEnvs:
 
     def __init__(self, root: Path) -> None:
         self._root = root
-        self._lock = threading.Lock()
-        self._made: dict[str, Future[SharedEnv]] = {}
+        self._made: PerKey[SharedEnv] = PerKey()
 
     def get(self, key: Hashable, make: Callable[[Path], Mapping[str, str]], by: str) -> SharedEnv:
         """The environment of `key`: made here by `make(path)` (which returns what it
         installed) for the build `by` names, or by another build, waited for. A failure is
         not kept: a build that waited on one that failed makes the environment itself, so
-        its own log says why it failed."""
-        name = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
-        while True:
-            with self._lock:
-                future = self._made.get(name)
-                mine = future is None
-                if future is None:
-                    future = self._made[name] = Future()
-            if mine:
-                return self._make(name, future, make, by)
-            try:
-                return future.result()
-            except Exception:
-                check_stop()  # a run told to stop does not start the work again
+        its own log says why it failed (a run told to stop does not start it again)."""
+        path = self._root / hashlib.sha256(repr(key).encode()).hexdigest()[:16]
 
-    def _make(
-        self,
-        name: str,
-        future: Future[SharedEnv],
-        make: Callable[[Path], Mapping[str, str]],
-        by: str,
-    ) -> SharedEnv:
-        path = self._root / name
-        shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
-        try:
-            env = SharedEnv(path=path, installed=dict(make(path)), made_by=by)
-        except BaseException as exc:
-            with self._lock:
-                del self._made[name]
-            future.set_exception(exc)
-            raise
-        future.set_result(env)
-        return env
+        def made() -> SharedEnv:
+            shutil.rmtree(path, ignore_errors=True)  # what a failed attempt left
+            return SharedEnv(path=path, installed=dict(make(path)), made_by=by)
+
+        return self._made.get(path, made, after_failure=check_stop)
