@@ -252,10 +252,11 @@ def build_wheel(
             return
 
         def make(path: Path) -> dict[str, str]:
+            deps.clear()  # `install` records what each step installed
             _new_env(uv, interp.path, path, log_file)
             for reqs, tag in steps:
                 install(path, reqs, tag)
-            return installed(path)
+            return dict(deps)
 
         key = (interp.path, tuple((tuple(sorted(r)), t) for r, t in steps), pinned,
                config.build_constraints, tuple(upstreams), wheel_cache, uv is not None)  # fmt: skip
