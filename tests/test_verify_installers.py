@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 from indexkit import wheel_bytes
-from needs import declared
+from needs import bubblewrap, declared
 
-from builder.config import TargetSpec
+from builder.config import Smoke, TargetSpec
 from builder.errors import StepError
 from builder.sandbox import policy
 from builder.stages import verify
@@ -167,3 +167,36 @@ def test_a_failed_import_says_why_and_hints_only_at_a_missing_module(
         verify.import_modules(env, broken, name="pw-vgone", import_names=("pw_x",), log_file=log)
     assert "ModuleNotFoundError: No module named 'pw_x'" in missing.value.message
     assert missing.value.hint is not None and "import_names" in missing.value.hint
+
+
+def test_under_bubblewrap_the_venv_is_read_only_and_linked_from_the_runs_cache(
+    tmp_path: Path, target: Target
+) -> None:
+    """uv links the venv's files from the run's cache (no second copy of each file); the
+    package code that runs there cannot write them, so nothing it does reaches the cache
+    that the run's next verifications install from."""
+    bubblewrap()
+    declared("uv")
+    links = tmp_path / "links"
+    _wheel(links, "pw-vdep", "1.0")
+    app = _wheel(tmp_path / "cand", "pw-vapp", "1.0", requires=("pw-vdep",))
+    env = _install(tmp_path, target, "uv", app, "pw-vdep==1.0\n")
+    (dep,) = (tmp_path / "work" / "venv").glob("lib/python*/site-packages/pw_vdep/__init__.py")
+    assert dep.stat().st_nlink > 1  # one inode with the cache's unpacked copy
+    assert "--link-mode hardlink" in (tmp_path / "verify.log").read_text()
+    code = (
+        "import pathlib, sys, pw_vdep\n"
+        "f = pathlib.Path(pw_vdep.__file__)\n"
+        "for attempt in (lambda: f.write_text('X = 1'), lambda: f.chmod(0o777),\n"
+        "                lambda: (f.parent / 'new.py').write_text('')):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "    except OSError as exc:\n"
+        "        print('refused', exc.errno)\n"
+        "    else:\n"
+        "        sys.exit('written')\n"
+    )
+    smoke = Smoke(code=code, source="test")
+    verify.smoke_test(env, smoke, name="pw-vapp", log_file=tmp_path / "verify.log")
+    assert (tmp_path / "verify.log").read_text().count("refused 30") == 3  # EROFS
+    assert dep.read_text() == "VERSION = '1.0'\n"

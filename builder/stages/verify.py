@@ -16,7 +16,7 @@ import json
 import os
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -88,9 +88,11 @@ def install(
     the fence, so any attempt to compile fails loudly. Installing wheels runs no package
     code; the import and the smoke test do, so they run in the sandbox (no memory limit:
     CUDA libraries reserve more address space than they use). uv unpacks each wheel once
-    into `cache` (one per run) and copies from there: the next verify of the run that
-    installs the same dependency does not unpack it again, and nothing the import does in
-    one venv reaches the cache (copies, not links).
+    into `cache` (one per run): the next verify of the run that installs the same
+    dependency does not unpack it again. Under bubblewrap the venv is read-only to the
+    package code, so uv links its files from the cache instead of copying them (setuptools'
+    thousand files: 0.1-0.2 s less) and nothing the import does reaches the cache; in the
+    weaker sandboxes the venv stays writable, so uv copies.
     """
     assert target.interpreter is not None
     fence = workdir / "fence"
@@ -136,9 +138,11 @@ def install(
     for d in dict.fromkeys([wheel.parent, *find_links]):
         links += ["--find-links", str(d)]
     argv: list[str | os.PathLike[str]]
+    read_only = policy.isolation.mode == "bwrap"
     if uv is not None:
+        linked = "hardlink" if read_only and cache is not None else "copy"
         argv = [uv, "pip", "install", "--no-config", "--python", py, "--offline", "--no-index",
-                "--no-build", "--link-mode", "copy",
+                "--no-build", "--link-mode", linked,
                 *(["--cache-dir", str(cache)] if cache is not None else ["--no-cache"]),
                 "--constraint", pins, *links, str(wheel)]  # fmt: skip
     else:
@@ -171,6 +175,9 @@ def install(
             "check the policy and the wheel's name",
         )
     box = policy.box(workdir, env=own, readable=readable, limit_memory=False)
+    if read_only:
+        # Over its own place: the import and the smoke test run beside it, not in it.
+        box = replace(box, mounted=((env_dir.resolve(), env_dir.resolve()),))
     return VerifyVenv(python=py, sandbox=box, workdir=workdir)
 
 
