@@ -52,6 +52,7 @@ from .steps import (
     discard,
     repair_ahead,
     verify_dir,
+    warm,
 )
 
 if TYPE_CHECKING:
@@ -218,6 +219,7 @@ class Ahead:
         try:
             with working_on(item.name):
                 check_stop()
+                warm(item.target)
                 kept = scratch.kept_files() or run.work / "ahead"
                 sdist = fetch(item.file, item.hashes, kept)[0]
                 heavy = run.config.package(item.name).heavy
@@ -235,15 +237,16 @@ class Ahead:
                     after = _after(run, item, key, work, result)
                 finally:
                     run.slots.release(count)
-                # What the plan will not read, removed before it may take the rest: the
-                # build's environment and tree once repaired, the venv once checked (else
-                # the plan's verification makes it anew in the same place).
+                # What the plan will not read: the venv once checked, removed before the
+                # plan may take the rest (else its verification would make it anew in the
+                # same place); the build's environment and tree once repaired, after (the
+                # plan's verification need not wait for them).
                 tagged, checked = after
-                if isinstance(tagged, Tagged):
-                    discard(work / "env", work / "src")
                 if checked is not None:
                     discard(verify_dir(run, key, item.target))
                 started.after.set_result(after)
+                if isinstance(tagged, Tagged):
+                    discard(work / "env", work / "src")
         except BaseException as exc:  # the plan's build raises it, or (repair) repairs again
             if not started.built.done():
                 started.built.set_exception(exc)

@@ -18,7 +18,7 @@ import shutil
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version as dist_version
 from pathlib import Path
@@ -773,6 +773,33 @@ def _import_ahead() -> None:
     threading.Thread(target=load, name="prewheel-imports", daemon=True).start()
 
 
+@functools.cache
+def _probe_ahead(python: Path) -> None:
+    """What a build, its checks and its verification ask of the target's interpreter (its
+    prefix and CFLAGS, the symbols it exports, the tags pip accepts), asked at once beside
+    the first build's download: each answer is a process of its own (0.05-0.1 s), and one
+    after the other they stood between that build and its result. Each is asked once a
+    run (`threads.once`): a step that needs one before it came waits for it."""
+    from ..stages import abi, build, verify
+
+    def ask(probe: Callable[[Path], object]) -> None:
+        with contextlib.suppress(Exception):  # the step that needs it asks again
+            probe(python)
+
+    probes = (build.interpreter_prefix, build.interpreter_cflags, abi.interpreter_exports,
+              verify.interpreter_tags)  # fmt: skip
+    for probe in probes:
+        threading.Thread(target=ask, args=(probe,), name="prewheel-probe", daemon=True).start()
+
+
+def warm(target: Target) -> None:
+    """Start what the first build for `target` waits on: the imports of its checks and the
+    answers of its interpreter (both once a run)."""
+    _import_ahead()
+    if target.interpreter is not None:
+        _probe_ahead(target.interpreter.path)
+
+
 def compile_sdist(
     run: Run,
     item: PlanItem,
@@ -785,7 +812,7 @@ def compile_sdist(
     `work`, its build dependencies from the wheelhouse's shared wheel cache."""
     from ..stages.build import build_wheel
 
-    _import_ahead()
+    warm(item.target)
     run.reporter.step(item, "build")
     return build_wheel(
         sdist=sdist,
