@@ -106,6 +106,28 @@ def _build(
     return proc, wh
 
 
+def test_the_resolution_after_the_builds_ahead_reads_the_pages_again_only_when_it_must(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """After the builds ahead, uv resolves from their wheels and the pages its first attempt
+    read (`--offline`). Where the wheel requires a project no pin named (pw-haswheel, only
+    in setup.py), those pages do not hold it: uv reads the index, and the closure is the
+    same."""
+    upstream.add_sdist("pw-ahead", "1.0", REFUSING)
+    for pins, offline_answers in (("pw-ahead==1.0\n", False),
+                                  ("pw-ahead==1.0\npw-haswheel==1.0\n", True)):  # fmt: skip
+        (work := tmp_path / str(offline_answers)).mkdir()
+        proc, _ = _build(work, write_config, pins, 2)
+        compiles = [ln for ln in proc.stderr.splitlines() if "uv pip compile" in ln]
+        after = [ln for ln in compiles if "--find-links" in ln]  # with the wheel built ahead
+        assert after and after[0].endswith("--no-build --offline"), compiles
+        assert len(after) == (1 if offline_answers else 2), compiles
+        missed = "the pages read so far did not resolve it" in proc.stderr
+        assert missed != offline_answers, proc.stderr
+        got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+        assert got == {"pw-ahead": "built", "pw-haswheel": "downloaded"}, got
+
+
 def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     upstream: Upstream, write_config: WriteConfig, tmp_path: Path
 ) -> None:

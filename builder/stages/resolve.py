@@ -145,9 +145,14 @@ def _resolve_once(
         requested = {canonicalize_name(p.name) for p in pins}
 
         def without_builds(links: Sequence[Path]) -> Answer | None:
-            if uv is None or not _without_builds(
-                uv, target, upstreams, reqs, out, Path(cache), timeout, links
-            ):
+            if uv is None:
+                return None
+            attempt = functools.partial(
+                _without_builds, uv, target, upstreams, reqs, out, Path(cache), timeout, links
+            )
+            # With the wheels built ahead, first from the pages the first attempt read (a
+            # round trip a page saved); where those do not hold the answer, from the index.
+            if not (links and attempt(offline=True)) and not attempt():
                 return None
             return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
 
@@ -305,19 +310,27 @@ def _without_builds(
     cache: Path,
     timeout: float,
     links: Sequence[Path] = (),
+    *,
+    offline: bool = False,
 ) -> bool:
     """First, `uv pip compile --no-build` straight against the index (and the wheels built
     ahead in `links`): it runs no package code (an sdist whose metadata needs a build fails
     it), so it needs no sandbox and reads the index with uv's own connections. True when
     that resolved everything; any failure leaves the answer to the sandboxed resolution,
-    which may run metadata hooks."""
+    which may run metadata hooks. `offline`: only the pages in `cache`, which this
+    resolution's earlier attempts read (seconds ago); a failure then proves nothing."""
     assert target.interpreter is not None
     argv = _uv_argv(uv, target.interpreter.path, list(upstreams), reqs, out, cache, links)
+    argv += ["--no-build", *(["--offline"] if offline else [])]
     try:
-        run([*argv, "--no-build"], step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
+        run(argv, step="resolve", cwd=out.parent, env=uv_env(), timeout=timeout)
     except CommandTimeout:
         raise
     except CommandError as exc:
+        if offline:
+            log.debug("the pages read so far did not resolve it: %s", _reason(exc.tail))
+            out.unlink(missing_ok=True)
+            return False
         if _unsatisfiable(exc.tail) and "build" not in exc.tail.lower():
             # Proved without a single sdist in the way: building would not change it.
             raise _unsatisfiable_error(target, exc.tail) from exc
