@@ -128,6 +128,25 @@ def test_the_resolution_after_the_builds_ahead_reads_the_pages_again_only_when_i
         assert got == {"pw-ahead": "built", "pw-haswheel": "downloaded"}, got
 
 
+def test_the_pages_of_a_wheels_closure_are_read_while_the_other_builds_ahead_compile(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """pw-ahead's wheel requires pw-haswheel, which no pin names. pw-ahead is built while
+    pw-slow still compiles: the pages of its closure are read then, so the resolution after
+    the builds answers from what it read (`--offline`), not from the index."""
+    upstream.add_sdist("pw-ahead", "1.0", REFUSING)
+    upstream.add_sdist("pw-slow", "1.0", slow("pw-slow", 4))
+    proc, _ = _build(tmp_path, write_config, "pw-ahead==1.0\npw-slow==1.0\n", 2, timeout=30)
+    compiles = [ln for ln in proc.stderr.splitlines() if "uv pip compile" in ln]
+    reads = [ln for ln in compiles if "/pages-" in ln]  # pw-ahead's own closure
+    final = [ln for ln in compiles if ln.endswith("--no-build --offline")]
+    assert len(reads) == 1 and len(final) == 1, compiles
+    assert proc.stderr.find(reads[0]) < proc.stderr.find(final[0])
+    assert "the pages read so far did not resolve it" not in proc.stderr, proc.stderr
+    got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
+    assert got == {"pw-ahead": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
+
+
 def test_a_build_ahead_still_compiling_when_a_slot_frees_is_raced_not_abandoned(
     upstream: Upstream, write_config: WriteConfig, tmp_path: Path
 ) -> None:

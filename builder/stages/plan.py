@@ -592,13 +592,22 @@ class Waiting:
             pending = wait(pending, timeout=AHEAD_POLL)[1]
         return not pending
 
-    def ready(self) -> list[Path]:
+    def ready(self, each: Callable[[Path], None] | None = None) -> list[Path]:
         """The wheels built by the time every build is done, or a slot is free while some
         still compile (the resolver then races them, `resolve._racing`), or `AHEAD_WAIT` has
-        passed."""
+        passed; `each` hears every wheel as it is built, while this waits."""
         n = len(self._builds())
         deadline = time.monotonic() + AHEAD_WAIT
-        self._wait(lambda left: time.monotonic() >= deadline or (left < n and self._ahead.idle()))
+        told: set[Path] = set()
+
+        def enough(left: int) -> bool:
+            for wheel in self.built():
+                if each is not None and wheel not in told:
+                    told.add(wheel)
+                    each(wheel)
+            return time.monotonic() >= deadline or (left < n and self._ahead.idle())
+
+        self._wait(enough)
         return self.built()
 
     def built(self) -> list[Path]:

@@ -15,7 +15,7 @@ import tempfile
 import threading
 import urllib.parse
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,9 +44,9 @@ class AheadWheels(Protocol):
     resolver reads their metadata instead of running the sdists' metadata hooks. Asked (it
     may wait for the builds) only when the resolution needs package code run."""
 
-    def ready(self) -> list[Path]:
+    def ready(self, each: Callable[[Path], None] | None = None) -> list[Path]:
         """The wheels built by the time every build is done, or a slot is free while some
-        still compile, or a while has passed."""
+        still compile, or a while has passed; `each` hears every wheel as it comes."""
 
     def built(self) -> list[Path]:
         """The wheels built by now (no waiting)."""
@@ -144,14 +144,18 @@ def _resolve_once(
         out = Path(tmp) / ("pylock.toml" if uv else "report.json")
         requested = {canonicalize_name(p.name) for p in pins}
 
+        reading = _PageReading(uv, target, upstreams, Path(cache), timeout, pins)
+
         def without_builds(links: Sequence[Path]) -> Answer | None:
             if uv is None:
                 return None
             attempt = functools.partial(
                 _without_builds, uv, target, upstreams, reqs, out, Path(cache), timeout, links
             )
-            # With the wheels built ahead, first from the pages the first attempt read (a
-            # round trip a page saved); where those do not hold the answer, from the index.
+            # With the wheels built ahead, first from the pages this resolution read (a round
+            # trip a page saved); where those do not hold the answer, from the index.
+            if links:
+                reading.wait()
             if not (links and attempt(offline=True)) and not attempt():
                 return None
             return _from_uv(out.read_text(encoding="utf-8"), requested, out, links)
@@ -168,7 +172,7 @@ def _resolve_once(
                 return answer
             if ahead is None:
                 return sandboxed([], None)
-            links = _link_dirs(ahead.ready())
+            links = _link_dirs(ahead.ready(reading.closure_of))
             if uv is not None and ahead.pending():
                 # No attempt without builds now: it would need the wheels still compiling
                 # (their sdists are why the first one failed), so it would fail, late.
@@ -202,6 +206,68 @@ def _resolve_once(
                 f"{_reason(exc.tail)}{_subprocess_output(exc.tail)}",
                 hint="check that every pin exists on the upstream index for this Python",
             ) from exc
+        finally:
+            reading.close()  # before its cache goes
+
+
+class _PageReading:
+    """The index pages of each wheel's closure, read into the resolution's cache as its build
+    ahead ends, while others still compile: `uv pip compile --no-build` of the wheel's own
+    pin. The resolution after the builds then answers from those pages (`--offline`) instead
+    of reading them one round trip after another at the end. Nothing is read from what
+    this finds; a failure only leaves a page unread."""
+
+    def __init__(
+        self,
+        uv: Path | None,
+        target: Target,
+        upstreams: tuple[str, ...],
+        cache: Path,
+        timeout: float,
+        pins: list[Pin],
+    ) -> None:
+        assert target.interpreter is not None
+        self._uv = uv
+        self._python = target.interpreter.path
+        self._urls = list(upstreams)
+        self._cache = cache
+        self._timeout = timeout
+        self._pins = {canonicalize_name(p.name): p.requirement for p in pins}
+        self._pool: ThreadPoolExecutor | None = None
+        self._reads: list[Future[None]] = []
+
+    def closure_of(self, wheel: Path) -> None:
+        """Start reading the pages of `wheel`'s closure (not waited for)."""
+        requirement = self._pins.get(canonicalize_name(wheel.name.split("-")[0]))
+        if self._uv is None or requirement is None:
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="pages")
+        self._reads.append(
+            self._pool.submit(contextvars.copy_context().run, self._read, requirement, wheel)
+        )
+
+    def _read(self, requirement: str, wheel: Path) -> None:
+        with tempfile.TemporaryDirectory(prefix="pages-") as tmp:
+            reqs = Path(tmp) / "requirements.txt"
+            reqs.write_text(requirement + "\n", encoding="utf-8")
+            out = Path(tmp) / "pylock.toml"
+            assert self._uv is not None
+            argv = _uv_argv(
+                self._uv, self._python, self._urls, reqs, out, self._cache, [wheel.parent]
+            )
+            argv.append("--no-build")
+            with contextlib.suppress(CommandError):
+                run(argv, step="resolve", cwd=Path(tmp), env=uv_env(), timeout=self._timeout)
+
+    def wait(self) -> None:
+        """Wait for the reads under way."""
+        for read in self._reads:
+            read.exception()  # done, whatever it found
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _link_dirs(wheels: list[Path]) -> list[Path]:
