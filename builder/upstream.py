@@ -307,16 +307,21 @@ def _validator(url: str, answer: _Answer | None) -> Validator:
     )
 
 
+# The validator of every page this process read for its files: `page_validator` takes it.
+_READ: dict[tuple[str, str], Validator] = {}
+
+
 @functools.lru_cache(maxsize=4096)
 def project_page(index_url: str, project: str) -> tuple[tuple[UpstreamFile, ...] | None, Validator]:
     """All files of `project` on the index (None if the index does not know the project),
     and the page's validator."""
     url = _project_url(index_url, project)
     answer = _read_page(url)
-    if answer is None:
-        return None, _validator(url, None)
-    files = _page_files(answer.body, answer.headers.get("Content-Type", ""), answer.url)
-    return files, _validator(url, answer)
+    files = None
+    if answer is not None:
+        files = _page_files(answer.body, answer.headers.get("Content-Type", ""), answer.url)
+    _READ[(index_url, project)] = validator = _validator(url, answer)
+    return files, validator
 
 
 @once
@@ -325,7 +330,11 @@ def page_validator(index_url: str, project: str) -> Validator:
     whose files came from the resolver's own answer keeps (a page of a big project lists
     tens of thousands of files). Read once per run: the targets resolved side by side share
     most of their closures, and a page two of them ask for at once is read once (a failed
-    read is not remembered)."""
+    read is not remembered). A page already read for its files (a pin's, when the plan
+    started) is not read again: its validator is older than the resolution, so a change
+    made since is seen by the next run, which then resolves anew."""
+    if (read := _READ.get((index_url, project))) is not None:
+        return read
     url = _project_url(index_url, project)
     return _validator(url, _read_page(url))
 

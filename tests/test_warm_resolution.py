@@ -160,3 +160,24 @@ def test_build_environments_come_from_one_shared_wheel_cache(
     assert cached, "the shared wheel cache holds setuptools"
     records = [json.loads(p.read_text()) for p in (tmp_path / "wh" / "builds").glob("*.json")]
     assert records and all("setuptools" in (r["build_deps"] or {}) for r in records)
+
+
+def test_a_page_read_for_its_files_is_not_read_again_for_its_validator(
+    counted: tuple[str, list[tuple[str, int, bool]]], tmp_path: Path
+) -> None:
+    """A cold build of a pin that is an sdist: prewheel reads its page once (to build it
+    ahead), and the cached resolution keeps that read's validator; the page of the member
+    only the resolution found (pw-pure) is read by prewheel once too, for its validator.
+    The warm run after it still revalidates both."""
+    url, seen = counted
+    AGENTS.clear()
+    first = _build(tmp_path, url, "pw-loose==1.0\n")
+    assert {n: r["status"] for n, r in first.items()} == {"pw-loose": "built", "pw-pure": "built"}
+    own = [p for p, _, agent in AGENTS if p.startswith("/simple/") and agent == "prewheel"]
+    assert sorted(own) == ["/simple/pw-loose/", "/simple/pw-pure/"], own
+    seen.clear()
+    second = _build(tmp_path, url, "pw-loose==1.0\n")
+    assert {r["status"] for r in second.values()} == {"cached"}
+    pages = _pages(seen)
+    assert sorted(p for p, _, _ in pages) == ["/simple/pw-loose/", "/simple/pw-pure/"], pages
+    assert all(code == 304 and conditional for _, code, conditional in pages), pages
