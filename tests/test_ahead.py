@@ -6,6 +6,7 @@ the key is taken at once and handed over; given up, it leaves no lock file behin
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import threading
 from dataclasses import replace
@@ -143,6 +144,8 @@ def test_the_pages_of_a_wheels_closure_are_read_while_the_other_builds_ahead_com
     assert len(reads) == 1 and len(final) == 1, compiles
     assert proc.stderr.find(reads[0]) < proc.stderr.find(final[0])
     assert "the pages read so far did not resolve it" not in proc.stderr, proc.stderr
+    # The closure's wheel was fetched while pw-slow compiled; the plan's download took it.
+    assert re.search(r"took pw_haswheel-1\.0-\S+\.whl from the files this run", proc.stderr)
     got = {r["name"]: r["status"] for r in json.loads(proc.stdout)["results"]}
     assert got == {"pw-ahead": "built", "pw-slow": "built", "pw-haswheel": "downloaded"}, got
 

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
+import threading
+from concurrent.futures import Future
 from pathlib import Path
 
 from .. import scratch
 from ..atomic import atomic_copy
-from ..errors import HashMismatchError
+from ..errors import HashMismatchError, PrewheelError
+from ..log import get_logger
 from ..upstream import UpstreamFile, download
 from ..wheelhouse import sha256_file
+
+log = get_logger("fetch")
+
+# The upstream files fetched ahead into the run's kept files (`fetch_ahead`), by name: a fetch
+# of the same file waits for that download instead of starting its own.
+_AHEAD: dict[str, Future[None]] = {}
+_AHEAD_LOCK = threading.Lock()
 
 
 def expected_hashes(file: UpstreamFile, pins: frozenset[str]) -> set[str]:
@@ -29,6 +40,10 @@ def fetch(file: UpstreamFile, pins: frozenset[str], dest_dir: Path) -> tuple[Pat
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / file.filename
     expect = expected_hashes(file, pins)
+    with _AHEAD_LOCK:
+        ahead = _AHEAD.get(file.filename)
+    if ahead is not None:
+        ahead.exception()  # done, or failed: then it is downloaded here
     if dest.is_file():
         digest = sha256_file(dest)
         if not expect or digest in expect:
@@ -55,4 +70,32 @@ def _take_kept(filename: str, expect: set[str], dest: Path) -> str | None:
     if digest not in expect:
         return None
     atomic_copy(kept, dest)
+    log.debug("took %s from the files this run fetched already", filename)
     return digest
+
+
+def fetch_ahead(file: UpstreamFile) -> None:
+    """Start downloading `file` into the run's kept files, where `fetch` takes it once its
+    bytes are the index's: a wheel the closure will need, fetched while builds still run
+    instead of after the resolution. A thread of its own (a daemon: a run that ends does
+    not wait for it); a failure only leaves the file to `fetch`. Once a file a run."""
+    kept = scratch.kept_files()
+    if kept is None or not file.sha256:
+        return
+    dest = kept / file.filename
+    with _AHEAD_LOCK:
+        if file.filename in _AHEAD or dest.exists():
+            return
+        done: Future[None] = Future()
+        _AHEAD[file.filename] = done
+
+    def get() -> None:
+        try:
+            download(file.url, dest, expect={file.sha256} if file.sha256 else set())
+        except (PrewheelError, OSError):
+            pass  # `fetch` downloads it, and says why if that fails too
+        finally:
+            done.set_result(None)
+
+    context = contextvars.copy_context()
+    threading.Thread(target=context.run, args=(get,), name="fetch-ahead", daemon=True).start()

@@ -32,6 +32,7 @@ from ..requirements import Pin
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
 from ..upstream import UpstreamFile, file_from_lock
+from .fetch import fetch_ahead
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -214,8 +215,9 @@ class _PageReading:
     """The index pages of each wheel's closure, read into the resolution's cache as its build
     ahead ends, while others still compile: `uv pip compile --no-build` of the wheel's own
     pin. The resolution after the builds then answers from those pages (`--offline`) instead
-    of reading them one round trip after another at the end. Nothing is read from what
-    this finds; a failure only leaves a page unread."""
+    of reading them one round trip after another at the end; and the wheels of that closure
+    are fetched meanwhile (`fetch.fetch_ahead`). The answer itself is not used; a failure
+    only leaves a page unread."""
 
     def __init__(
         self,
@@ -257,8 +259,17 @@ class _PageReading:
                 self._uv, self._python, self._urls, reqs, out, self._cache, [wheel.parent]
             )
             argv.append("--no-build")
-            with contextlib.suppress(CommandError):
+            try:
                 run(argv, step="resolve", cwd=Path(tmp), env=uv_env(), timeout=self._timeout)
+                found = _from_uv(out.read_text(encoding="utf-8"), set(), out, [wheel.parent])
+            except (CommandError, ResolutionError, OSError):
+                return
+        # Its members' wheels, fetched meanwhile: the plan's downloads take them (one a
+        # member, the one this interpreter takes; a member with several is left to the plan).
+        for files in (found.files or {}).values():
+            wheels = [f for f in files if f.is_wheel and f.url.startswith(("https:", "http:"))]
+            if len(wheels) == 1:
+                fetch_ahead(wheels[0])
 
     def wait(self) -> None:
         """Wait for the reads under way."""
