@@ -200,3 +200,40 @@ def test_under_bubblewrap_the_venv_is_read_only_and_linked_from_the_runs_cache(
     verify.smoke_test(env, smoke, name="pw-vapp", log_file=tmp_path / "verify.log")
     assert (tmp_path / "verify.log").read_text().count("refused 30") == 3  # EROFS
     assert dep.read_text() == "VERSION = '1.0'\n"
+
+
+def test_the_import_and_a_python_smoke_test_run_in_one_process_and_fail_apart(
+    tmp_path: Path, target: Target
+) -> None:
+    """One sandboxed interpreter imports the wheel's modules and then runs the smoke test
+    from its empty directory; a failure says which of the two failed."""
+    (tmp_path / "links").mkdir()
+    app = _wheel(tmp_path / "cand", "pw-vapp", "1.0")
+    env = _install(tmp_path, target, "pip", app, "")
+    log = tmp_path / "verify.log"
+    here = "import os, sys, pw_vapp; print('smoke in', os.listdir('.'), sys.argv[1:])"
+    imported, smoked = verify.import_and_smoke(
+        env, app, name="pw-vapp", import_names=None, smoke=Smoke(code=here, source="t"),
+        log_file=log,
+    )  # fmt: skip
+    assert (imported, smoked) == (["pw_vapp"], True)
+    text = log.read_text()
+    assert text.count("$ ") == 3, text  # the venv, the install, then one process for both
+    assert "imported pw_vapp" in text and "smoke in [] []" in text
+    failing = Smoke(code="raise SystemExit('the smoke test says no')", source="t")
+    with pytest.raises(StepError) as smoke_failed:
+        verify.import_and_smoke(
+            env, app, name="pw-vapp", import_names=None, smoke=failing, log_file=log
+        )
+    assert smoke_failed.value.check == "smoke"
+    assert "the smoke test says no" in smoke_failed.value.message
+    with pytest.raises(StepError) as import_failed:
+        verify.import_and_smoke(
+            env, app, name="pw-vapp", import_names=("pw_gone",), smoke=failing, log_file=log
+        )
+    assert import_failed.value.check == "import"
+    # A command is not Python: it runs on its own, after the import.
+    command = Smoke(command=("true",), source="t")
+    assert verify.import_and_smoke(
+        env, app, name="pw-vapp", import_names=None, smoke=command, log_file=log
+    ) == (["pw_vapp"], False)

@@ -1060,14 +1060,15 @@ def check(
         installer=stage.choose_installer(run.config.verify_installer, uv_found=uv_found),
         cache=run.work / "verify-cache",
     )
-    imported = stage.import_modules(
-        venv, wheel, name=item.name, import_names=pkg.import_names, log_file=log_file
+    smoke = run.config.smoke_for(item.name)
+    imported, smoked = stage.import_and_smoke(
+        venv, wheel, name=item.name, import_names=pkg.import_names, smoke=smoke, log_file=log_file
     )
     checks.append("import")
-    smoke = run.config.smoke_for(item.name)
     if smoke is not None:
-        run.reporter.step(item, "smoke")
-        stage.smoke_test(venv, smoke, name=item.name, log_file=log_file)
+        if not smoked:
+            run.reporter.step(item, "smoke")
+            stage.smoke_test(venv, smoke, name=item.name, log_file=log_file)
         checks.append("smoke")
     return Verified(imported=tuple(imported), checks=tuple(checks), isa=report, notes=notes)
 
