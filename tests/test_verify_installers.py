@@ -227,6 +227,11 @@ def test_the_import_and_a_python_smoke_test_run_in_one_process_and_fail_apart(
         )
     assert smoke_failed.value.check == "smoke"
     assert "the smoke test says no" in smoke_failed.value.message
+    loud = Smoke(code="for i in range(200):\n    print(i)\nraise SystemExit('no')", source="t")
+    with pytest.raises(StepError) as loud_failed:  # its start long out of the output's tail
+        verify.import_and_smoke(env, app, name="pw-vapp", import_names=None, smoke=loud,
+                                log_file=log)  # fmt: skip
+    assert loud_failed.value.check == "smoke"
     with pytest.raises(StepError) as import_failed:
         verify.import_and_smoke(
             env, app, name="pw-vapp", import_names=("pw_gone",), smoke=failing, log_file=log

@@ -16,9 +16,9 @@ from ..wheelhouse import sha256_file
 
 log = get_logger("fetch")
 
-# The upstream files fetched ahead into the run's kept files (`fetch_ahead`), by name: a fetch
-# of the same file waits for that download instead of starting its own.
-_AHEAD: dict[str, Future[None]] = {}
+# The upstream files being fetched ahead (`fetch_ahead`), by where they go in a run's kept
+# files: a fetch of the same file waits for that download instead of starting its own.
+_AHEAD: dict[Path, Future[None]] = {}
 _AHEAD_LOCK = threading.Lock()
 
 
@@ -40,8 +40,9 @@ def fetch(file: UpstreamFile, pins: frozenset[str], dest_dir: Path) -> tuple[Pat
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / file.filename
     expect = expected_hashes(file, pins)
+    kept = scratch.kept_files()
     with _AHEAD_LOCK:
-        ahead = _AHEAD.get(file.filename)
+        ahead = _AHEAD.get(kept / file.filename) if kept is not None else None
     if ahead is not None:
         ahead.exception()  # done, or failed: then it is downloaded here
     if dest.is_file():
@@ -78,24 +79,26 @@ def fetch_ahead(file: UpstreamFile) -> None:
     """Start downloading `file` into the run's kept files, where `fetch` takes it once its
     bytes are the index's: a wheel the closure will need, fetched while builds still run
     instead of after the resolution. A thread of its own (a daemon: a run that ends does
-    not wait for it); a failure only leaves the file to `fetch`. Once a file a run."""
+    not wait for it); a failure only leaves the file to `fetch`."""
     kept = scratch.kept_files()
     if kept is None or not file.sha256:
         return
-    dest = kept / file.filename
+    dest, expect = kept / file.filename, {file.sha256}
     with _AHEAD_LOCK:
-        if file.filename in _AHEAD or dest.exists():
+        if dest in _AHEAD or dest.exists():
             return
         done: Future[None] = Future()
-        _AHEAD[file.filename] = done
+        _AHEAD[dest] = done
 
     def get() -> None:
         try:
-            download(file.url, dest, expect={file.sha256} if file.sha256 else set())
+            download(file.url, dest, expect=expect)
         except (PrewheelError, OSError):
             pass  # `fetch` downloads it, and says why if that fails too
         finally:
             done.set_result(None)
+            with _AHEAD_LOCK:
+                del _AHEAD[dest]  # there now, or left to `fetch`
 
     context = contextvars.copy_context()
     threading.Thread(target=context.run, args=(get,), name="fetch-ahead", daemon=True).start()

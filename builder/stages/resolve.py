@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from packaging.utils import NormalizedName, canonicalize_name
+from packaging.utils import NormalizedName, canonicalize_name, parse_wheel_filename
 
 from .. import scratch, stamp, tools
 from ..cmd import run, uv_env
@@ -240,7 +240,7 @@ class _PageReading:
 
     def closure_of(self, wheel: Path) -> None:
         """Start reading the pages of `wheel`'s closure (not waited for)."""
-        requirement = self._pins.get(canonicalize_name(wheel.name.split("-")[0]))
+        requirement = self._pins.get(parse_wheel_filename(wheel.name)[0])
         if self._uv is None or requirement is None:
             return
         if self._pool is None:

@@ -25,7 +25,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from .. import tools
-from ..cmd import clean_env, probe, run, venv
+from ..cmd import clean_env, probe, run, tail, venv
 from ..config import Smoke
 from ..errors import CommandError, StepError, ToolMissingError
 from ..sandbox import Policy, Sandbox, interpreter_paths
@@ -230,30 +230,43 @@ def import_and_smoke(
             f"exec(compile({code!r}, '<smoke test>', 'exec'), {{'__name__': '__main__'}})\n"
         )
     try:
-        run(
+        done = run(
             [env.python, "-I", "-c", script, *modules],
             step="verify-import",
             log_file=log_file,
             cwd=_smoke_dir(env) if code else env.workdir,
             timeout=300 + (SMOKE_TIMEOUT if code else 0),
+            check=False,
             sandbox=env.sandbox,
         )
-    except CommandError as exc:
-        if smoke is not None and code and _SMOKE_STARTS in exc.tail:
-            raise _smoke_failed(exc, smoke, name) from exc
-        why = exception_line(exc.tail)
-        raise StepError(
-            f"{name}: import of {', '.join(modules)} failed after install: {why}",
-            step="verify",
-            log=exc.log,
-            tail=exc.tail,
-            check="import",
-            hint="if the module name differs from the wheel contents, set "
-            f"[packages.{name}] import_names in the config"
-            if _not_found(why, modules)
-            else None,
-        ) from exc
-    return modules, bool(code)
+    except CommandError as exc:  # past its time limit, or it could not start
+        output, error = exc.tail, exc
+    else:
+        if done.returncode == 0:
+            return modules, bool(code)
+        # Its whole output says whether the smoke test had started: one that prints a lot
+        # would push that line out of the error's tail.
+        output = done.stdout
+        error = CommandError(
+            f"verify-import failed (exit {done.returncode}), see {log_file}",
+            step="verify-import",
+            log=str(log_file),
+            tail=tail(output),
+        )
+    if smoke is not None and code and _SMOKE_STARTS in output:
+        raise _smoke_failed(error, smoke, name) from error
+    why = exception_line(error.tail)
+    raise StepError(
+        f"{name}: import of {', '.join(modules)} failed after install: {why}",
+        step="verify",
+        log=error.log,
+        tail=error.tail,
+        check="import",
+        hint="if the module name differs from the wheel contents, set "
+        f"[packages.{name}] import_names in the config"
+        if _not_found(why, modules)
+        else None,
+    ) from error
 
 
 def _not_found(line: str, modules: list[str]) -> bool:
