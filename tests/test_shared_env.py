@@ -79,10 +79,13 @@ def test_builds_with_the_same_requirements_share_one_environment_shown_read_only
     assert results == dict.fromkeys([*names, "pw-see-more"], "built"), results
 
     logs = {n: _log(wh, n) for n in names}
-    made = [env for log in logs.values() for env in _made_here(log)]
-    assert len(made) == 1, made
+    more = _log(wh, "pw-see-more")
+    made, own = [env for log in logs.values() for env in _made_here(log)], _made_here(more)
+    # The setuptools environment is made once, by whichever of the four builds needs it
+    # first; pw-see-more's own (with pw-haswheel too) is the last its log makes.
+    assert len(made) + len(own) == 2 and own, (made, own)
     shared = [n for n, log in logs.items() if "build environment shared, made by" in log]
-    assert len(shared) == 2, logs
+    assert len(shared) == len(names) - len(made), logs
     for n in names:
         module = n.replace("-", "_")
         (wheel,) = wh.glob(f"files/*/{module}-1.0-*.whl")
@@ -90,9 +93,7 @@ def test_builds_with_the_same_requirements_share_one_environment_shown_read_only
         assert f"/tmp/prewheel-build/{n}-1.0-" in text and "/env'" in text, text
         assert "WROTE = False" in text, text
 
-    more = _log(wh, "pw-see-more")
-    (own,) = _made_here(more)
-    assert own not in made
+    assert own[-1] not in made
     assert re.search(r"uv pip install .*pw-haswheel==1\.0", more), more
     (wheel,) = wh.glob("files/*/pw_see_more-1.0-*.whl")
     assert "WROTE = False" in _member(wheel, "pw_see_more/__init__.py")
