@@ -77,11 +77,18 @@ class Isolation:
     def network_off(self) -> bool:
         return self.mode != "none"
 
+    @property
+    def read_only(self) -> bool:
+        """Whether package code sees the filesystem read-only outside its own directory, and
+        a directory mounted read-only over a place (`Sandbox.mounted`): only then may what it
+        runs in (a shared build environment, a verify venv) be hard links into a cache."""
+        return self.mode == "bwrap"
+
     def key_settings(self) -> tuple[tuple[str, str], ...]:
         """What changes a build's output: part of every cache key."""
         return (
             ("env", f"LANG={LANG}"),
-            ("filesystem", "read-only" if self.mode == "bwrap" else "host"),
+            ("filesystem", "read-only" if self.read_only else "host"),
             ("home", "private"),
             ("network", "off" if self.network_off else "on"),
         )

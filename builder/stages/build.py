@@ -141,7 +141,7 @@ def build_wheel(
     env_python = env_dir / "bin" / "python"
     uv = tools.find("uv")
     # Shown read-only to the build (bubblewrap): the environment may be one builds share.
-    sandboxed = policy.isolation.mode == "bwrap"
+    sandboxed = policy.isolation.read_only
     if not sandboxed:
         envs = None
     if envs is None:

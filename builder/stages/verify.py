@@ -138,7 +138,7 @@ def install(
     for d in dict.fromkeys([wheel.parent, *find_links]):
         links += ["--find-links", str(d)]
     argv: list[str | os.PathLike[str]]
-    read_only = policy.isolation.mode == "bwrap"
+    read_only = policy.isolation.read_only
     if uv is not None:
         linked = "hardlink" if read_only and cache is not None else "copy"
         argv = [uv, "pip", "install", "--no-config", "--python", py, "--offline", "--no-index",
