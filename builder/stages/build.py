@@ -13,12 +13,14 @@ import importlib.metadata
 import json
 import os
 import shutil
+import threading
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from build import BuildBackendException, BuildException, ProjectBuilder
 from packaging.utils import InvalidSdistFilename, parse_sdist_filename
@@ -119,24 +121,31 @@ def build_wheel(
     started = time.monotonic()
     limit = pkg.timeout or config.build_timeout
     deadline = started + limit
-    src = unpack_sdist(sdist, workdir / "src")
-    epoch = max(newest_mtime(sdist) or ZIP_EPOCH, ZIP_EPOCH)
-    fixed = _fixed_path(sdist, pkg.name, target.name)
-    maps = buildenv.prefix_maps(workdir, fixed, interpreter_prefix(target.interpreter.path))
     if pkg.patches and shutil.which("patch") is None:
         raise StepError(
             "the config has patches for this package, but `patch` is not installed",
             step="patch",
             hint="install it (Debian: apt-get install patch)",
         )
-    for patch in pkg.patches:  # from the config; part of the cache key
-        run(
-            ["patch", "-p1", "--forward", "--batch", "-i", patch],
-            step="patch",
-            log_file=log_file,
-            cwd=src,
-            timeout=60,
-        )
+
+    def tree(dest: Path) -> Path:
+        """The sdist unpacked at `dest`, the config's patches applied (part of the key)."""
+        shutil.rmtree(dest, ignore_errors=True)
+        top = unpack_sdist(sdist, dest)
+        for patch in pkg.patches:
+            run(
+                ["patch", "-p1", "--forward", "--batch", "-i", patch],
+                step="patch",
+                log_file=log_file,
+                cwd=top,
+                timeout=60,
+            )
+        return top
+
+    src = tree(workdir / "src")
+    epoch = max(newest_mtime(sdist) or ZIP_EPOCH, ZIP_EPOCH)
+    fixed = _fixed_path(sdist, pkg.name, target.name)
+    maps = buildenv.prefix_maps(workdir, fixed, interpreter_prefix(target.interpreter.path))
     env_dir = workdir / "env"
     env_python = env_dir / "bin" / "python"
     uv = tools.find("uv")
@@ -227,21 +236,30 @@ def build_wheel(
         for item in json.loads(report.read_text())["install"]:
             deps[item["metadata"]["name"]] = item["metadata"]["version"]
 
-    def runner(
-        cmd: Sequence[str], cwd: str | None = None, extra_environ: Mapping[str, str] | None = None
-    ) -> None:
-        # The hook's own directories (pyproject_hooks' control dir) are writable too.
-        dirs = tuple(Path(a) for a in cmd[1:] if os.path.isdir(a))  # noqa: PTH112
-        run(
-            [*prefix, *cmd],
-            step="build",
-            log_file=log_file,
-            cwd=Path(cwd) if cwd else None,
-            timeout=max(1.0, deadline - time.monotonic()),
-            sandbox=replace(
-                box, env={**box.env, **(extra_environ or {})}, writable=(*box.writable, *dirs)
-            ),
-        )
+    def hooks(src: Path, log: Path, cancel: threading.Event | None) -> ProjectBuilder:
+        """The backend of the tree at `src`, each hook a sandboxed command whose output goes
+        to `log` (ended once `cancel` is set)."""
+
+        def runner(
+            cmd: Sequence[str],
+            cwd: str | None = None,
+            extra_environ: Mapping[str, str] | None = None,
+        ) -> None:
+            # The hook's own directories (pyproject_hooks' control dir) are writable too.
+            dirs = tuple(Path(a) for a in cmd[1:] if os.path.isdir(a))  # noqa: PTH112
+            run(
+                [*prefix, *cmd],
+                step="build",
+                log_file=log,
+                cwd=Path(cwd) if cwd else None,
+                timeout=max(1.0, deadline - time.monotonic()),
+                sandbox=replace(
+                    box, env={**box.env, **(extra_environ or {})}, writable=(*box.writable, *dirs)
+                ),
+                cancel=cancel,
+            )
+
+        return ProjectBuilder(src, python_executable=str(env_python), runner=runner)
 
     def environment_of(steps: Sequence[tuple[Sequence[str], str]]) -> None:
         """The build's environment holding `steps` (requirements, tag) installed in turn: its
@@ -271,13 +289,14 @@ def build_wheel(
     settings = dict(pkg.config_settings) or None
     _build_log.set(log_file)
     try:
-        builder = ProjectBuilder(src, python_executable=str(env_python), runner=runner)
+        builder = hooks(src, log_file, None)
         system = [*builder.build_system_requires, *pkg.build_requires]
         environment_of([(system, "system")])
-        extra = sorted(builder.get_requires_for_build("wheel", settings) - set(system))
-        if extra:
+        beside = _Beside(workdir=workdir, log_file=log_file, hooks=hooks, tree=tree)
+        out, extra = beside.build(builder, settings, system)
+        if out is None:  # the backend asked for more: built again once it is installed
             environment_of([(system, "system"), (extra, "backend")])
-        out = Path(builder.build("wheel", workdir / "dist", settings))
+            out = Path(builder.build("wheel", workdir / "dist", settings))
     except BuildBackendException as exc:
         inner = exc.exception
         if isinstance(inner, CommandTimeout):
@@ -305,6 +324,86 @@ def build_wheel(
         paths=(fixed, str(workdir.resolve())),
         seconds=time.monotonic() - started,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Beside:
+    """A wheel built while its backend is asked what more the build needs, instead of after.
+
+    `get_requires_for_build_wheel` is a process of its own (a setuptools backend runs the
+    whole `setup.py` in it: 0.4-0.6 s), and a frontend runs the build only once it answered.
+    Its answer is nearly always "nothing more", so the build starts at once beside it. The
+    question is asked of a second copy of the tree (a setuptools `egg_info` writes into the
+    tree, as the build does); the build runs in the tree at its usual place, its output in a
+    log of its own until it ends, then appended to the build's log. Where the backend asks
+    for more, the build beside it is stopped, its tree and output wiped, and the wheel built
+    again once the rest is installed: what one after the other would have given.
+    """
+
+    workdir: Path
+    log_file: Path
+    hooks: Callable[[Path, Path, threading.Event | None], ProjectBuilder]
+    tree: Callable[[Path], Path]
+
+    def build(
+        self, builder: ProjectBuilder, settings: Mapping[str, Any] | None, system: Sequence[str]
+    ) -> tuple[Path | None, list[str]]:
+        """The wheel and nothing more asked for; or None (the tree unpacked anew) and what
+        the backend asked for beyond `system`, to install before building again."""
+        own_log = self.workdir.parent / f"{self.workdir.name}.build.log"  # not package code's
+        cancel = threading.Event()
+        building = self.hooks(Path(builder.source_dir), own_log, cancel)
+        built: Future[str] = Future()
+        dist = self.workdir / "dist"
+
+        def build() -> None:
+            try:
+                built.set_result(building.build("wheel", dist, settings))
+            except BaseException as exc:  # handed to the caller
+                built.set_exception(exc)
+
+        context = contextvars.copy_context()
+        threading.Thread(target=context.run, args=(build,), name="prewheel-build").start()
+        extra: list[str] = []
+        asked = self.workdir / "asked"
+        try:
+            asking = self.hooks(self.tree(asked), self.log_file, None)
+            extra = sorted(asking.get_requires_for_build("wheel", settings) - set(system))
+        except BaseException:
+            cancel.set()
+            raise
+        finally:
+            if extra:
+                cancel.set()
+            wait([built])
+            self._take_log(own_log)
+            shutil.rmtree(asked, ignore_errors=True)
+        if extra:
+            shutil.rmtree(dist, ignore_errors=True)
+            self.tree(Path(builder.source_dir).parent)
+            with self.log_file.open("a", encoding="utf-8") as fh:
+                fh.write(
+                    f"prewheel: the backend asked for {', '.join(extra)}: the build beside "
+                    "the question was stopped, its tree unpacked anew; built again with them\n\n"
+                )
+            return None, extra
+        try:
+            return Path(built.result()), []
+        except BuildBackendException as exc:
+            inner = exc.exception
+            if isinstance(inner, StepError) and inner.log == str(own_log):
+                inner.log = str(self.log_file)
+                inner.message = inner.message.replace(str(own_log), str(self.log_file))
+            raise
+
+    def _take_log(self, own_log: Path) -> None:
+        """The build's output, appended to the build's log."""
+        if not own_log.is_file():
+            return
+        with self.log_file.open("ab") as out, own_log.open("rb") as got:
+            out.write(b"prewheel: the wheel's build, run beside that question:\n")
+            shutil.copyfileobj(got, out)
+        own_log.unlink()
 
 
 def _new_env(uv: Path | None, python: Path, dest: Path, log_file: Path) -> None:
