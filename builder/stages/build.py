@@ -293,7 +293,7 @@ def build_wheel(
         system = [*builder.build_system_requires, *pkg.build_requires]
         environment_of([(system, "system")])
         beside = _Beside(workdir=workdir, log_file=log_file, hooks=hooks, tree=tree)
-        out, extra = beside.build(builder, settings, system)
+        out, extra = beside.build(src, settings, system)
         if out is None:  # the backend asked for more: built again once it is installed
             environment_of([(system, "system"), (extra, "backend")])
             out = Path(builder.build("wheel", workdir / "dist", settings))
@@ -346,13 +346,14 @@ class _Beside:
     tree: Callable[[Path], Path]
 
     def build(
-        self, builder: ProjectBuilder, settings: Mapping[str, Any] | None, system: Sequence[str]
+        self, src: Path, settings: Mapping[str, Any] | None, system: Sequence[str]
     ) -> tuple[Path | None, list[str]]:
-        """The wheel and nothing more asked for; or None (the tree unpacked anew) and what
-        the backend asked for beyond `system`, to install before building again."""
+        """The wheel of the tree at `src` and nothing more asked for; or None (the tree
+        unpacked anew) and what the backend asked for beyond `system`, to install before
+        building again."""
         own_log = self.workdir.parent / f"{self.workdir.name}.build.log"  # not package code's
         cancel = threading.Event()
-        building = self.hooks(Path(builder.source_dir), own_log, cancel)
+        building = self.hooks(src, own_log, cancel)
         built: Future[str] = Future()
         dist = self.workdir / "dist"
 
@@ -380,7 +381,7 @@ class _Beside:
             shutil.rmtree(asked, ignore_errors=True)
         if extra:
             shutil.rmtree(dist, ignore_errors=True)
-            self.tree(Path(builder.source_dir).parent)
+            self.tree(src.parent)
             with self.log_file.open("a", encoding="utf-8") as fh:
                 fh.write(
                     f"prewheel: the backend asked for {', '.join(extra)}: the build beside "
