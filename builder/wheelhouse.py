@@ -46,6 +46,10 @@ from .wheelfile import read_metadata
 
 log = get_logger("wheelhouse")
 
+# The caches the tools keep in the wheelhouse (uv's wheel cache of the build environments,
+# zig's): their files, temp files included, are the tools' own.
+TOOL_CACHES = ("cache/uv", "cache/zig")
+
 
 @dataclass(frozen=True, kw_only=True)
 class CatalogEntry:
@@ -491,10 +495,20 @@ class Wheelhouse:
     # -- what killed writers leave ---------------------------------------------------
 
     def leftovers(self) -> list[Path]:
-        """Temp files of writers that are gone (anywhere in the wheelhouse)."""
+        """Temp files of writers that are gone: anywhere in the wheelhouse but the caches
+        the tools keep there (`TOOL_CACHES`: their temp files are theirs). Another builder
+        on the wheelhouse makes and removes directories meanwhile (uv's `.tmp*` in its
+        cache): one gone before it is read is skipped (`os.walk` ignores it), not an error
+        that ends the run."""
         if not self.root.is_dir():
             return []
-        return sorted(p for p in self.root.rglob(f".*{TEMP_SUFFIX}") if leftover_temp(p))
+        skip = {self.root / d for d in TOOL_CACHES}
+        found: list[Path] = []
+        for top, dirs, files in os.walk(self.root):
+            here = Path(top)
+            dirs[:] = [d for d in dirs if here / d not in skip]
+            found += (here / f for f in files if f.startswith(".") and f.endswith(TEMP_SUFFIX))
+        return sorted(p for p in found if leftover_temp(p))
 
 
 __all__ = [

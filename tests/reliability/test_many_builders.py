@@ -135,3 +135,48 @@ def test_builders_sharing_a_wheelhouse_build_each_key_once(
     assert not list(wh.glob("staging/*/*.whl")), "a staged build was left behind"
     check = prewheel("index", "check", "--wheelhouse", wh)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# Makes and removes nested directories as fast as it can, until the stop file appears: another
+# builder's uv making its `.tmp*` directories in the wheel cache, and removing them.
+CHURN = """\
+import os, shutil, sys
+from pathlib import Path
+roots, stop = [Path(a) for a in sys.argv[1:-1]], Path(sys.argv[-1])
+n = 0
+while not stop.exists():
+    for root in roots:
+        d = root / f".tmp{n}"
+        os.makedirs(d / "a" / "b" / "c", exist_ok=True)
+        (d / "a" / "f").write_bytes(b"x")
+        shutil.rmtree(d, ignore_errors=True)
+    n += 1
+"""
+
+
+def test_the_sweep_of_dead_writers_temp_files_outlives_another_builders_directories(
+    tmp_path: Path,
+) -> None:
+    """The sweep a run starts with (`Wheelhouse.leftovers`) while another process makes and
+    removes directories in the wheelhouse: no directory gone meanwhile ends it (a 4-builder
+    run died of `FileNotFoundError` on one of uv's `.tmp*` in `cache/uv`). It finds a dead
+    writer's temp file among the wheels, and leaves the tools' caches alone."""
+    from builder.wheelhouse import Wheelhouse
+
+    wh = Wheelhouse(tmp_path / "wh")
+    dead = ".x.whl.pw999999999.abc123.tmp"  # no process has that pid
+    for d in ("files/ab", "cache/uv", "cache/zig", "cache/noop"):
+        (wh.root / d).mkdir(parents=True)
+        (wh.root / d / dead).write_bytes(b"")
+    stop = tmp_path / "stop"
+    churn = subprocess.Popen(
+        [sys.executable, "-c", CHURN, str(wh.root / "cache" / "uv"), str(wh.root / "files"),
+         str(stop)]
+    )  # fmt: skip
+    try:
+        for _ in range(300):
+            found = wh.leftovers()
+    finally:
+        stop.touch()
+        churn.wait(timeout=60)
+    assert found == [wh.root / "cache/noop" / dead, wh.root / "files/ab" / dead], found
