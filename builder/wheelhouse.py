@@ -46,10 +46,6 @@ from .wheelfile import read_metadata
 
 log = get_logger("wheelhouse")
 
-# The caches the tools keep in the wheelhouse (uv's wheel cache of the build environments,
-# zig's): their files, temp files included, are the tools' own.
-TOOL_CACHES = ("cache/uv", "cache/zig")
-
 
 @dataclass(frozen=True, kw_only=True)
 class CatalogEntry:
@@ -140,6 +136,16 @@ class Wheelhouse:
     @property
     def staging_dir(self) -> Path:
         return self.root / "staging"
+
+    @property
+    def wheel_cache(self) -> Path:
+        """uv's wheel cache of the build environments: every build's, this run's and later."""
+        return self.root / "cache" / "uv"
+
+    @property
+    def zig_cache(self) -> Path:
+        """zig's cache, shared by the zig builds of the wheelhouse."""
+        return self.root / "cache" / "zig"
 
     def lock(self, name: str) -> contextlib.AbstractContextManager[None]:
         """The cross-process lock `name` (`catalog-<project>`, `records`, `build-<key>`)."""
@@ -496,19 +502,19 @@ class Wheelhouse:
 
     def leftovers(self) -> list[Path]:
         """Temp files of writers that are gone: anywhere in the wheelhouse but the caches
-        the tools keep there (`TOOL_CACHES`: their temp files are theirs). Another builder
+        the tools keep there (uv's and zig's: their temp files are theirs). Another builder
         on the wheelhouse makes and removes directories meanwhile (uv's `.tmp*` in its
         cache): one gone before it is read is skipped (`os.walk` ignores it), not an error
         that ends the run."""
         if not self.root.is_dir():
             return []
-        skip = {self.root / d for d in TOOL_CACHES}
+        skip = {self.wheel_cache, self.zig_cache}
         found: list[Path] = []
         for top, dirs, files in os.walk(self.root):
             here = Path(top)
             dirs[:] = [d for d in dirs if here / d not in skip]
-            found += (here / f for f in files if f.startswith(".") and f.endswith(TEMP_SUFFIX))
-        return sorted(p for p in found if leftover_temp(p))
+            found += (p for f in files if leftover_temp(p := here / f))
+        return sorted(found)
 
 
 __all__ = [

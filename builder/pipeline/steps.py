@@ -824,8 +824,8 @@ def compile_sdist(
         cuda=key.accel_specific and item.target.toolkit is not None,
         framework=dict(item.runtime_pins),
         policy=run.policy,
-        zig_cache=run.wh.root / "cache" / "zig",
-        wheel_cache=run.wh.root / "cache" / "uv",
+        zig_cache=run.wh.zig_cache,
+        wheel_cache=run.wh.wheel_cache,
         envs=run.envs,
     )
 
