@@ -82,6 +82,14 @@ class StepError(PrewheelError):
         self.check = check
 
 
+def moved_log(error: PrewheelError, old: str, new: str) -> None:
+    """`error` told of its step's log at `new`, where the log at `old` was copied or
+    appended: its message, and for a step's error the log it names."""
+    error.message = error.message.replace(old, new)
+    if isinstance(error, StepError) and error.log is not None:
+        error.log = new
+
+
 class CommandError(StepError):
     """A subprocess failed or ran out of time."""
 

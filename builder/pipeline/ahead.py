@@ -37,7 +37,7 @@ from .. import locks, scratch
 from ..archive import native_bytes
 from ..atomic import atomic_copy
 from ..cmd import check_stop
-from ..errors import PrewheelError, StepError, WheelhouseWriteError
+from ..errors import PrewheelError, WheelhouseWriteError, moved_log
 from ..log import working_on
 from ..records import CacheKey, utcnow
 from ..stages.fetch import fetch
@@ -182,9 +182,7 @@ class Ahead:
             early.unlink()
         for error in (outcome, tagged, checked.found if checked else None):
             if isinstance(error, PrewheelError):
-                error.message = error.message.replace(str(early), str(log_file))
-                if isinstance(error, StepError) and error.log is not None:
-                    error.log = str(log_file)
+                moved_log(error, str(early), str(log_file))
         if isinstance(outcome, PrewheelError):
             return outcome
         if not fits(outcome, item):

@@ -30,7 +30,7 @@ from .. import tools
 from ..archive import NATIVE_SOURCES, newest_mtime, unpack_sdist
 from ..cmd import clean_env, probe, run, uv_env, venv
 from ..config import Config, PackageConfig
-from ..errors import CommandError, CommandTimeout, StepError
+from ..errors import CommandError, CommandTimeout, PrewheelError, StepError, moved_log
 from ..records import BuildEnvRecord
 from ..sandbox import Policy, interpreter_paths
 from ..targets import Target
@@ -391,10 +391,8 @@ class _Beside:
         try:
             return Path(built.result()), []
         except BuildBackendException as exc:
-            inner = exc.exception
-            if isinstance(inner, StepError) and inner.log == str(own_log):
-                inner.log = str(self.log_file)
-                inner.message = inner.message.replace(str(own_log), str(self.log_file))
+            if isinstance(exc.exception, PrewheelError):
+                moved_log(exc.exception, str(own_log), str(self.log_file))
             raise
 
     def _take_log(self, own_log: Path) -> None:
