@@ -1,7 +1,8 @@
 """Build environments shared by the builds of one run (`stages.sharedenv`): under bubblewrap
 the builds whose environments would hold the same build requirements use one, made once and
-shown read-only at each build's own `env`; a backend that asks for more gets one of its own;
-a failure to make one is every build's own; without bubblewrap each build makes its own."""
+shown read-only at each build's own `env`, compiled once a second build takes it; a backend
+that asks for more gets one of its own; a failure to make one is every build's own; without
+bubblewrap each build makes its own."""
 
 from __future__ import annotations
 
@@ -135,6 +136,43 @@ def test_without_bubblewrap_each_build_makes_its_own(
         log = _log(wh, n)
         assert "build environment shared" not in log
         assert re.search(r"^\$ \S*uv venv .* \S+/env$", log, flags=re.MULTILINE), log
+
+
+# Says in its build's log whether setuptools' bytecode was there when the backend was asked
+# what the build needs (`egg_info`, not `bdist_wheel`).
+ASKING = """\
+import importlib.util, os, sys
+import setuptools
+if "bdist_wheel" not in sys.argv:
+    cached = importlib.util.cache_from_source(setuptools.__file__)
+    print(f"QUESTION: bytecode there: {os.path.exists(cached)}")
+setuptools.setup(py_modules=["m"])
+"""
+
+
+def test_an_environment_a_second_build_takes_has_its_bytecode_compiled_for_the_question(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """Two builds share setuptools' environment: the one that takes it second finds it
+    compiled when its backend is asked (the question waits for the compile the second build
+    began), nothing of it written into the shared wheel cache the environment links to.
+    A build alone in its environment compiles nothing (its question compiles in memory)."""
+    needs.bubblewrap()
+    names = ["pw-pyc-a", "pw-pyc-b"]
+    for n in [*names, "pw-pyc-alone"]:
+        upstream.add_sdist(n, "1.0", {"setup.py": ASKING, "m.py": ""})
+    wh, results = _build(upstream, write_config, tmp_path, names)
+    assert results == dict.fromkeys(names, "built"), results
+    second = [log for log in map(lambda n: _log(wh, n), names) if "environment shared" in log]
+    assert len(second) == 1, second
+    assert "QUESTION: bytecode there: True" in second[0], second[0]
+    assert not list((wh / "cache" / "uv").rglob("*.pyc"))
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    wh, results = _build(upstream, write_config, alone, ["pw-pyc-alone"])
+    assert results == {"pw-pyc-alone": "built"}, results
+    assert "QUESTION: bytecode there: False" in _log(wh, "pw-pyc-alone")
 
 
 def _member(wheel: Path, name: str) -> str:

@@ -38,7 +38,7 @@ from ..threads import once
 from ..wheelfile import ZIP_EPOCH
 from . import buildenv
 from .buildfailure import tail_of, undeclared, why_it_failed
-from .sharedenv import SharedEnvs
+from .sharedenv import SharedEnv, SharedEnvs
 
 # Warnings a backend emits (forwarded by pyproject_hooks into this process) belong in the
 # log of the build that raised them, not on the terminal.
@@ -279,6 +279,7 @@ def build_wheel(
         key = (interp.path, tuple((tuple(sorted(r)), t) for r, t in steps), pinned,
                config.build_constraints, tuple(upstreams), wheel_cache, uv is not None)  # fmt: skip
         env = envs.get(key, make, this_build)
+        envs_used.append(env)
         if env.made_by != this_build:
             env.log_use(log_file)
         deps.clear()
@@ -286,13 +287,16 @@ def build_wheel(
         box = replace(box, readable=(*box.readable, env.path), mounted=((env.path, env_dir),))
 
     this_build = f"the build of {sdist.name} for {target.name}"
+    envs_used: list[SharedEnv] = []  # the shared environments it used
     settings = dict(pkg.config_settings) or None
     _build_log.set(log_file)
     try:
         builder = hooks(src, log_file, None)
         system = [*builder.build_system_requires, *pkg.build_requires]
         environment_of([(system, "system")])
-        beside = _Beside(workdir=workdir, log_file=log_file, hooks=hooks, tree=tree)
+        beside = _Beside(
+            workdir=workdir, log_file=log_file, hooks=hooks, tree=tree, shared=envs_used[-1:]
+        )
         out, extra = beside.build(src, settings, system)
         if out is None:  # the backend asked for more: built again once it is installed
             environment_of([(system, "system"), (extra, "backend")])
@@ -338,12 +342,16 @@ class _Beside:
     log of its own until it ends, then appended to the build's log. Where the backend asks
     for more, the build beside it is stopped, its tree and output wiped, and the wheel built
     again once the rest is installed: what one after the other would have given.
+
+    In a shared environment whose bytecode is being compiled (`sharedenv`), the question
+    waits for it: then it compiles nothing in memory.
     """
 
     workdir: Path
     log_file: Path
     hooks: Callable[[Path, Path, threading.Event | None], ProjectBuilder]
     tree: Callable[[Path], Path]
+    shared: Sequence[SharedEnv] = ()  # the environment, where builds share it
 
     def build(
         self, src: Path, settings: Mapping[str, Any] | None, system: Sequence[str]
@@ -368,6 +376,8 @@ class _Beside:
         extra: list[str] = []
         asked = self.workdir / "asked"
         try:
+            for env in self.shared:
+                env.wait_compiled()
             asking = self.hooks(self.tree(asked), self.log_file, None)
             extra = sorted(asking.get_requires_for_build("wheel", settings) - set(system))
         except BaseException:
