@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..cmd import check_stop, run
+from ..errors import Interrupted
 from ..threads import PerKey
 
 # An environment of at most this many Python files has its bytecode compiled once made
@@ -75,7 +76,8 @@ class SharedEnv:
             if sites and files <= BYTECODE_LIMIT:
                 python = self.path / "bin" / "python"
                 argv: list[str | Path] = [python, "-I", "-S", "-m", "compileall", "-q", *sites]
-                with contextlib.suppress(Exception):  # a hook compiles in memory what is missing
+                # A hook compiles in memory what is missing; a stop ends the run's builds.
+                with contextlib.suppress(Exception, Interrupted):
                     run(argv, step="build-env", check=False, timeout=120)
         finally:
             self._ended.set()
