@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shlex
 import shutil
@@ -49,6 +50,8 @@ log = get_logger("cmd")
 
 TAIL_LINES = 40
 CONTAIN = Path(__file__).resolve().parent / "_contain.py"
+SPARE = Path(__file__).resolve().parent / "_spare.py"
+SPARES_KEPT = 4  # the most `spare` processes waiting at once (the oldest goes)
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a command's tree
 CANCEL_POLL = 0.05  # seconds between looks at a command's `cancel`
 OUTPUT_KEPT = 1 << 20  # the most output `run` returns (the log file has all of it)
@@ -58,6 +61,8 @@ _active: set[subprocess.Popen[bytes]] = set()
 _active_lock = threading.Lock()
 _stop = threading.Event()
 _stop_signal = [0]
+# `python -m MODULE` started ahead, by (MODULE, tag), oldest first: `spare`.
+_spares: dict[tuple[str, str], subprocess.Popen[bytes]] = {}
 # Held while a publication becomes visible (`publishing`); a stop waits for it to end, so a
 # publication is either visible before the stop or not at all.
 _publish_lock = threading.RLock()
@@ -120,6 +125,90 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def spare(module: str, imports: Sequence[str], *, tag: str, env: Mapping[str, str]) -> None:
+    """`python -m module` of prewheel's interpreter, started ahead for the command that
+    `run(..., spare=tag)` will run: it imports `imports` now, in `env`, then waits to be told
+    its arguments (`_spare.py`). A command not run leaves it waiting until prewheel ends or
+    `SPARES_KEPT` newer ones are started."""
+    if stopping():
+        return
+    argv = [sys.executable, "-I", str(SPARE), module, *imports]
+    contain = [sys.executable, "-I", "-S", str(CONTAIN), "--ppid", str(os.getpid())]
+    try:
+        proc = subprocess.Popen(
+            [*contain, "--", *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=dict(env),
+            start_new_session=True,
+        )
+    except OSError:
+        return  # the command starts as any other
+    with _active_lock:
+        _active.add(proc)
+        _spares[(module, tag)] = proc
+        old = list(_spares.values())[:-SPARES_KEPT]
+        for gone in old:
+            _spares.pop(next(k for k, v in _spares.items() if v is gone))
+    for gone in old:
+        _end_spare(gone)
+
+
+def drop_spares() -> None:
+    """End every `spare` still waiting (a run's end)."""
+    with _active_lock:
+        waiting = list(_spares.values())
+        _spares.clear()
+    for proc in waiting:
+        _end_spare(proc)
+
+
+def _end_spare(proc: subprocess.Popen[bytes]) -> None:
+    """A spare not needed: its end of input makes it exit."""
+    with contextlib.suppress(OSError):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=KILL_GRACE)
+    if proc.poll() is None:
+        _kill_group(proc)
+    with _active_lock:
+        _active.discard(proc)
+
+
+def _take_spare(
+    args: Sequence[str],
+    tag: str,
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+    out: IO[bytes],
+) -> subprocess.Popen[bytes] | None:
+    """The spare of `tag` for `args` (`python -m MODULE ...` of prewheel's interpreter),
+    told to run it with its output appended to `out`; None where there is none (or it is
+    gone), and the command starts as any other."""
+    if len(args) < 3 or args[0] != sys.executable or args[1] != "-m":
+        return None
+    with _active_lock:
+        proc = _spares.pop((args[2], tag), None)
+    if proc is None:
+        return None
+    told = {
+        "args": list(args[3:]),
+        "env": dict(env if env is not None else os.environ),
+        "cwd": str(cwd) if cwd is not None else None,
+        "output": f"/proc/{os.getpid()}/fd/{out.fileno()}",
+    }
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(json.dumps(told).encode() + b"\n")
+        proc.stdin.close()
+    except OSError:
+        _end_spare(proc)
+        return None
+    return proc
+
+
 def run(
     argv: Sequence[str | os.PathLike[str]],
     *,
@@ -131,12 +220,14 @@ def run(
     check: bool = True,
     sandbox: Confinement | None = None,
     cancel: threading.Event | None = None,
+    spare: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `argv`, appending its output to `log_file`; raise CommandError on failure.
 
     With `sandbox`, the command is package code: it runs in that sandbox, with the sandbox's
     environment (`env` must be None) and memory limit. Once `cancel` is set, the command's
-    tree is ended and `CommandCancelled` raised.
+    tree is ended and `CommandCancelled` raised. With `spare`, a `python -m` command runs
+    in the process `spare(..., tag=spare)` started ahead for it, where there is one.
     """
     args = [os.fspath(a) for a in argv]
     memory = None
@@ -157,8 +248,11 @@ def run(
     started = time.monotonic()
     out, offset = _output(log_file, pretty)
     with out:
+        taken = None
+        if spare is not None and sandbox is None:
+            taken = _take_spare(args, spare, env, cwd, out)
         try:
-            proc = subprocess.Popen(
+            proc = taken or subprocess.Popen(
                 [*contain, "--", *full],
                 stdout=out,
                 stderr=subprocess.STDOUT,

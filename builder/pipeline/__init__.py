@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 from .. import scratch
+from ..cmd import drop_spares
 from ..config import Config
 from ..stages.plan import BuildAhead, Plan, PlanItem, Wave, sandbox_policy
 from ..stages.publish import Publisher
@@ -100,6 +101,7 @@ def execute_waves(
             results = Scheduler(run, planning, n, planned=planned_all).execute()
         finally:
             ahead.close()
+            drop_spares()  # a repair not run (a failed build) leaves its process waiting
     (plan,) = done
     publisher.finish(plan.targets)
     return BuildReport(

@@ -810,10 +810,13 @@ def compile_sdist(
 ) -> BuildResult:
     """The wheel of `sdist` as its backend builds it for `item`'s target, under `key`, in
     `work`, its build dependencies from the wheelhouse's shared wheel cache."""
+    from ..stages import repair
     from ..stages.build import build_wheel
 
     warm(item.target)
     run.reporter.step(item, "build")
+    if native_bytes(sdist):  # a wheel with compiled code: auditwheel repairs it next
+        repair.prepare(log_file)
     return build_wheel(
         sdist=sdist,
         target=item.target,

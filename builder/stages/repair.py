@@ -17,7 +17,7 @@ from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
 
-from .. import elf, tools
+from .. import cmd, elf, tools
 from ..cmd import clean_env, probe, run
 from ..errors import CommandError, StepError, ToolMissingError
 from ..records import ExternalLibrary, GraftedLibrary
@@ -34,6 +34,21 @@ class Repaired:
     # The platform tags the tag step gives a platform wheel with no compiled code in it
     # (auditwheel refuses it: "not a platform wheel"); empty: the wheel's own.
     platforms: tuple[str, ...] = ()
+
+
+# What `python -m auditwheel repair` imports: 0.2 s of its 0.35 s on a small wheel, taken
+# beside the build by a process started ahead (`prepare`).
+_AUDITWHEEL_IMPORTS = (
+    "auditwheel.main", "auditwheel.main_repair", "auditwheel.main_show", "auditwheel.repair",
+    "auditwheel.wheel_abi", "auditwheel.patcher", "auditwheel.sboms",
+)  # fmt: skip
+
+
+def prepare(log_file: Path) -> None:
+    """`python -m auditwheel` started ahead for the repair whose log is `log_file`: called
+    as its build starts, the repair after the build finds auditwheel imported."""
+    imports = ("auditwheel", *_AUDITWHEEL_IMPORTS)
+    cmd.spare("auditwheel", imports, tag=str(log_file), env=tools.with_own_path(clean_env()))
 
 
 DOCKER_HINT = (
@@ -150,6 +165,7 @@ def repair_wheel(
             log_file=log_file,
             env=_library_path(tools.with_own_path(clean_env()), elves, paths),
             timeout=600,
+            spare=str(log_file),
         )
     except CommandError as exc:
         raise StepError(
