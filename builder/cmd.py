@@ -128,8 +128,8 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
 def spare(module: str, imports: Sequence[str], *, tag: str, env: Mapping[str, str]) -> None:
     """`python -m module` of prewheel's interpreter, started ahead for the command that
     `run(..., spare=tag)` will run: it imports `imports` now, in `env`, then waits to be told
-    its arguments (`_spare.py`). A command not run leaves it waiting until prewheel ends or
-    `SPARES_KEPT` newer ones are started."""
+    its arguments (`_spare.py`). A command not run leaves it waiting until the run ends
+    (`drop_spares`), another is started for the same tag, or `SPARES_KEPT` newer ones are."""
     if stopping():
         return
     argv = [sys.executable, "-I", str(SPARE), module, *imports]
@@ -147,10 +147,10 @@ def spare(module: str, imports: Sequence[str], *, tag: str, env: Mapping[str, st
         return  # the command starts as any other
     with _active_lock:
         _active.add(proc)
+        old = [p for p in [_spares.pop((module, tag), None)] if p is not None]
         _spares[(module, tag)] = proc
-        old = list(_spares.values())[:-SPARES_KEPT]
-        for gone in old:
-            _spares.pop(next(k for k, v in _spares.items() if v is gone))
+        while len(_spares) > SPARES_KEPT:
+            old.append(_spares.pop(next(iter(_spares))))
     for gone in old:
         _end_spare(gone)
 

@@ -72,3 +72,18 @@ def test_without_a_spare_or_with_one_gone_the_command_starts_as_any_other(
     waiting = cmd._spares[("timeit", "d")]
     cmd.drop_spares()
     assert waiting.poll() is not None and not cmd._spares
+
+
+def test_spares_are_bounded_one_a_tag_and_at_most_spares_kept() -> None:
+    """A second spare for a tag ends the first; past `SPARES_KEPT` the oldest ends."""
+    env = dict(os.environ)
+    cmd.spare("timeit", ["timeit"], tag="x", env=env)
+    first = cmd._spares[("timeit", "x")]
+    cmd.spare("timeit", ["timeit"], tag="x", env=env)
+    assert first.poll() is not None and cmd._spares[("timeit", "x")] is not first
+    for n in range(cmd.SPARES_KEPT):
+        cmd.spare("timeit", ["timeit"], tag=f"y{n}", env=env)
+    assert ("timeit", "x") not in cmd._spares and len(cmd._spares) == cmd.SPARES_KEPT
+    kept = list(cmd._spares.values())
+    cmd.drop_spares()
+    assert all(p.poll() is not None for p in kept)

@@ -295,7 +295,11 @@ def build_wheel(
         system = [*builder.build_system_requires, *pkg.build_requires]
         environment_of([(system, "system")])
         beside = _Beside(
-            workdir=workdir, log_file=log_file, hooks=hooks, tree=tree, shared=envs_used[-1:]
+            workdir=workdir,
+            log_file=log_file,
+            hooks=hooks,
+            tree=tree,
+            shared=envs_used[-1] if envs_used else None,
         )
         out, extra = beside.build(src, settings, system)
         if out is None:  # the backend asked for more: built again once it is installed
@@ -351,7 +355,7 @@ class _Beside:
     log_file: Path
     hooks: Callable[[Path, Path, threading.Event | None], ProjectBuilder]
     tree: Callable[[Path], Path]
-    shared: Sequence[SharedEnv] = ()  # the environment, where builds share it
+    shared: SharedEnv | None = None  # the environment, where builds share it
 
     def build(
         self, src: Path, settings: Mapping[str, Any] | None, system: Sequence[str]
@@ -376,8 +380,8 @@ class _Beside:
         extra: list[str] = []
         asked = self.workdir / "asked"
         try:
-            for env in self.shared:
-                env.wait_compiled()
+            if self.shared is not None:
+                self.shared.wait_compiled()
             asking = self.hooks(self.tree(asked), self.log_file, None)
             extra = sorted(asking.get_requires_for_build("wheel", settings) - set(system))
         except BaseException:

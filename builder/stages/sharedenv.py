@@ -35,8 +35,8 @@ from ..cmd import check_stop, run
 from ..errors import Interrupted
 from ..threads import PerKey
 
-# An environment of at most this many Python files has its bytecode compiled once made
-# (setuptools alone: 229 files, 0.8 s of CPU); a bigger one (torch) is left as it is.
+# An environment of at most this many Python files has its bytecode compiled once a second
+# build takes it (setuptools alone: 229 files, 0.8 s of CPU); a bigger one (torch) is not.
 BYTECODE_LIMIT = 1500
 
 
