@@ -218,13 +218,17 @@ COMPARISONS = {
 
 
 def reset(work: Path) -> None:
-    """Every cache and output of a cold run gone (prewheel's wheelhouse holds its caches)."""
+    """Every cache and output of a cold run gone (prewheel's wheelhouse holds its caches).
+    The lock files too: `uv pip compile` takes the pins of an existing output file as its
+    preferences, so a lock left by the last round spared uv its backtracking."""
     for name in ("wh", "pip-out", "pip-cache", "uv-cache", "uv-out", "sdists", "lock.txt"):
         p = work / name
         if p.is_dir():
             shutil.rmtree(p)
         elif p.exists():
             p.unlink()
+    for lock in work.glob("lock-*.txt"):
+        lock.unlink()
 
 
 def main() -> None:
