@@ -15,6 +15,7 @@ medians are printed. Needs PyPI (https://pypi.org/simple/, or --index).
   `uv pip compile` for both at once, cold caches. Goal: <= 1.5x uv.
 
     python benchmarks/against_uv.py cold|warm|resolve [--rounds 3] [--example] [--json]
+    python benchmarks/against_uv.py cold --requirements FILE  # a set of one's own
     python benchmarks/against_uv.py --one NAME ...   # one command of a comparison, once
                                                      # (for an external timer)
 """
@@ -95,6 +96,9 @@ def run(argv: list[str], work: Path) -> None:
 
 
 def requirements(args: argparse.Namespace) -> list[str]:
+    if args.requirements:  # a set of one's own (a held-out one): pins, one a line
+        lines = args.requirements.read_text().splitlines()
+        return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
     if args.example:
         lines = (ROOT / "examples" / "requirements.txt").read_text().splitlines()
         return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
@@ -239,6 +243,7 @@ def main() -> None:
     ap.add_argument("--cold", action="store_true", help="with --one: empty caches first")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--example", action="store_true", help="the bundled example's pins")
+    ap.add_argument("--requirements", type=Path, help="cold/warm: these pins instead")
     ap.add_argument("--index", default=PYPI)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
