@@ -1,7 +1,8 @@
 """The wheel is built while its backend is asked what more the build needs
 (`get_requires_for_build_wheel`), not after (`build._Beside`): the question in a copy of the
 tree, the build in the tree at its usual place. Where the backend asks for more, the wheel
-that counts is the one built again with it installed."""
+that counts is the one built again with it installed; what the environment already holds
+is not more."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from clitools import prewheel
 from conftest import WriteConfig
 from upstream import Upstream
+
+from builder.stages.build import _held
 
 # The question (`egg_info`, setuptools' get_requires) waits for the build (`bdist_wheel`)
 # to have started in the other tree, and says whether it saw it; one after the other, it
@@ -50,6 +53,22 @@ if "bdist_wheel" in sys.argv:
 setup(packages=["pw_asks"], setup_requires=["pw-haswheel==1.0"])
 """
 
+
+# Asks again (`setup_requires`, no version) for what `[build-system] requires` installed.
+HELD = """\
+import sys
+from setuptools import setup
+if "bdist_wheel" in sys.argv:
+    import pw_haswheel
+    with open("pw_held/__init__.py", "w") as fh:
+        fh.write("HAD_IT = True\\n")
+setup(name="pw-held", version="1.0", packages=["pw_held"], setup_requires=["pw-haswheel"])
+"""
+HELD_PYPROJECT = """\
+[build-system]
+requires = ["setuptools>=40.8", "pw-haswheel>=1.0"]
+build-backend = "setuptools.build_meta"
+"""
 
 _ERRORS: dict[str, list[tuple[str | None, str | None]]] = {}
 
@@ -104,6 +123,33 @@ def test_a_backend_that_asks_for_more_gets_it_and_builds_again(
     assert init == "HAD_IT = True\n", init
     after = log.index("prewheel: the backend asked for")
     assert " build_wheel " in log[after:], "built again, after the install"
+
+
+def test_what_the_environment_holds_is_not_asked_for_more(
+    upstream: Upstream, write_config: WriteConfig, tmp_path: Path
+) -> None:
+    """The backend names `pw-haswheel` again (`setup_requires`), which `[build-system]`
+    installed as `pw-haswheel>=1.0`: the build beside the question is the wheel, not
+    stopped and built again."""
+    files = {"setup.py": HELD, "pyproject.toml": HELD_PYPROJECT, "pw_held/__init__.py": ""}
+    upstream.add_sdist("pw-held", "1.0", files)
+    log, init, results = _build(write_config, tmp_path, "pw-held")
+    assert results == {"pw-held": "built"}, (results, log)
+    assert "the backend asked for" not in log, log
+    assert init == "HAD_IT = True\n", init
+    assert log.count(" build_wheel ") == 1, log
+
+
+def test_held_is_a_version_in_range_without_extras_or_markers() -> None:
+    installed = {"setuptools-scm": "8.1.0", "wheel": "0.45.1"}
+    assert _held("setuptools_scm", installed)
+    assert _held("setuptools-scm>=3.4,<9", installed)
+    assert _held("Wheel", installed)
+    assert not _held("setuptools_scm>=9", installed)
+    assert not _held("setuptools_scm[toml]", installed)
+    assert not _held("wheel; python_version >= '3'", installed)
+    assert not _held("cython", installed)
+    assert not _held("not a requirement (", installed)
 
 
 def test_a_build_that_fails_beside_the_question_is_said_from_its_log(

@@ -18,12 +18,14 @@ import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from build import BuildBackendException, BuildException, ProjectBuilder
-from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+from packaging.version import InvalidVersion, Version
 from pyproject_hooks import BuildBackendWarning
 
 from .. import tools
@@ -300,6 +302,7 @@ def build_wheel(
             hooks=hooks,
             tree=tree,
             shared=envs_used[-1] if envs_used else None,
+            installed=dict(deps),
         )
         out, extra = beside.build(src, settings, system)
         if out is None:  # the backend asked for more: built again once it is installed
@@ -356,6 +359,7 @@ class _Beside:
     hooks: Callable[[Path, Path, threading.Event | None], ProjectBuilder]
     tree: Callable[[Path], Path]
     shared: SharedEnv | None = None  # the environment, where builds share it
+    installed: Mapping[str, str] = field(default_factory=dict)  # what it holds, by name
 
     def build(
         self, src: Path, settings: Mapping[str, Any] | None, system: Sequence[str]
@@ -383,7 +387,8 @@ class _Beside:
             if self.shared is not None:
                 self.shared.wait_compiled()
             asking = self.hooks(self.tree(asked), self.log_file, None)
-            extra = sorted(asking.get_requires_for_build("wheel", settings) - set(system))
+            more = asking.get_requires_for_build("wheel", settings) - set(system)
+            extra = sorted(r for r in more if not _held(r, self.installed))
         except BaseException:
             cancel.set()
             raise
@@ -417,6 +422,26 @@ class _Beside:
             out.write(b"prewheel: the wheel's build, run beside that question:\n")
             shutil.copyfileobj(got, out)
         own_log.unlink()
+
+
+def _held(requirement: str, installed: Mapping[str, str]) -> bool:
+    """Whether the environment already holds what the backend asks for as `requirement`:
+    named without extras or markers, at a version in its range. setuptools' question names
+    `setup_requires` as the package wrote it (`setuptools_scm`), beside `[build-system]`'s
+    `setuptools_scm[toml]>=3.4`: the same thing, installed, needs no second build. Anything
+    else (extras, markers, what cannot be read) counts as more."""
+    try:
+        req = Requirement(requirement)
+    except InvalidRequirement:
+        return False
+    if req.extras or req.marker is not None:
+        return False
+    versions = {canonicalize_name(n): v for n, v in installed.items()}
+    have = versions.get(canonicalize_name(req.name))
+    try:
+        return have is not None and req.specifier.contains(Version(have), prereleases=True)
+    except InvalidVersion:
+        return False
 
 
 def _new_env(uv: Path | None, python: Path, dest: Path, log_file: Path) -> None:
