@@ -8,7 +8,7 @@ atomically), `check` holds them against the store,
 from __future__ import annotations
 
 from .check import CheckResult, check
-from .tree import ensure, indexed_accelerators, listed_projects, rebuild, update_project
+from .tree import ensure, indexed_accelerators, listed_projects, rebuild, recover, update_project
 
 __all__ = [
     "CheckResult",
@@ -17,5 +17,6 @@ __all__ = [
     "indexed_accelerators",
     "listed_projects",
     "rebuild",
+    "recover",
     "update_project",
 ]

@@ -26,8 +26,8 @@ from .tree import (
     indexed_accelerators,
     known_accelerators,
     listed_projects,
+    recover,
     simple_dir,
-    update_project,
 )
 
 
@@ -229,7 +229,7 @@ def check(wh: Wheelhouse) -> CheckResult:
     recovered: list[str] = []
     if wh.pending():
         with contextlib.suppress(WheelhouseError):  # read-only: the journals are reported
-            recovered = wh.recover(lambda project: update_project(wh, project))
+            recovered = recover(wh)
     checker = _Checker(wh)
     checker.check_store()
     catalog = {p: wh.entries(p) for p in wh.projects()}

@@ -26,12 +26,12 @@ from ..errors import StepError
 from ..records import ANY_ACCEL
 from ..wheelfile import check_wheel, read_metadata
 from ..wheelhouse import TEMP_SUFFIX, Wheelhouse, atomic_write_bytes, sha256_file
-from .tree import rebuild, update_project
+from .tree import rebuild, recover, update_project
 
 
 def repair(wh: Wheelhouse) -> list[str]:
     """Repair `wh`; one line per thing done."""
-    done = wh.recover(lambda project: update_project(wh, project))
+    done = recover(wh)
     for leftover in wh.leftovers():
         leftover.unlink(missing_ok=True)
         done.append(f"removed {leftover.relative_to(wh.root)} (left by a killed writer)")

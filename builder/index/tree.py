@@ -104,17 +104,25 @@ def _locked(wh: Wheelhouse) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def update_project(wh: Wheelhouse, project: str) -> None:
-    """Rewrite one project's pages in every accelerator tree, then the root lists.
+def update_project(wh: Wheelhouse, project: str, *, roots: bool = False) -> None:
+    """Rewrite one project's pages in every accelerator tree, then the root lists when the
+    project came or went there (`roots`: whatever its page said).
 
     Called by the pipeline after each publish; costs one catalog read and a directory scan
     per accelerator, however large the index is.
     """
     with _locked(wh):
-        _update_project(wh, canonicalize_name(project))
+        _update_project(wh, canonicalize_name(project), roots=roots)
 
 
-def _update_project(wh: Wheelhouse, project: str) -> None:
+def recover(wh: Wheelhouse) -> list[str]:
+    """Finish the publishes that killed writers left half done (`Wheelhouse.recover`), root
+    lists included: a writer killed between a new project's page and the root list left a
+    page that the root list does not name, and the page alone no longer tells."""
+    return wh.recover(lambda project: update_project(wh, project, roots=True))
+
+
+def _update_project(wh: Wheelhouse, project: str, *, roots: bool) -> None:
     entries = wh.entries(project)
     for accel in known_accelerators(wh, entries):
         if not (simple_dir(wh, accel) / "index.html").is_file():
@@ -123,7 +131,7 @@ def _update_project(wh: Wheelhouse, project: str) -> None:
         shown = listed(entries, accel)
         was_listed = (simple_dir(wh, accel) / project / "index.html").is_file()
         _write_project(wh, accel, project, shown)
-        if was_listed != bool(shown):  # the root list changes only when a project comes or goes
+        if roots or was_listed != bool(shown):  # else the root list has not changed
             write_root(wh, accel)
 
 

@@ -40,7 +40,7 @@ class Publisher:
         """Before a run: the store's directories, what killed runs left half done finished
         (their journals) or removed (their temp files), and every accelerator it builds for."""
         self.wh.ensure()
-        for line in self.wh.recover(self._pages):
+        for line in index.recover(self.wh):
             log.warning("%s", line)
         for leftover in self.wh.leftovers():
             leftover.unlink(missing_ok=True)

@@ -44,6 +44,7 @@ def test_kill_9_at_random_points_leaves_a_consistent_wheelhouse(
 ) -> None:
     seed = int(os.environ.get("PREWHEEL_KILL_SEED", random.randrange(1 << 30)))
     rng = random.Random(seed)
+    print(f"seed {seed} (PREWHEEL_KILL_SEED={seed} runs these rounds again)")
     wh, reqs = tmp_path / "wh", tmp_path / "requirements.txt"
     reqs.write_text(REQS)
     # Six rounds aimed at random points; a run that ended before its kill (fast steps) is
@@ -74,11 +75,12 @@ def test_kill_9_at_random_points_leaves_a_consistent_wheelhouse(
         mark = f"prewheel-{proc.pid}-"
         left = wait_gone(mark)
         kill_marked(mark)
-        assert not left, f"round {i} ({aim}): processes of the killed run are left: {left}"
+        where = f"seed {seed}, round {i} ({aim})"
+        assert not left, f"{where}: processes of the killed run are left: {left}"
         if wh.is_dir():
             check = prewheel("index", "check", "--wheelhouse", wh)
-            assert check.returncode == 0, f"round {i} ({aim}): {check.stdout}{check.stderr}"
-    print(f"seed {seed}: killed during {dict(killed)} (aimed at {ran})")
+            assert check.returncode == 0, f"{where}: {check.stdout}{check.stderr}"
+    print(f"killed during {dict(killed)} (aimed at {ran})")
     final = prewheel("build", "-r", reqs, "-c", _config(tmp_path, upstream, 99), "--wheelhouse", wh)
     assert final.returncode == 0, final.stdout + final.stderr
     check = prewheel("index", "check", "--wheelhouse", wh)

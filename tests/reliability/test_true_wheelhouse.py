@@ -177,6 +177,49 @@ def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> No
     assert not wh.pending()
 
 
+def test_a_publish_cut_between_its_page_and_the_root_list_is_finished_with_the_root_list(
+    tmp_path: Path,
+) -> None:
+    """A builder killed after a new project's page was written and before the root list named
+    it (seen in the kill loop): the page alone says the project is listed, so finishing the
+    publish writes the root lists whatever the page says."""
+    import subprocess
+    import sys
+
+    from indexkit import wheel_bytes
+
+    from builder import index
+    from builder.wheelhouse import Wheelhouse
+
+    wh = Wheelhouse(tmp_path / "wh")
+    wh.ensure()
+    name, data = wheel_bytes("pw-first", "1.0")
+    (tmp_path / name).write_bytes(data)
+    wh.publish(tmp_path / name, origin="downloaded", accels=None)
+    index.update_project(wh, "pw-first")
+    name2, data2 = wheel_bytes("pw-new", "1.0")
+    (tmp_path / name2).write_bytes(data2)
+    script = (
+        "import sys\nfrom pathlib import Path\nfrom builder.wheelhouse import Wheelhouse\n"
+        "from builder.index import tree\n"
+        "wh = Wheelhouse(Path(sys.argv[1]))\n"
+        "tree.write_root = lambda *_: sys.exit(9)\n"
+        "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None,\n"
+        "           pages=lambda project: tree.update_project(wh, project))\n"
+    )
+    cut = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / name2)])
+    assert cut.returncode == 9
+    root = wh.root / "cpu" / "simple"
+    assert (root / "pw-new" / "index.html").is_file(), "the page was written"
+    assert "pw-new" not in (root / "index.html").read_text(), "the root list was not"
+    check = prewheel("index", "check", "--wheelhouse", wh.root)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"finished the interrupted publish of {name2}" in check.stderr
+    assert "pw-new" in (root / "index.html").read_text()
+    assert "pw-new" in (root / "index.json").read_text()
+    assert not wh.pending()
+
+
 def test_a_stop_undoes_a_publish_before_it_is_visible_and_waits_for_one_that_is(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
