@@ -140,9 +140,10 @@ def test_without_bubblewrap_the_build_works_and_says_so_once(
     assert network == {"off" if mode == "netns" else "on"}  # and so in the cache key
 
 
-def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> None:
-    """A builder killed between storing a wheel and writing its catalog entry and pages left
-    its journal: `index check` (like the next build) finishes that publish first."""
+def _cut_publish(tmp_path: Path, first: str, second: str, cut: str) -> tuple[Any, str, str]:
+    """A wheelhouse with `first` 1.0 published and listed, then the publish of a `second`
+    wheel by a process that is gone by now: `cut` (a line of Python, `wh` and `tree` at hand)
+    makes it exit 9 half way. Returns the wheelhouse and the two file names."""
     import subprocess
     import sys
 
@@ -153,27 +154,37 @@ def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> No
 
     wh = Wheelhouse(tmp_path / "wh")
     wh.ensure()
-    name, data = wheel_bytes("pw-cut", "1.0")
-    (tmp_path / name).write_bytes(data)
-    done = wh.publish(tmp_path / name, origin="downloaded", accels=None)
-    index.update_project(wh, "pw-cut")
-    name2, data2 = wheel_bytes("pw-cut", "2.0")
-    (tmp_path / name2).write_bytes(data2)
-    # The same publish, by a process that is gone by now, stopped after the bytes were stored.
+    names = []
+    for project, version in ((first, "1.0"), (second, "2.0")):
+        name, data = wheel_bytes(project, version)
+        (tmp_path / name).write_bytes(data)
+        names.append(name)
+    wh.publish(tmp_path / names[0], origin="downloaded", accels=None)
+    index.update_project(wh, first)
     script = (
         "import sys\nfrom pathlib import Path\nfrom builder.wheelhouse import Wheelhouse\n"
-        "wh = Wheelhouse(Path(sys.argv[1]))\n"
-        "wh._finish = lambda *_: sys.exit(9)\n"
-        "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None)\n"
+        "from builder.index import tree\n"
+        f"wh = Wheelhouse(Path(sys.argv[1]))\n{cut}\n"
+        "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None,\n"
+        "           pages=lambda project: tree.update_project(wh, project))\n"
     )
-    cut = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / name2)])
-    assert cut.returncode == 9
+    done = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / names[1])])
+    assert done.returncode == 9
     assert [p.name for p in wh.pending()], "the journal of the cut publish"
-    assert [e.filename for e in wh.entries("pw-cut")] == [done.filename]
+    return wh, names[0], names[1]
+
+
+def test_a_publish_cut_short_is_finished_by_the_next_check(tmp_path: Path) -> None:
+    """A builder killed between storing a wheel and writing its catalog entry and pages left
+    its journal: `index check` (like the next build) finishes that publish first."""
+    wh, first, cut = _cut_publish(
+        tmp_path, "pw-cut", "pw-cut", "wh._finish = lambda *_: sys.exit(9)"
+    )
+    assert [e.filename for e in wh.entries("pw-cut")] == [first]
     check = prewheel("index", "check", "--wheelhouse", wh.root)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert f"finished the interrupted publish of {name2}" in check.stderr
-    assert sorted(e.filename for e in wh.entries("pw-cut")) == sorted([done.filename, name2])
+    assert f"finished the interrupted publish of {cut}" in check.stderr
+    assert sorted(e.filename for e in wh.entries("pw-cut")) == sorted([first, cut])
     assert not wh.pending()
 
 
@@ -183,38 +194,15 @@ def test_a_publish_cut_between_its_page_and_the_root_list_is_finished_with_the_r
     """A builder killed after a new project's page was written and before the root list named
     it (seen in the kill loop): the page alone says the project is listed, so finishing the
     publish writes the root lists whatever the page says."""
-    import subprocess
-    import sys
-
-    from indexkit import wheel_bytes
-
-    from builder import index
-    from builder.wheelhouse import Wheelhouse
-
-    wh = Wheelhouse(tmp_path / "wh")
-    wh.ensure()
-    name, data = wheel_bytes("pw-first", "1.0")
-    (tmp_path / name).write_bytes(data)
-    wh.publish(tmp_path / name, origin="downloaded", accels=None)
-    index.update_project(wh, "pw-first")
-    name2, data2 = wheel_bytes("pw-new", "1.0")
-    (tmp_path / name2).write_bytes(data2)
-    script = (
-        "import sys\nfrom pathlib import Path\nfrom builder.wheelhouse import Wheelhouse\n"
-        "from builder.index import tree\n"
-        "wh = Wheelhouse(Path(sys.argv[1]))\n"
-        "tree.write_root = lambda *_: sys.exit(9)\n"
-        "wh.publish(Path(sys.argv[2]), origin='downloaded', accels=None,\n"
-        "           pages=lambda project: tree.update_project(wh, project))\n"
+    wh, _, cut = _cut_publish(
+        tmp_path, "pw-first", "pw-new", "tree.write_root = lambda *_: sys.exit(9)"
     )
-    cut = subprocess.run([sys.executable, "-c", script, str(wh.root), str(tmp_path / name2)])
-    assert cut.returncode == 9
     root = wh.root / "cpu" / "simple"
     assert (root / "pw-new" / "index.html").is_file(), "the page was written"
     assert "pw-new" not in (root / "index.html").read_text(), "the root list was not"
     check = prewheel("index", "check", "--wheelhouse", wh.root)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert f"finished the interrupted publish of {name2}" in check.stderr
+    assert f"finished the interrupted publish of {cut}" in check.stderr
     assert "pw-new" in (root / "index.html").read_text()
     assert "pw-new" in (root / "index.json").read_text()
     assert not wh.pending()
