@@ -96,13 +96,17 @@ def run(argv: list[str], work: Path) -> None:
 
 
 def requirements(args: argparse.Namespace) -> list[str]:
-    if args.requirements:  # a set of one's own (a held-out one): pins, one a line
-        lines = args.requirements.read_text().splitlines()
-        return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+    if args.requirements:  # a set of one's own (a held-out one)
+        return _pins(args.requirements)
     if args.example:
-        lines = (ROOT / "examples" / "requirements.txt").read_text().splitlines()
-        return [ln.split("#")[0].strip() for ln in lines if ln.split("#")[0].strip()]
+        return _pins(ROOT / "examples" / "requirements.txt")
     return SDIST_SET
+
+
+def _pins(path: Path) -> list[str]:
+    """The requirements of a file: one a line, comments and blank lines left out."""
+    lines = (ln.split("#")[0].strip() for ln in path.read_text().splitlines())
+    return [ln for ln in lines if ln]
 
 
 def prepare(work: Path, reqs: list[str], index: str, pythons: list[str]) -> None:
