@@ -125,6 +125,13 @@ def tail(text: str, lines: int = TAIL_LINES) -> str:
     return "\n".join(text.rstrip().splitlines()[-lines:])
 
 
+def _contain(memory: int | None = None) -> list[str]:
+    """The launcher every command starts behind (`_contain.py`: nothing the command starts
+    outlives it, or prewheel); with `memory`, the command's address space limit in bytes."""
+    launcher = [sys.executable, "-I", "-S", str(CONTAIN), "--ppid", str(os.getpid())]
+    return [*launcher, "--as", str(memory)] if memory else launcher
+
+
 def spare(module: str, imports: Sequence[str], *, tag: str, env: Mapping[str, str]) -> None:
     """`python -m module` of prewheel's interpreter, started ahead for the command that
     `run(..., spare=tag)` will run: it imports `imports` now, in `env`, then waits to be told
@@ -133,10 +140,9 @@ def spare(module: str, imports: Sequence[str], *, tag: str, env: Mapping[str, st
     if stopping():
         return
     argv = [sys.executable, "-I", str(SPARE), module, *imports]
-    contain = [sys.executable, "-I", "-S", str(CONTAIN), "--ppid", str(os.getpid())]
     try:
         proc = subprocess.Popen(
-            [*contain, "--", *argv],
+            [*_contain(), "--", *argv],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -240,9 +246,6 @@ def run(
     else:
         full = args
         pretty = shlex.join(args)
-    contain = [sys.executable, "-I", "-S", str(CONTAIN), "--ppid", str(os.getpid())]
-    if memory:
-        contain += ["--as", str(memory)]
     log.debug("$ %s", pretty)
     check_stop()
     started = time.monotonic()
@@ -253,7 +256,7 @@ def run(
             taken = _take_spare(args, spare, env, cwd, out)
         try:
             proc = taken or subprocess.Popen(
-                [*contain, "--", *full],
+                [*_contain(memory), "--", *full],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
