@@ -52,8 +52,7 @@ def _auditwheel_env() -> dict[str, str]:
 def prepare(log_file: Path) -> None:
     """`python -m auditwheel` started ahead for the repair whose log is `log_file`: called
     as its build starts, the repair after the build finds auditwheel imported."""
-    imports = ("auditwheel", *_AUDITWHEEL_IMPORTS)
-    cmd.spare("auditwheel", imports, tag=str(log_file), env=_auditwheel_env())
+    cmd.spare("auditwheel", _AUDITWHEEL_IMPORTS, tag=str(log_file), env=_auditwheel_env())
 
 
 DOCKER_HINT = (
